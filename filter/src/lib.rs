@@ -1,0 +1,1 @@
+//! keygate edge filter (placeholder).

@@ -1,0 +1,161 @@
+//! JSON wire types between the control plane and the edge.
+//!
+//! `GET /internal/v1/key-table[?since=V][&wait=S]` answers a [`KeyTable`];
+//! `POST /internal/v1/usage` takes a [`UsageReport`]. Both use camelCase and
+//! unix seconds (UTC) for times, so the filter needs no date parser.
+
+use crate::secret::SecretHash;
+use serde::{Deserialize, Serialize};
+
+/// A snapshot (`full: true`: replace everything) or a delta (`full: false`:
+/// apply `upserts`, then `removals`, on top of the table at `since`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KeyTable {
+    /// Monotonic across restarts and replicas. Poll again with `since=version`.
+    pub version: u64,
+    pub full: bool,
+    #[serde(default)]
+    pub upserts: Vec<KeyEntry>,
+    /// Ids of keys that no longer exist or no longer open anything.
+    #[serde(default)]
+    pub removals: Vec<i64>,
+}
+
+/// Everything the edge needs to decide a request made with one key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KeyEntry {
+    pub id: i64,
+    pub user_id: i64,
+    pub secret_hash: SecretHash,
+    /// Unix seconds; the key is refused at and after this instant.
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+    /// The key's effective servers: its scope intersected with its owner's access now.
+    pub servers: ServerScope,
+}
+
+/// A set of MCP server names, or every server (`"*"` on the wire).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerScope {
+    All,
+    Named(Vec<String>),
+}
+
+impl ServerScope {
+    pub fn contains(&self, server: &str) -> bool {
+        match self {
+            ServerScope::All => true,
+            ServerScope::Named(names) => names.iter().any(|n| n == server),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        matches!(self, ServerScope::Named(n) if n.is_empty())
+    }
+}
+
+impl Serialize for ServerScope {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ServerScope::All => s.serialize_str("*"),
+            ServerScope::Named(names) => names.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ServerScope {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Star(String),
+            Names(Vec<String>),
+        }
+        match Repr::deserialize(d)? {
+            Repr::Star(s) if s == "*" => Ok(ServerScope::All),
+            Repr::Star(_) => Err(serde::de::Error::custom(
+                "servers must be \"*\" or a list of names",
+            )),
+            Repr::Names(n) => Ok(ServerScope::Named(n)),
+        }
+    }
+}
+
+/// Last-use times the edge observed, sent in batches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UsageReport {
+    pub items: Vec<UsageItem>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UsageItem {
+    pub key_id: i64,
+    /// Unix seconds.
+    pub last_used_at: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::Secret;
+
+    #[test]
+    fn key_table_json_shape() {
+        let t = KeyTable {
+            version: 7,
+            full: false,
+            upserts: vec![
+                KeyEntry {
+                    id: 3,
+                    user_id: 1,
+                    secret_hash: Secret::from_bytes([0; 32]).hash(),
+                    expires_at: Some(1_900_000_000),
+                    servers: ServerScope::Named(vec!["alpha".into()]),
+                },
+                KeyEntry {
+                    id: 4,
+                    user_id: 1,
+                    secret_hash: Secret::from_bytes([0; 32]).hash(),
+                    expires_at: None,
+                    servers: ServerScope::All,
+                },
+            ],
+            removals: vec![9],
+        };
+        let v = serde_json::to_value(&t).unwrap();
+        assert_eq!(v["version"], 7);
+        assert_eq!(v["upserts"][0]["userId"], 1);
+        assert_eq!(v["upserts"][0]["servers"][0], "alpha");
+        assert_eq!(v["upserts"][1]["servers"], "*");
+        assert_eq!(
+            v["upserts"][0]["secretHash"],
+            "66687aadf862bd776c8fc18b8e9f8e20089714856ee233b3902a591d0d5f2925"
+        );
+        assert_eq!(v["removals"][0], 9);
+        let back: KeyTable = serde_json::from_value(v).unwrap();
+        assert_eq!(back, t);
+    }
+
+    #[test]
+    fn scope_rejects_other_strings() {
+        assert!(serde_json::from_str::<ServerScope>("\"all\"").is_err());
+        assert_eq!(
+            serde_json::from_str::<ServerScope>("\"*\"").unwrap(),
+            ServerScope::All
+        );
+        assert!(ServerScope::All.contains("x"));
+        assert!(!ServerScope::Named(vec!["a".into()]).contains("b"));
+    }
+
+    #[test]
+    fn usage_report_shape() {
+        let r: UsageReport =
+            serde_json::from_str(r#"{"items":[{"keyId":5,"lastUsedAt":1700000000}]}"#).unwrap();
+        assert_eq!(r.items[0].key_id, 5);
+        assert!(serde_json::from_str::<UsageReport>(r#"{"items":[],"x":1}"#).is_err());
+    }
+}
