@@ -1,1 +1,129 @@
-fn main() {}
+//! `keygate-control-plane serve`: parses flags (each with an environment
+//! variable), sets up logging, runs the server until SIGTERM or Ctrl-C.
+
+use clap::{Parser, Subcommand};
+use keygate_control_plane::config::{Config, OidcConfig};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "keygate-control-plane",
+    version,
+    about = "keygate control plane"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API and the key-table feed.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    #[arg(long, env = "KEYGATE_LISTEN", default_value = "127.0.0.1:8081")]
+    listen: SocketAddr,
+    /// `sqlite://file.db` (created if missing) or `postgres://…`.
+    #[arg(
+        long,
+        env = "KEYGATE_DATABASE_URL",
+        default_value = "sqlite://keygate.db"
+    )]
+    database_url: String,
+    /// Static bearer token acting as the built-in admin user `admin`.
+    #[arg(long, env = "KEYGATE_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Bearer token the edge uses for /internal/v1/*.
+    #[arg(long, env = "KEYGATE_DATA_PLANE_TOKEN", hide_env_values = true)]
+    data_plane_token: Option<String>,
+    #[arg(long, env = "KEYGATE_OIDC_ISSUER", requires = "oidc_audience")]
+    oidc_issuer: Option<String>,
+    #[arg(long, env = "KEYGATE_OIDC_AUDIENCE", requires = "oidc_issuer")]
+    oidc_audience: Option<String>,
+    /// Emails that get role admin (repeat or comma-separate).
+    #[arg(long, env = "KEYGATE_OIDC_ADMIN_EMAIL", value_delimiter = ',')]
+    oidc_admin_email: Vec<String>,
+    /// Values of the `groups` claim that get role admin.
+    #[arg(long, env = "KEYGATE_OIDC_ADMIN_GROUP", value_delimiter = ',')]
+    oidc_admin_group: Vec<String>,
+    /// Feed versions the change log keeps; edges further behind get a full snapshot.
+    #[arg(long, env = "KEYGATE_FEED_LOG_RETENTION", default_value_t = 100_000)]
+    feed_log_retention: i64,
+}
+
+impl ServeArgs {
+    fn into_config(self) -> Config {
+        let mut c = Config::new(self.database_url);
+        c.listen = self.listen;
+        c.admin_token = self.admin_token.filter(|t| !t.is_empty());
+        c.data_plane_token = self.data_plane_token.filter(|t| !t.is_empty());
+        c.feed_log_retention = self.feed_log_retention;
+        c.oidc = match (self.oidc_issuer, self.oidc_audience) {
+            (Some(issuer), Some(audience)) => Some(OidcConfig {
+                issuer,
+                audience,
+                admin_emails: self.oidc_admin_email,
+                admin_groups: self.oidc_admin_group,
+                jwks_refetch_interval: OidcConfig::DEFAULT_JWKS_REFETCH,
+            }),
+            _ => None,
+        };
+        c
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        // Plain text when piped, so `listening on <addr>` is easy to grep.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .init();
+    let Command::Serve(args) = Cli::parse().command;
+    let config = args.into_config();
+    tracing::info!(?config, "starting");
+    let server = match keygate_control_plane::start(config).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            return ExitCode::FAILURE;
+        }
+    };
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    match server.shutdown().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "server error");
+            ExitCode::FAILURE
+        }
+    }
+}

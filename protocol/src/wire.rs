@@ -9,8 +9,11 @@ use serde::{Deserialize, Serialize};
 
 /// A snapshot (`full: true`: replace everything) or a delta (`full: false`:
 /// apply `upserts`, then `removals`, on top of the table at `since`).
+///
+/// Readers ignore fields they do not know, so the control plane can add one
+/// without failing every older edge closed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct KeyTable {
     /// Monotonic across restarts and replicas. Poll again with `since=version`.
     pub version: u64,
@@ -24,7 +27,7 @@ pub struct KeyTable {
 
 /// Everything the edge needs to decide a request made with one key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct KeyEntry {
     pub id: i64,
     pub user_id: i64,
@@ -136,8 +139,13 @@ mod tests {
             "66687aadf862bd776c8fc18b8e9f8e20089714856ee233b3902a591d0d5f2925"
         );
         assert_eq!(v["removals"][0], 9);
-        let back: KeyTable = serde_json::from_value(v).unwrap();
+        let back: KeyTable = serde_json::from_value(v.clone()).unwrap();
         assert_eq!(back, t);
+        // A field added by a newer control plane does not break an older edge.
+        let mut newer = v;
+        newer["upserts"][0]["labels"] = serde_json::json!({"team": "a"});
+        newer["compression"] = serde_json::json!("none");
+        assert_eq!(serde_json::from_value::<KeyTable>(newer).unwrap(), t);
     }
 
     #[test]

@@ -1,0 +1,172 @@
+//! Who is calling: the bearer credential of a request resolved to a user.
+//!
+//! Accepted bearers, tried in this order:
+//! - an ok1 API key (only for `GET /api/me`; everything else answers 403),
+//! - the static admin token (the built-in `admin` user, always role admin),
+//! - an OIDC JWT, when an issuer is configured.
+//!
+//! Tokens are compared in constant time (as SHA-256 digests, so lengths do
+//! not leak either) and never logged.
+
+use crate::AppState;
+use crate::db::{keys, users};
+use crate::domain::Role;
+use crate::error::{ApiError, MSG_ADMIN_REQUIRED, MSG_KEY_NOT_ALLOWED};
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use keygate_protocol::{ApiKeyToken, SecretHash, secret};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// A static bearer token kept only as its digest.
+#[derive(Clone)]
+pub struct StaticToken([u8; 32]);
+
+impl StaticToken {
+    pub fn new(token: &str) -> Self {
+        Self(Sha256::digest(token.as_bytes()).into())
+    }
+
+    pub fn matches(&self, presented: &str) -> bool {
+        let d: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        self.0.ct_eq(&d).into()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    ApiKey { key_id: i64 },
+    AdminToken,
+    Oidc,
+}
+
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user: users::UserRow,
+    pub role: Role,
+    pub credential: Credential,
+}
+
+/// The bearer token of a request, if it has one.
+fn bearer(parts: &Parts) -> Result<&str, ApiError> {
+    let value = parts
+        .headers
+        .get(AUTHORIZATION)
+        .ok_or(ApiError::AuthRequired)?
+        .to_str()
+        .map_err(|_| ApiError::InvalidToken)?;
+    let (scheme, token) = value.split_once(' ').ok_or(ApiError::AuthRequired)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(ApiError::AuthRequired);
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(ApiError::AuthRequired);
+    }
+    Ok(token)
+}
+
+async fn authenticate_key(state: &AppState, token: &str) -> Result<Caller, ApiError> {
+    let parsed = ApiKeyToken::parse(token.as_bytes()).map_err(|_| ApiError::InvalidToken)?;
+    let mut conn = state.db.conn().await?;
+    let row = keys::auth_lookup(&mut conn, parsed.key_id).await?;
+    // Same hash work whether or not the key exists or belongs to this user.
+    let stored = row
+        .as_ref()
+        .filter(|r| r.user_id == parsed.user_id)
+        .and_then(|r| SecretHash::from_hex(&r.secret_hash));
+    let ok = secret::verify(stored.as_ref(), &parsed.secret);
+    let row = match row {
+        Some(r) if ok && !keys::is_expired(r.expires_at) => r,
+        _ => return Err(ApiError::InvalidToken),
+    };
+    let user = users::get(&mut conn, row.user_id)
+        .await?
+        .ok_or(ApiError::InvalidToken)?;
+    Ok(Caller {
+        role: user.role(),
+        user,
+        credential: Credential::ApiKey {
+            key_id: parsed.key_id,
+        },
+    })
+}
+
+async fn authenticate(state: &AppState, parts: &Parts) -> Result<Caller, ApiError> {
+    let token = bearer(parts)?;
+    if ApiKeyToken::looks_like_token(token.as_bytes()) {
+        return authenticate_key(state, token).await;
+    }
+    if let Some(admin) = &state.admin_token
+        && admin.matches(token)
+    {
+        let user = users::ensure_builtin_admin(&state.db).await?;
+        return Ok(Caller {
+            user,
+            role: Role::Admin,
+            credential: Credential::AdminToken,
+        });
+    }
+    if let Some(oidc) = &state.oidc {
+        let user = oidc.authenticate(&state.db, token).await?;
+        return Ok(Caller {
+            role: user.role(),
+            user,
+            credential: Credential::Oidc,
+        });
+    }
+    Err(ApiError::InvalidToken)
+}
+
+/// Any authenticated caller, API keys included (`GET /api/me`).
+pub struct AnyCaller(pub Caller);
+
+impl FromRequestParts<AppState> for AnyCaller {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        authenticate(state, parts).await.map(AnyCaller)
+    }
+}
+
+/// A person (admin token or OIDC), not an API key.
+pub struct Person(pub Caller);
+
+impl FromRequestParts<AppState> for Person {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = authenticate(state, parts).await?;
+        if matches!(caller.credential, Credential::ApiKey { .. }) {
+            return Err(ApiError::Forbidden(MSG_KEY_NOT_ALLOWED));
+        }
+        Ok(Person(caller))
+    }
+}
+
+/// A person with role admin.
+pub struct Admin(pub Caller);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Person(caller) = Person::from_request_parts(parts, state).await?;
+        if caller.role != Role::Admin {
+            return Err(ApiError::Forbidden(MSG_ADMIN_REQUIRED));
+        }
+        Ok(Admin(caller))
+    }
+}
+
+/// The edge, holding the data-plane token.
+pub struct DataPlane;
+
+impl FromRequestParts<AppState> for DataPlane {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(parts)?;
+        match &state.data_plane_token {
+            Some(t) if t.matches(token) => Ok(DataPlane),
+            _ => Err(ApiError::InvalidToken),
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! Runtime configuration of the control plane, independent of how it was
+//! supplied (CLI flags, environment, or a test building it directly).
+
+use std::net::SocketAddr;
+
+/// Everything the service needs to start.
+#[derive(Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub database_url: String,
+    /// Static bearer acting as the built-in `admin` user; `None` disables it.
+    pub admin_token: Option<String>,
+    /// Bearer the edge uses for `/internal/v1/*`; `None` disables the feed.
+    pub data_plane_token: Option<String>,
+    pub oidc: Option<OidcConfig>,
+    /// How many feed versions the change log keeps; an edge further behind
+    /// gets a full snapshot.
+    pub feed_log_retention: i64,
+    /// How often a waiting long poll re-checks the database even without a
+    /// wake-up, so a lost notification never stalls an edge.
+    pub feed_recheck: std::time::Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct OidcConfig {
+    pub issuer: String,
+    pub audience: String,
+    pub admin_emails: Vec<String>,
+    pub admin_groups: Vec<String>,
+    /// Least time between JWKS fetches caused by an unknown `kid`, so forged
+    /// tokens cannot make us hammer the issuer.
+    pub jwks_refetch_interval: std::time::Duration,
+}
+
+impl OidcConfig {
+    pub const DEFAULT_JWKS_REFETCH: std::time::Duration = std::time::Duration::from_secs(10);
+}
+
+impl Config {
+    /// A configuration with defaults for everything but the database.
+    pub fn new(database_url: impl Into<String>) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            database_url: database_url.into(),
+            admin_token: None,
+            data_plane_token: None,
+            oidc: None,
+            feed_log_retention: 100_000,
+            feed_recheck: std::time::Duration::from_secs(1),
+        }
+    }
+}
+
+// Tokens must never reach logs, even through a stray `{:?}`.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
+            .field(
+                "data_plane_token",
+                &self.data_plane_token.as_ref().map(|_| "<set>"),
+            )
+            .field("oidc", &self.oidc)
+            .field("feed_log_retention", &self.feed_log_retention)
+            .field("feed_recheck", &self.feed_recheck)
+            .finish()
+    }
+}
+
+/// Drops a password from a database URL before it is shown anywhere.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            super::redact_url("postgres://u:pw@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(super::redact_url("sqlite://x.db"), "sqlite://x.db");
+    }
+}

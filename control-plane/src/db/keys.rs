@@ -1,0 +1,207 @@
+//! Queries on API keys. Only the SHA-256 of a secret is stored.
+
+use super::{Conn, Db, Tx, feed, flag};
+use crate::domain::{ServerSelection, now_unix};
+use std::collections::HashMap;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct KeyHead {
+    pub id: i64,
+    pub user_id: i64,
+    pub username: String,
+    pub name: String,
+    pub description: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+    pub all_servers: i64,
+}
+
+/// A key record as the API shows it (never the secret or its hash).
+#[derive(Debug, Clone)]
+pub struct KeyRow {
+    pub head: KeyHead,
+    /// `["*"]` or the named servers left in scope.
+    pub server_ids: Vec<String>,
+}
+
+fn assemble(heads: Vec<KeyHead>, pairs: Vec<(i64, String)>) -> Vec<KeyRow> {
+    let mut by_key: HashMap<i64, Vec<String>> = HashMap::new();
+    for (k, s) in pairs {
+        by_key.entry(k).or_default().push(s);
+    }
+    heads
+        .into_iter()
+        .map(|head| {
+            let server_ids = if head.all_servers == 1 {
+                vec!["*".to_owned()]
+            } else {
+                let mut v = by_key.remove(&head.id).unwrap_or_default();
+                v.sort();
+                v
+            };
+            KeyRow { head, server_ids }
+        })
+        .collect()
+}
+
+/// Keys newest first; all keys, or one user's.
+pub async fn list(conn: &mut Conn, owner: Option<i64>) -> Result<Vec<KeyRow>, sqlx::Error> {
+    let (heads, pairs): (Vec<KeyHead>, Vec<(i64, String)>) = match owner {
+        Some(uid) => (
+            sqlx::query_as(
+                "SELECT k.id, k.user_id, u.username, k.name, k.description, k.created_at, \
+                 k.expires_at, k.last_used_at, k.all_servers \
+                 FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.user_id = $1 \
+                 ORDER BY k.created_at DESC, k.id DESC",
+            )
+            .bind(uid)
+            .fetch_all(&mut *conn)
+            .await?,
+            sqlx::query_as(
+                "SELECT s.key_id, s.server_name FROM api_key_servers s \
+                 JOIN api_keys k ON k.id = s.key_id WHERE k.user_id = $1",
+            )
+            .bind(uid)
+            .fetch_all(&mut *conn)
+            .await?,
+        ),
+        None => (
+            sqlx::query_as(
+                "SELECT k.id, k.user_id, u.username, k.name, k.description, k.created_at, \
+                 k.expires_at, k.last_used_at, k.all_servers \
+                 FROM api_keys k JOIN users u ON u.id = k.user_id \
+                 ORDER BY k.created_at DESC, k.id DESC",
+            )
+            .fetch_all(&mut *conn)
+            .await?,
+            sqlx::query_as("SELECT key_id, server_name FROM api_key_servers")
+                .fetch_all(&mut *conn)
+                .await?,
+        ),
+    };
+    Ok(assemble(heads, pairs))
+}
+
+/// One key; with `owner`, only if it belongs to that user.
+pub async fn get(
+    conn: &mut Conn,
+    id: i64,
+    owner: Option<i64>,
+) -> Result<Option<KeyRow>, sqlx::Error> {
+    let head: Option<KeyHead> = sqlx::query_as(
+        "SELECT k.id, k.user_id, u.username, k.name, k.description, k.created_at, \
+         k.expires_at, k.last_used_at, k.all_servers \
+         FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(head) = head.filter(|h| owner.is_none_or(|o| o == h.user_id)) else {
+        return Ok(None);
+    };
+    let pairs: Vec<(i64, String)> =
+        sqlx::query_as("SELECT key_id, server_name FROM api_key_servers WHERE key_id = $1")
+            .bind(id)
+            .fetch_all(&mut *conn)
+            .await?;
+    Ok(assemble(vec![head], pairs).pop())
+}
+
+pub struct NewKey<'a> {
+    pub user_id: i64,
+    pub name: &'a str,
+    pub description: &'a str,
+    pub secret_hash_hex: String,
+    pub scope: &'a ServerSelection,
+    pub expires_at: Option<i64>,
+}
+
+/// Inserts a key and logs it for the feed; returns its id.
+pub async fn create(tx: &mut Tx, db: &Db, k: NewKey<'_>) -> Result<i64, sqlx::Error> {
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO api_keys (user_id, name, description, secret_hash, all_servers, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+    )
+    .bind(k.user_id)
+    .bind(k.name)
+    .bind(k.description)
+    .bind(k.secret_hash_hex)
+    .bind(flag(*k.scope == ServerSelection::All))
+    .bind(now_unix())
+    .bind(k.expires_at)
+    .fetch_one(&mut **tx)
+    .await?;
+    if let ServerSelection::Named(names) = k.scope {
+        for n in names {
+            sqlx::query("INSERT INTO api_key_servers (key_id, server_name) VALUES ($1, $2)")
+                .bind(id)
+                .bind(n.as_str())
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    let version = feed::bump(tx, db).await?;
+    feed::log_key(tx, version, id).await?;
+    Ok(id)
+}
+
+/// Deletes a key (only the owner's, with `owner`). Returns false if absent.
+pub async fn delete(
+    tx: &mut Tx,
+    db: &Db,
+    id: i64,
+    owner: Option<i64>,
+) -> Result<bool, sqlx::Error> {
+    let user: Option<i64> = sqlx::query_scalar("SELECT user_id FROM api_keys WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    match user {
+        Some(u) if owner.is_none_or(|o| o == u) => {}
+        _ => return Ok(false),
+    }
+    let version = feed::bump(tx, db).await?;
+    feed::log_key(tx, version, id).await?;
+    sqlx::query("DELETE FROM api_key_servers WHERE key_id = $1")
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("DELETE FROM api_keys WHERE id = $1")
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(true)
+}
+
+/// What authenticating a key needs.
+#[derive(sqlx::FromRow)]
+pub struct KeyAuth {
+    pub user_id: i64,
+    pub secret_hash: String,
+    pub expires_at: Option<i64>,
+}
+
+pub async fn auth_lookup(conn: &mut Conn, id: i64) -> Result<Option<KeyAuth>, sqlx::Error> {
+    sqlx::query_as("SELECT user_id, secret_hash, expires_at FROM api_keys WHERE id = $1")
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+}
+
+/// Keeps the later of the stored and reported last use; unknown keys match no row.
+pub async fn record_use(conn: &mut Conn, id: i64, last_used_at: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE api_keys SET last_used_at = $1 \
+         WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)",
+    )
+    .bind(last_used_at)
+    .bind(id)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+pub fn is_expired(expires_at: Option<i64>) -> bool {
+    expires_at.is_some_and(|e| e <= now_unix())
+}

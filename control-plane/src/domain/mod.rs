@@ -1,0 +1,288 @@
+//! Validated domain types. Each constructor checks its input once, so code
+//! holding one of these never re-validates; errors carry the stable 400 message.
+
+use crate::error::ApiError;
+use keygate_protocol::ServerName;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+fn char_len(s: &str) -> usize {
+    s.chars().count()
+}
+
+/// A key's (or access rule's) name: 1 to 100 characters.
+#[derive(Debug, Clone)]
+pub struct Name(String);
+
+impl Name {
+    pub fn parse(field: &str, s: &str) -> Result<Self, ApiError> {
+        let n = char_len(s.trim());
+        if n == 0 || char_len(s) > 100 {
+            return Err(ApiError::bad_request(format!(
+                "{field} must be 1 to 100 characters"
+            )));
+        }
+        Ok(Self(s.to_owned()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Free text of bounded length (descriptions, display names).
+#[derive(Debug, Clone, Default)]
+pub struct Text(String);
+
+impl Text {
+    pub fn parse(field: &str, s: Option<String>, max: usize) -> Result<Self, ApiError> {
+        let s = s.unwrap_or_default();
+        if char_len(&s) > max {
+            return Err(ApiError::bad_request(format!(
+                "{field} must be at most {max} characters"
+            )));
+        }
+        Ok(Self(s))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+pub const MAX_DESCRIPTION: usize = 500;
+pub const MAX_DISPLAY_NAME: usize = 200;
+
+/// A username: 1 to 100 characters, no whitespace or control characters.
+#[derive(Debug, Clone)]
+pub struct Username(String);
+
+impl Username {
+    pub fn parse(s: &str) -> Result<Self, ApiError> {
+        if s.is_empty()
+            || char_len(s) > 100
+            || s.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(ApiError::bad_request(
+                "username must be 1 to 100 characters without spaces",
+            ));
+        }
+        Ok(Self(s.to_owned()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An email address, checked only for plausibility (the identity provider owns it).
+#[derive(Debug, Clone)]
+pub struct Email(String);
+
+impl Email {
+    pub fn parse(s: &str) -> Result<Self, ApiError> {
+        let ok = char_len(s) <= 254
+            && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+            && matches!(s.split_once('@'), Some((l, d)) if !l.is_empty() && !d.is_empty());
+        if !ok {
+            return Err(ApiError::bad_request("email is not a valid address"));
+        }
+        Ok(Self(s.to_owned()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    User,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::User => "user",
+        }
+    }
+    /// Reads a stored role; anything unexpected is the least privileged.
+    pub fn from_db(s: &str) -> Self {
+        if s == "admin" {
+            Role::Admin
+        } else {
+            Role::User
+        }
+    }
+}
+
+/// A set of MCP servers: every server (`["*"]`), or named ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerSelection {
+    All,
+    Named(Vec<ServerName>),
+}
+
+impl ServerSelection {
+    /// Parses `mcpServerIds`: non-empty, `*` alone or valid names (deduplicated, sorted).
+    pub fn parse(ids: &[String]) -> Result<Self, ApiError> {
+        if ids.is_empty() {
+            return Err(ApiError::bad_request(
+                "mcpServerIds must list at least one MCP server, or be [\"*\"]",
+            ));
+        }
+        if ids.iter().any(|s| s == "*") {
+            if ids.len() > 1 {
+                return Err(ApiError::bad_request(
+                    "\"*\" cannot be combined with server names in mcpServerIds",
+                ));
+            }
+            return Ok(Self::All);
+        }
+        let mut names = Vec::with_capacity(ids.len());
+        for id in ids {
+            let name = ServerName::parse(id).map_err(|_| {
+                ApiError::bad_request(format!("unknown or unreachable MCP server: {id}"))
+            })?;
+            names.push(name);
+        }
+        names.sort();
+        names.dedup();
+        Ok(Self::Named(names))
+    }
+
+    pub fn to_ids(&self) -> Vec<String> {
+        match self {
+            ServerSelection::All => vec!["*".to_owned()],
+            ServerSelection::Named(n) => n.iter().map(|s| s.as_str().to_owned()).collect(),
+        }
+    }
+}
+
+/// Who an access rule applies to: everyone, or listed users.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subjects {
+    Everyone,
+    Users(Vec<i64>),
+}
+
+impl Subjects {
+    /// Parses `["*"]` or `["user:<id>", ...]`; `group:<name>` is reserved.
+    pub fn parse(items: &[String]) -> Result<Self, ApiError> {
+        if items.is_empty() {
+            return Err(ApiError::bad_request(
+                "subjects must list at least one subject, or be [\"*\"]",
+            ));
+        }
+        if items.iter().any(|s| s == "*") {
+            if items.len() > 1 {
+                return Err(ApiError::bad_request(
+                    "\"*\" cannot be combined with other subjects",
+                ));
+            }
+            return Ok(Self::Everyone);
+        }
+        let mut ids = Vec::with_capacity(items.len());
+        for s in items {
+            if s.starts_with("group:") {
+                return Err(ApiError::bad_request(
+                    "group subjects are not supported yet",
+                ));
+            }
+            let id = s
+                .strip_prefix("user:")
+                .and_then(parse_id)
+                .ok_or_else(|| ApiError::bad_request(format!("invalid subject: {s}")))?;
+            ids.push(id);
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(Self::Users(ids))
+    }
+
+    pub fn to_strings(&self) -> Vec<String> {
+        match self {
+            Subjects::Everyone => vec!["*".to_owned()],
+            Subjects::Users(ids) => ids.iter().map(|i| format!("user:{i}")).collect(),
+        }
+    }
+}
+
+/// Parses a positive decimal database id (path segments, subjects).
+pub fn parse_id(s: &str) -> Option<i64> {
+    if s.is_empty() || s.starts_with('0') || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok().filter(|v: &i64| *v > 0)
+}
+
+/// A key's expiry: RFC 3339, strictly in the future when the key is created.
+pub fn parse_expiry(s: &str, now: i64) -> Result<i64, ApiError> {
+    let t = OffsetDateTime::parse(s, &Rfc3339)
+        .map_err(|_| ApiError::bad_request("expiresAt must be an RFC 3339 timestamp"))?;
+    let secs = t.unix_timestamp();
+    if secs <= now {
+        return Err(ApiError::bad_request("expiresAt must be in the future"));
+    }
+    Ok(secs)
+}
+
+/// Unix seconds as RFC 3339 (UTC) for API responses.
+pub fn format_time(secs: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+pub fn now_unix() -> i64 {
+    OffsetDateTime::now_utc().unix_timestamp()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(Name::parse("name", "k").is_ok());
+        assert!(Name::parse("name", "").is_err());
+        assert!(Name::parse("name", "   ").is_err());
+        assert!(Name::parse("name", &"é".repeat(100)).is_ok());
+        assert!(Name::parse("name", &"a".repeat(101)).is_err());
+    }
+
+    #[test]
+    fn selections() {
+        assert_eq!(
+            ServerSelection::parse(&["*".into()]).unwrap(),
+            ServerSelection::All
+        );
+        assert!(ServerSelection::parse(&[]).is_err());
+        assert!(ServerSelection::parse(&["*".into(), "a".into()]).is_err());
+        assert!(ServerSelection::parse(&["Bad".into()]).is_err());
+        let s = ServerSelection::parse(&["b".into(), "a".into(), "b".into()]).unwrap();
+        assert_eq!(s.to_ids(), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn subjects() {
+        assert_eq!(Subjects::parse(&["*".into()]).unwrap(), Subjects::Everyone);
+        assert_eq!(
+            Subjects::parse(&["user:2".into(), "user:1".into()]).unwrap(),
+            Subjects::Users(vec![1, 2])
+        );
+        for bad in ["user:", "user:0", "user:-1", "user:01", "group:x", "bob"] {
+            assert!(Subjects::parse(&[bad.into()]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn expiry() {
+        let now = 1_700_000_000;
+        assert!(parse_expiry("2100-01-01T00:00:00Z", now).is_ok());
+        assert!(parse_expiry("2000-01-01T00:00:00Z", now).is_err());
+        assert!(parse_expiry("tomorrow", now).is_err());
+        assert_eq!(format_time(0), "1970-01-01T00:00:00Z");
+    }
+}

@@ -1,0 +1,112 @@
+//! The one error type every handler returns, and how it maps to a response:
+//! a status code and a JSON body `{"error": "<stable message>"}`.
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+/// Messages are stable: clients and tests may match on them.
+pub const MSG_AUTH_REQUIRED: &str = "authentication required";
+pub const MSG_INVALID_TOKEN: &str = "invalid or expired credentials";
+pub const MSG_KEY_NOT_ALLOWED: &str = "API keys can only be used for MCP servers and /api/me";
+pub const MSG_ADMIN_REQUIRED: &str = "admin role required";
+
+#[derive(Debug)]
+pub enum ApiError {
+    BadRequest(String),
+    /// No credential at all (`WWW-Authenticate: Bearer`).
+    AuthRequired,
+    /// A credential that does not authenticate (`error="invalid_token"`).
+    InvalidToken,
+    Forbidden(&'static str),
+    NotFound(&'static str),
+    Conflict(&'static str),
+    Unavailable(&'static str),
+    /// Details go to the log, never to the client.
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn bad_request(msg: impl Into<String>) -> Self {
+        Self::BadRequest(msg.into())
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::AuthRequired | ApiError::InvalidToken => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn message(&self) -> &str {
+        match self {
+            ApiError::BadRequest(m) => m,
+            ApiError::AuthRequired => MSG_AUTH_REQUIRED,
+            ApiError::InvalidToken => MSG_INVALID_TOKEN,
+            ApiError::Forbidden(m)
+            | ApiError::NotFound(m)
+            | ApiError::Conflict(m)
+            | ApiError::Unavailable(m) => m,
+            ApiError::Internal(_) => "internal error",
+        }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApiError::Internal(detail) => write!(f, "internal error: {detail}"),
+            other => f.write_str(other.message()),
+        }
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+pub fn json_error(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(detail) = &self {
+            tracing::error!(error = %detail, "request failed");
+        }
+        let mut resp = json_error(self.status(), self.message());
+        let challenge = match self {
+            ApiError::AuthRequired => Some("Bearer"),
+            ApiError::InvalidToken => Some("Bearer error=\"invalid_token\""),
+            _ => None,
+        };
+        if let Some(c) = challenge {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(c));
+        }
+        resp
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        ApiError::BadRequest(format!("invalid JSON body: {}", r.body_text()))
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        ApiError::BadRequest(format!("invalid query: {}", r.body_text()))
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,131 @@
+//! keygate control plane: users, MCP servers, access rules and API keys, the
+//! user and admin APIs, `/api/me`, and the key-table feed the edge filter pulls.
+//!
+//! [`start`] binds, migrates and serves; `main.rs` only parses the CLI and
+//! waits for a signal, so tests run the real app in-process.
+
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod feed;
+pub mod metrics;
+pub mod oidc;
+pub mod openapi;
+pub mod routes;
+
+use crate::auth::StaticToken;
+use crate::config::Config;
+use crate::db::{Backend, Db};
+use crate::feed::FeedNotifier;
+use crate::metrics::Metrics;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub feed: FeedNotifier,
+    pub metrics: Arc<Metrics>,
+    pub admin_token: Option<StaticToken>,
+    pub data_plane_token: Option<StaticToken>,
+    pub oidc: Option<Arc<oidc::Oidc>>,
+    pub feed_recheck: Duration,
+}
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A running server: its address, and how to stop it.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+    listener_task: Option<JoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets in-flight requests finish (long polls included), and returns.
+    pub async fn shutdown(mut self) -> std::io::Result<()> {
+        self.state.feed.close();
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.listener_task.take() {
+            t.abort();
+        }
+        match (&mut self.task).await {
+            Ok(r) => r,
+            Err(e) => Err(std::io::Error::other(e)),
+        }
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        if let Some(t) = self.listener_task.take() {
+            t.abort();
+        }
+        if self.shutdown.is_some() {
+            self.task.abort();
+        }
+    }
+}
+
+/// Connects and migrates the database and builds the shared state.
+pub async fn build_state(config: &Config) -> Result<AppState, BoxError> {
+    let db = Db::connect(&config.database_url, config.feed_log_retention).await?;
+    let oidc = match &config.oidc {
+        Some(o) => Some(Arc::new(oidc::Oidc::new(o.clone())?)),
+        None => None,
+    };
+    let state = AppState {
+        db,
+        feed: FeedNotifier::default(),
+        metrics: Arc::new(Metrics::default()),
+        admin_token: config.admin_token.as_deref().map(StaticToken::new),
+        data_plane_token: config.data_plane_token.as_deref().map(StaticToken::new),
+        oidc,
+        feed_recheck: config.feed_recheck,
+    };
+    if state.admin_token.is_some() {
+        db::users::ensure_builtin_admin(&state.db).await?;
+    }
+    Ok(state)
+}
+
+/// Starts serving on `config.listen` (port 0 picks a free port) and logs
+/// `listening on <addr>` once ready.
+pub async fn start(config: Config) -> Result<RunningServer, BoxError> {
+    let state = build_state(&config).await?;
+    let listener_task = (state.db.backend == Backend::Postgres).then(|| {
+        tokio::spawn(feed::listen_postgres(
+            config.database_url.clone(),
+            state.feed.clone(),
+        ))
+    });
+    let app = routes::router(state.clone());
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await
+    });
+    tracing::info!(%addr, "listening on {addr}");
+    Ok(RunningServer {
+        addr,
+        state,
+        shutdown: Some(tx),
+        task,
+        listener_task,
+    })
+}

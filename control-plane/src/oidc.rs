@@ -1,0 +1,244 @@
+//! OIDC bearer JWTs: discovery, a cached JWKS (refetched on an unknown `kid`,
+//! at most once per `jwks_refetch_interval`), signature and claim verification,
+//! and mapping the token's subject to a user created on first sight.
+
+use crate::config::OidcConfig;
+use crate::db::{Db, users};
+use crate::domain::{Email, Role, Username};
+use crate::error::ApiError;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::Duration;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+/// Asymmetric algorithms only: an HMAC "key" from a JWKS would be public.
+const ALLOWED: &[Algorithm] = &[
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+];
+
+pub struct Oidc {
+    cfg: OidcConfig,
+    http: reqwest::Client,
+    /// Known keys by `kid`; read on every request without waiting on a fetch.
+    keys: RwLock<HashMap<String, DecodingKey>>,
+    /// Held while fetching, so concurrent misses cause one fetch.
+    fetcher: Mutex<FetchState>,
+}
+
+#[derive(Default)]
+struct FetchState {
+    jwks_uri: Option<String>,
+    last_fetch: Option<Instant>,
+}
+
+#[derive(Deserialize)]
+struct Discovery {
+    issuer: String,
+    jwks_uri: String,
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+    #[serde(default)]
+    preferred_username: Option<String>,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    groups: Option<serde_json::Value>,
+}
+
+impl Oidc {
+    pub fn new(cfg: OidcConfig) -> Result<Self, String> {
+        // reqwest is built without a bundled crypto provider; use ring.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| format!("cannot build HTTP client: {e}"))?;
+        Ok(Self {
+            cfg,
+            http,
+            keys: RwLock::new(HashMap::new()),
+            fetcher: Mutex::new(FetchState::default()),
+        })
+    }
+
+    async fn fetch(&self, cache: &mut FetchState) -> Result<(), String> {
+        cache.last_fetch = Some(Instant::now());
+        let jwks_uri = match &cache.jwks_uri {
+            Some(u) => u.clone(),
+            None => {
+                let url = format!(
+                    "{}/.well-known/openid-configuration",
+                    self.cfg.issuer.trim_end_matches('/')
+                );
+                let d: Discovery = self
+                    .http
+                    .get(&url)
+                    .send()
+                    .await
+                    .and_then(|r| r.error_for_status())
+                    .map_err(|e| format!("OIDC discovery failed: {e}"))?
+                    .json()
+                    .await
+                    .map_err(|e| format!("OIDC discovery unreadable: {e}"))?;
+                if d.issuer.trim_end_matches('/') != self.cfg.issuer.trim_end_matches('/') {
+                    return Err("OIDC discovery names a different issuer".into());
+                }
+                cache.jwks_uri = Some(d.jwks_uri.clone());
+                d.jwks_uri
+            }
+        };
+        let set: JwkSet = self
+            .http
+            .get(&jwks_uri)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| format!("JWKS fetch failed: {e}"))?
+            .json()
+            .await
+            .map_err(|e| format!("JWKS unreadable: {e}"))?;
+        let keys = set
+            .keys
+            .iter()
+            .filter_map(|jwk| {
+                let kid = jwk.common.key_id.clone()?;
+                DecodingKey::from_jwk(jwk).ok().map(|k| (kid, k))
+            })
+            .collect();
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+        Ok(())
+    }
+
+    fn known_key(&self, kid: &str) -> Option<DecodingKey> {
+        self.keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(kid)
+            .cloned()
+    }
+
+    async fn key_for(&self, kid: &str) -> Option<DecodingKey> {
+        if let Some(k) = self.known_key(kid) {
+            return Some(k);
+        }
+        let mut state = self.fetcher.lock().await;
+        // Another request may have fetched while we waited for the lock.
+        if let Some(k) = self.known_key(kid) {
+            return Some(k);
+        }
+        let may_fetch = state
+            .last_fetch
+            .is_none_or(|t| t.elapsed() >= self.cfg.jwks_refetch_interval);
+        if may_fetch && let Err(e) = self.fetch(&mut state).await {
+            tracing::warn!(error = %e, "cannot refresh OIDC keys");
+        }
+        self.known_key(kid)
+    }
+
+    fn verify_with(&self, token: &str, alg: Algorithm, key: &DecodingKey) -> Option<Claims> {
+        let mut v = Validation::new(alg);
+        v.set_issuer(&[self.cfg.issuer.as_str()]);
+        v.set_audience(&[self.cfg.audience.as_str()]);
+        v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        v.validate_nbf = true;
+        jsonwebtoken::decode::<Claims>(token, key, &v)
+            .ok()
+            .map(|d| d.claims)
+    }
+
+    fn is_admin(&self, c: &Claims) -> bool {
+        let by_email = c.email.as_deref().is_some_and(|e| {
+            self.cfg
+                .admin_emails
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(e))
+        });
+        let groups: Vec<&str> = match &c.groups {
+            Some(serde_json::Value::Array(a)) => a.iter().filter_map(|g| g.as_str()).collect(),
+            Some(serde_json::Value::String(s)) => vec![s.as_str()],
+            _ => Vec::new(),
+        };
+        by_email
+            || groups
+                .iter()
+                .any(|g| self.cfg.admin_groups.iter().any(|a| a == g))
+    }
+
+    /// Verifies a JWT and returns its user, creating it on first sight.
+    pub async fn authenticate(&self, db: &Db, token: &str) -> Result<users::UserRow, ApiError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| ApiError::InvalidToken)?;
+        if !ALLOWED.contains(&header.alg) {
+            return Err(ApiError::InvalidToken);
+        }
+        let kid = header.kid.ok_or(ApiError::InvalidToken)?;
+        let key = self.key_for(&kid).await.ok_or(ApiError::InvalidToken)?;
+        let claims = self
+            .verify_with(token, header.alg, &key)
+            .ok_or(ApiError::InvalidToken)?;
+        if claims.sub.is_empty() {
+            return Err(ApiError::InvalidToken);
+        }
+        let admin = self.is_admin(&claims);
+        let mut conn = db.conn().await?;
+        if let Some(u) = users::get_by_oidc_subject(&mut conn, &claims.sub).await? {
+            // Promote when the provider says admin; never demote (an admin
+            // may have granted the role through the API).
+            if admin && u.role() != Role::Admin {
+                return users::update(&mut conn, u.id, Some(Role::Admin), None)
+                    .await?
+                    .ok_or(ApiError::InvalidToken);
+            }
+            return Ok(u);
+        }
+        let email = claims
+            .email
+            .as_deref()
+            .and_then(|e| Email::parse(e).ok())
+            .map(|e| e.as_str().to_owned());
+        let preferred = claims
+            .preferred_username
+            .as_deref()
+            .or(claims.email.as_deref())
+            .and_then(|n| Username::parse(n).ok());
+        let fallback =
+            Username::parse(&format!("oidc-{}", claims.sub)).map_err(|_| ApiError::InvalidToken)?;
+        let role = if admin { Role::Admin } else { Role::User };
+        let mut candidates = preferred.into_iter().collect::<Vec<_>>();
+        candidates.push(fallback);
+        for name in candidates {
+            match users::create(
+                &mut conn,
+                name.as_str(),
+                email.as_deref(),
+                role,
+                Some(&claims.sub),
+            )
+            .await
+            {
+                Ok(u) => return Ok(u),
+                Err(ApiError::Conflict(_)) => {
+                    // A concurrent first request may have created this subject.
+                    if let Some(u) = users::get_by_oidc_subject(&mut conn, &claims.sub).await? {
+                        return Ok(u);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ApiError::Conflict("username already exists"))
+    }
+}

@@ -1,0 +1,45 @@
+//! The OpenAPI document served at `/openapi.json`, generated from the handlers' annotations.
+
+use crate::routes::{internal, keys, rules, servers, users};
+use utoipa::OpenApi;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "keygate control plane",
+        description = "Users, MCP servers, access rules, API keys, and the key-table feed for the edge."
+    ),
+    paths(
+        users::me,
+        keys::create_own,
+        keys::list_own,
+        keys::get_own,
+        keys::delete_own,
+        keys::admin_create,
+        keys::admin_list,
+        keys::admin_get,
+        keys::admin_delete,
+        users::list,
+        users::create,
+        users::get,
+        users::update,
+        users::delete,
+        servers::list,
+        servers::create,
+        servers::get,
+        servers::update,
+        servers::delete,
+        rules::list,
+        rules::create,
+        rules::get,
+        rules::update,
+        rules::delete,
+        internal::key_table,
+        internal::usage,
+    )
+)]
+struct ApiDoc;
+
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}

@@ -1,0 +1,305 @@
+//! API keys: `/api/api-keys` (the caller's own) and `/api/admin-api-keys`
+//! (anyone's, for admins). The full key is returned once, by create.
+
+use crate::AppState;
+use crate::auth::{Admin, Person};
+use crate::db::{self, keys, servers, users};
+use crate::domain::{
+    MAX_DESCRIPTION, Name, ServerSelection, Text, format_time, now_unix, parse_expiry, parse_id,
+};
+use crate::error::{ApiError, ApiResult};
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use keygate_protocol::{ApiKeyToken, Secret};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateKeyBody {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// RFC 3339, in the future.
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    /// Server names, or `["*"]` for every server the owner can reach.
+    pub mcp_server_ids: Vec<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateAdminKeyBody {
+    pub user_id: i64,
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    pub mcp_server_ids: Vec<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyRecord {
+    pub id: i64,
+    pub user_id: i64,
+    /// Admin views only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    pub name: String,
+    pub description: String,
+    pub created_at: String,
+    pub last_used_at: Option<String>,
+    pub expires_at: Option<String>,
+    pub mcp_server_ids: Vec<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedKey {
+    #[serde(flatten)]
+    pub record: KeyRecord,
+    /// The full key. Shown only here, once.
+    pub key: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KeyList {
+    pub items: Vec<KeyRecord>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Deleted {
+    pub deleted: bool,
+}
+
+fn record(row: keys::KeyRow, with_username: bool) -> KeyRecord {
+    let h = row.head;
+    KeyRecord {
+        id: h.id,
+        user_id: h.user_id,
+        username: with_username.then_some(h.username),
+        name: h.name,
+        description: h.description,
+        created_at: format_time(h.created_at),
+        last_used_at: h.last_used_at.map(format_time),
+        expires_at: h.expires_at.map(format_time),
+        mcp_server_ids: row.server_ids,
+    }
+}
+
+fn new_secret() -> ApiResult<Secret> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| ApiError::Internal(format!("OS random source failed: {e}")))?;
+    Ok(Secret::from_bytes(bytes))
+}
+
+struct KeyRequest {
+    name: String,
+    description: Option<String>,
+    expires_at: Option<String>,
+    mcp_server_ids: Vec<String>,
+}
+
+/// Validates and creates a key for `owner`; returns the record and the full key.
+async fn create_key(
+    st: &AppState,
+    owner: &users::UserRow,
+    req: KeyRequest,
+    with_username: bool,
+) -> ApiResult<CreatedKey> {
+    let name = Name::parse("name", &req.name)?;
+    let description = Text::parse("description", req.description, MAX_DESCRIPTION)?;
+    let scope = ServerSelection::parse(&req.mcp_server_ids)?;
+    let expires_at = req
+        .expires_at
+        .as_deref()
+        .map(|s| parse_expiry(s, now_unix()))
+        .transpose()?;
+    let secret = new_secret()?;
+    let secret_hash_hex = secret.hash().to_hex();
+
+    let mut tx = st.db.begin_write().await?;
+    if let ServerSelection::Named(names) = &scope {
+        let access = db::feed::user_access(&mut tx, owner.id).await?;
+        for n in names {
+            // One message for unknown and unreachable: names are not an oracle.
+            if !access.contains(n.as_str()) || !servers::exists(&mut tx, n.as_str()).await? {
+                return Err(ApiError::bad_request(format!(
+                    "unknown or unreachable MCP server: {n}"
+                )));
+            }
+        }
+    }
+    let key_id = keys::create(
+        &mut tx,
+        &st.db,
+        keys::NewKey {
+            user_id: owner.id,
+            name: name.as_str(),
+            description: description.as_str(),
+            secret_hash_hex,
+            scope: &scope,
+            expires_at,
+        },
+    )
+    .await?;
+    let row = keys::get(&mut tx, key_id, None)
+        .await?
+        .ok_or_else(|| ApiError::Internal("created key vanished".into()))?;
+    tx.commit().await?;
+    st.feed.changed();
+    st.metrics.keys_created.inc();
+    tracing::info!(key_id, user_id = owner.id, "API key created");
+    let key = ApiKeyToken {
+        user_id: owner.id,
+        key_id,
+        secret,
+    }
+    .encode();
+    Ok(CreatedKey {
+        record: record(row, with_username),
+        key,
+    })
+}
+
+async fn delete_key(st: &AppState, id: i64, owner: Option<i64>) -> ApiResult<Json<Deleted>> {
+    let mut tx = st.db.begin_write().await?;
+    if !keys::delete(&mut tx, &st.db, id, owner).await? {
+        return Err(ApiError::NotFound("API key not found"));
+    }
+    tx.commit().await?;
+    st.feed.changed();
+    st.metrics.keys_deleted.inc();
+    tracing::info!(key_id = id, "API key deleted");
+    Ok(Json(Deleted { deleted: true }))
+}
+
+fn key_id(raw: &str) -> ApiResult<i64> {
+    parse_id(raw).ok_or(ApiError::NotFound("API key not found"))
+}
+
+/// Create a key for yourself.
+#[utoipa::path(post, path = "/api/api-keys", request_body = CreateKeyBody,
+    responses((status = 201, body = CreatedKey), (status = 400, description = "invalid request")))]
+pub async fn create_own(
+    State(st): State<AppState>,
+    Person(caller): Person,
+    body: Result<Json<CreateKeyBody>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<CreatedKey>)> {
+    let Json(b) = body?;
+    let req = KeyRequest {
+        name: b.name,
+        description: b.description,
+        expires_at: b.expires_at,
+        mcp_server_ids: b.mcp_server_ids,
+    };
+    let created = create_key(&st, &caller.user, req, false).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// Your keys, newest first.
+#[utoipa::path(get, path = "/api/api-keys", responses((status = 200, body = KeyList)))]
+pub async fn list_own(
+    State(st): State<AppState>,
+    Person(caller): Person,
+) -> ApiResult<Json<KeyList>> {
+    let mut conn = st.db.conn().await?;
+    let rows = keys::list(&mut conn, Some(caller.user.id)).await?;
+    Ok(Json(KeyList {
+        items: rows.into_iter().map(|r| record(r, false)).collect(),
+    }))
+}
+
+/// One of your keys; another user's key is a 404.
+#[utoipa::path(get, path = "/api/api-keys/{id}", params(("id" = i64, Path)),
+    responses((status = 200, body = KeyRecord), (status = 404, description = "not found")))]
+pub async fn get_own(
+    State(st): State<AppState>,
+    Person(caller): Person,
+    Path(id): Path<String>,
+) -> ApiResult<Json<KeyRecord>> {
+    let id = key_id(&id)?;
+    let mut conn = st.db.conn().await?;
+    let row = keys::get(&mut conn, id, Some(caller.user.id))
+        .await?
+        .ok_or(ApiError::NotFound("API key not found"))?;
+    Ok(Json(record(row, false)))
+}
+
+/// Delete one of your keys.
+#[utoipa::path(delete, path = "/api/api-keys/{id}", params(("id" = i64, Path)),
+    responses((status = 200, body = Deleted), (status = 404, description = "not found")))]
+pub async fn delete_own(
+    State(st): State<AppState>,
+    Person(caller): Person,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Deleted>> {
+    delete_key(&st, key_id(&id)?, Some(caller.user.id)).await
+}
+
+/// Create a key on a user's behalf (admin). The key is shown once, to the admin.
+#[utoipa::path(post, path = "/api/admin-api-keys", request_body = CreateAdminKeyBody,
+    responses((status = 201, body = CreatedKey), (status = 400, description = "invalid request")))]
+pub async fn admin_create(
+    State(st): State<AppState>,
+    _admin: Admin,
+    body: Result<Json<CreateAdminKeyBody>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<CreatedKey>)> {
+    let Json(b) = body?;
+    let owner = {
+        let mut conn = st.db.conn().await?;
+        users::get(&mut conn, b.user_id)
+            .await?
+            .ok_or_else(|| ApiError::bad_request(format!("unknown user: {}", b.user_id)))?
+    };
+    let req = KeyRequest {
+        name: b.name,
+        description: b.description,
+        expires_at: b.expires_at,
+        mcp_server_ids: b.mcp_server_ids,
+    };
+    let created = create_key(&st, &owner, req, true).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// Every key, newest first, with its owner's username (admin).
+#[utoipa::path(get, path = "/api/admin-api-keys", responses((status = 200, body = KeyList)))]
+pub async fn admin_list(State(st): State<AppState>, _admin: Admin) -> ApiResult<Json<KeyList>> {
+    let mut conn = st.db.conn().await?;
+    let rows = keys::list(&mut conn, None).await?;
+    Ok(Json(KeyList {
+        items: rows.into_iter().map(|r| record(r, true)).collect(),
+    }))
+}
+
+/// Any key (admin).
+#[utoipa::path(get, path = "/api/admin-api-keys/{id}", params(("id" = i64, Path)),
+    responses((status = 200, body = KeyRecord), (status = 404, description = "not found")))]
+pub async fn admin_get(
+    State(st): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> ApiResult<Json<KeyRecord>> {
+    let id = key_id(&id)?;
+    let mut conn = st.db.conn().await?;
+    let row = keys::get(&mut conn, id, None)
+        .await?
+        .ok_or(ApiError::NotFound("API key not found"))?;
+    Ok(Json(record(row, true)))
+}
+
+/// Delete any key (admin).
+#[utoipa::path(delete, path = "/api/admin-api-keys/{id}", params(("id" = i64, Path)),
+    responses((status = 200, body = Deleted), (status = 404, description = "not found")))]
+pub async fn admin_delete(
+    State(st): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Deleted>> {
+    delete_key(&st, key_id(&id)?, None).await
+}

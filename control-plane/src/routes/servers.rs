@@ -1,0 +1,148 @@
+//! MCP servers (admin). The name is the `<server-name>` of `/mcp-connect/<server-name>/mcp`.
+
+use crate::AppState;
+use crate::auth::Admin;
+use crate::db::servers;
+use crate::domain::{MAX_DESCRIPTION, MAX_DISPLAY_NAME, Text, format_time};
+use crate::error::{ApiError, ApiResult};
+use crate::routes::keys::Deleted;
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use keygate_protocol::ServerName;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateServerBody {
+    pub name: String,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// Replaces displayName and description; `name`, if given, must match the path.
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateServerBody {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerRecord {
+    /// Same as `name`: keys list servers by this id.
+    pub id: String,
+    pub name: String,
+    pub display_name: String,
+    pub description: String,
+    pub created_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ServerList {
+    pub items: Vec<ServerRecord>,
+}
+
+fn record(s: servers::ServerRow) -> ServerRecord {
+    ServerRecord {
+        id: s.name.clone(),
+        name: s.name,
+        display_name: s.display_name,
+        description: s.description,
+        created_at: format_time(s.created_at),
+    }
+}
+
+const NOT_FOUND: ApiError = ApiError::NotFound("MCP server not found");
+
+fn texts(name: &str, display: Option<String>, desc: Option<String>) -> ApiResult<(Text, Text)> {
+    let display = Text::parse(
+        "displayName",
+        Some(display.unwrap_or_else(|| name.to_owned())),
+        MAX_DISPLAY_NAME,
+    )?;
+    let desc = Text::parse("description", desc, MAX_DESCRIPTION)?;
+    Ok((display, desc))
+}
+
+#[utoipa::path(get, path = "/api/mcp-servers", responses((status = 200, body = ServerList)))]
+pub async fn list(State(st): State<AppState>, _admin: Admin) -> ApiResult<Json<ServerList>> {
+    let mut conn = st.db.conn().await?;
+    let rows = servers::list(&mut conn).await?;
+    Ok(Json(ServerList {
+        items: rows.into_iter().map(record).collect(),
+    }))
+}
+
+#[utoipa::path(post, path = "/api/mcp-servers", request_body = CreateServerBody,
+    responses((status = 201, body = ServerRecord), (status = 409, description = "name taken")))]
+pub async fn create(
+    State(st): State<AppState>,
+    _admin: Admin,
+    body: Result<Json<CreateServerBody>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<ServerRecord>)> {
+    let Json(b) = body?;
+    let name = ServerName::parse(&b.name).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let (display, desc) = texts(name.as_str(), b.display_name, b.description)?;
+    let mut conn = st.db.conn().await?;
+    let row = servers::create(&mut conn, name.as_str(), display.as_str(), desc.as_str()).await?;
+    Ok((StatusCode::CREATED, Json(record(row))))
+}
+
+#[utoipa::path(get, path = "/api/mcp-servers/{name}", params(("name" = String, Path)),
+    responses((status = 200, body = ServerRecord), (status = 404, description = "not found")))]
+pub async fn get(
+    State(st): State<AppState>,
+    _admin: Admin,
+    Path(name): Path<String>,
+) -> ApiResult<Json<ServerRecord>> {
+    let mut conn = st.db.conn().await?;
+    let row = servers::get(&mut conn, &name).await?.ok_or(NOT_FOUND)?;
+    Ok(Json(record(row)))
+}
+
+#[utoipa::path(put, path = "/api/mcp-servers/{name}", params(("name" = String, Path)), request_body = UpdateServerBody,
+    responses((status = 200, body = ServerRecord), (status = 404, description = "not found")))]
+pub async fn update(
+    State(st): State<AppState>,
+    _admin: Admin,
+    Path(name): Path<String>,
+    body: Result<Json<UpdateServerBody>, JsonRejection>,
+) -> ApiResult<Json<ServerRecord>> {
+    let Json(b) = body?;
+    if b.name.as_ref().is_some_and(|n| *n != name) {
+        return Err(ApiError::bad_request("an MCP server cannot be renamed"));
+    }
+    let (display, desc) = texts(&name, b.display_name, b.description)?;
+    let mut conn = st.db.conn().await?;
+    let row = servers::update(&mut conn, &name, display.as_str(), desc.as_str())
+        .await?
+        .ok_or(NOT_FOUND)?;
+    Ok(Json(record(row)))
+}
+
+/// Delete a server; it leaves every key scope and access rule.
+#[utoipa::path(delete, path = "/api/mcp-servers/{name}", params(("name" = String, Path)),
+    responses((status = 200, body = Deleted), (status = 404, description = "not found")))]
+pub async fn delete(
+    State(st): State<AppState>,
+    _admin: Admin,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Deleted>> {
+    let mut tx = st.db.begin_write().await?;
+    if !servers::delete(&mut tx, &st.db, &name).await? {
+        return Err(NOT_FOUND);
+    }
+    tx.commit().await?;
+    st.feed.changed();
+    Ok(Json(Deleted { deleted: true }))
+}

@@ -1,0 +1,425 @@
+//! Test harness: runs the real control plane in-process on 127.0.0.1:0
+//! against a fresh SQLite file or a fresh PostgreSQL database, and talks to
+//! it over HTTP with reqwest.
+#![allow(dead_code)]
+
+use keygate_control_plane::config::Config;
+use keygate_control_plane::{RunningServer, start};
+use reqwest::{Method, StatusCode, header::HeaderMap};
+use serde_json::Value;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+pub const ADMIN: &str = "test-admin-token";
+pub const DATA_PLANE: &str = "test-data-plane-token";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs each named `async fn(Backend)` once per backend.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::common::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name($crate::common::Backend::Postgres).await
+            }
+        }
+    )*};
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{prefix}_{}_{}_{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A database that lives as long as the test: a temp SQLite file, or a
+/// uniquely named PostgreSQL database dropped on drop (even after a panic).
+pub struct TestDb {
+    pub url: String,
+    cleanup: Cleanup,
+}
+
+enum Cleanup {
+    File(std::path::PathBuf),
+    Postgres { admin_url: String, name: String },
+}
+
+fn pg_admin_url() -> String {
+    std::env::var("KEYGATE_TEST_POSTGRES_URL").unwrap_or_else(|_| {
+        panic!(
+            "KEYGATE_TEST_POSTGRES_URL is not set: PostgreSQL tests need it. Run `cargo xtask test`, \
+             or set it, e.g. KEYGATE_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test"
+        )
+    })
+}
+
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let root = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{root}/{name}?{q}"),
+        None => format!("{root}/{name}"),
+    }
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => {
+                let path = std::env::temp_dir().join(format!("{}.db", unique("keygate_test")));
+                TestDb {
+                    url: format!("sqlite://{}", path.display()),
+                    cleanup: Cleanup::File(path),
+                }
+            }
+            Backend::Postgres => {
+                use sqlx::Connection;
+                let admin_url = pg_admin_url();
+                let name = unique("keygate_test");
+                let mut conn = sqlx::PgConnection::connect(&admin_url)
+                    .await
+                    .unwrap_or_else(|e| panic!("cannot connect to KEYGATE_TEST_POSTGRES_URL: {e}"));
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut conn)
+                    .await
+                    .expect("create test database");
+                let _ = conn.close().await;
+                TestDb {
+                    url: with_database(&admin_url, &name),
+                    cleanup: Cleanup::Postgres { admin_url, name },
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        match &self.cleanup {
+            Cleanup::File(path) => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let mut p = path.clone().into_os_string();
+                    p.push(suffix);
+                    let _ = std::fs::remove_file(p);
+                }
+            }
+            Cleanup::Postgres { admin_url, name } => {
+                let (admin_url, name) = (admin_url.clone(), name.clone());
+                // Drop runs inside the test's runtime; use a fresh one on a thread.
+                let _ = std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    rt.block_on(async move {
+                        use sqlx::Connection;
+                        if let Ok(mut c) = sqlx::PgConnection::connect(&admin_url).await {
+                            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                            )))
+                            .execute(&mut c)
+                            .await;
+                        }
+                    })
+                })
+                .join();
+            }
+        }
+    }
+}
+
+pub fn config(db_url: &str) -> Config {
+    let mut c = Config::new(db_url);
+    c.listen = "127.0.0.1:0".parse().unwrap();
+    c.admin_token = Some(ADMIN.to_owned());
+    c.data_plane_token = Some(DATA_PLANE.to_owned());
+    c
+}
+
+/// An HTTP client for loopback tests (reqwest is built without a bundled
+/// TLS provider, so one is installed first; proxies from the environment are ignored).
+pub fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub server: Option<RunningServer>,
+    pub db: std::sync::Arc<TestDb>,
+}
+
+impl Drop for TestApp {
+    /// Stops the server and closes its pool before the database is removed,
+    /// so no connection outlives (or recreates) the test's SQLite file.
+    fn drop(&mut self) {
+        let Some(server) = self.server.take() else {
+            return;
+        };
+        let pool = server.state.db.pool.clone();
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        tokio::task::block_in_place(|| {
+            handle.block_on(async {
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server.shutdown())
+                    .await;
+                pool.close().await;
+            })
+        });
+    }
+}
+
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl TestApp {
+    pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Self {
+        let db = std::sync::Arc::new(TestDb::new(backend).await);
+        Self::start_on(db, tweak).await
+    }
+
+    /// Another app instance on the same database (a second replica).
+    pub async fn start_on(db: std::sync::Arc<TestDb>, tweak: impl FnOnce(&mut Config)) -> Self {
+        let mut cfg = config(&db.url);
+        tweak(&mut cfg);
+        let server = start(cfg).await.expect("control plane starts");
+        TestApp {
+            base: format!("http://{}", server.addr),
+            http: client(),
+            server: Some(server),
+            db,
+        }
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Resp {
+        let mut rb = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            rb = rb.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let r = rb.send().await.expect("request");
+        let status = r.status();
+        let headers = r.headers().clone();
+        let text = r.text().await.unwrap();
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::Null)
+        };
+        Resp {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Resp {
+        self.call(Method::GET, path, Some(token), None).await
+    }
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Resp {
+        self.call(Method::POST, path, Some(token), Some(body)).await
+    }
+    pub async fn put(&self, path: &str, token: &str, body: Value) -> Resp {
+        self.call(Method::PUT, path, Some(token), Some(body)).await
+    }
+    pub async fn patch(&self, path: &str, token: &str, body: Value) -> Resp {
+        self.call(Method::PATCH, path, Some(token), Some(body))
+            .await
+    }
+    pub async fn delete(&self, path: &str, token: &str) -> Resp {
+        self.call(Method::DELETE, path, Some(token), None).await
+    }
+
+    /// Sends a raw body with a JSON content type (for malformed-JSON tests).
+    pub async fn post_raw(&self, path: &str, token: &str, raw: &str) -> Resp {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(raw.to_owned())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let headers = r.headers().clone();
+        let text = r.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Resp {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    // ---- fixtures through the admin API ----
+
+    pub async fn server(&self, name: &str) {
+        let r = self
+            .post("/api/mcp-servers", ADMIN, serde_json::json!({"name": name}))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    }
+
+    pub async fn rule(&self, servers: &[&str], subjects: &[&str]) -> i64 {
+        let r = self
+            .post(
+                "/api/access-rules",
+                ADMIN,
+                serde_json::json!({"name": "rule", "mcpServerIds": servers, "subjects": subjects}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        r.body["id"].as_i64().unwrap()
+    }
+
+    pub async fn user(&self, username: &str) -> i64 {
+        let r = self
+            .post(
+                "/api/users",
+                ADMIN,
+                serde_json::json!({"username": username}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        r.body["id"].as_i64().unwrap()
+    }
+
+    /// Creates a key for the admin; returns (id, full key).
+    pub async fn admin_key(&self, servers: &[&str]) -> (i64, String) {
+        let r = self
+            .post(
+                "/api/api-keys",
+                ADMIN,
+                serde_json::json!({"name": "k", "mcpServerIds": servers}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        (
+            r.body["id"].as_i64().unwrap(),
+            r.body["key"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// Creates a key for `user_id` through the admin API; returns (id, full key).
+    pub async fn key_for(&self, user_id: i64, servers: &[&str]) -> (i64, String) {
+        let r = self
+            .post(
+                "/api/admin-api-keys",
+                ADMIN,
+                serde_json::json!({"userId": user_id, "name": "k", "mcpServerIds": servers}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        (
+            r.body["id"].as_i64().unwrap(),
+            r.body["key"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    pub async fn table(&self, query: &str) -> Value {
+        let r = self
+            .get(&format!("/internal/v1/key-table{query}"), DATA_PLANE)
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        r.body
+    }
+}
+
+/// Asserts a JSON error with this status and exact message.
+pub fn assert_error(r: &Resp, status: StatusCode, message: &str) {
+    assert_eq!(r.status, status, "body: {}", r.text);
+    assert_eq!(r.body["error"].as_str(), Some(message), "body: {}", r.text);
+}
+
+/// Asserts a JSON error with this status whose message contains `part`.
+pub fn assert_error_contains(r: &Resp, status: StatusCode, part: &str) {
+    assert_eq!(r.status, status, "body: {}", r.text);
+    let msg = r.body["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no JSON error: {}", r.text));
+    assert!(msg.contains(part), "error {msg:?} lacks {part:?}");
+}
+
+/// Entry ids in a key table, sorted.
+pub fn upsert_ids(t: &Value) -> Vec<i64> {
+    let mut v: Vec<i64> = t["upserts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_i64().unwrap())
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+pub fn removal_ids(t: &Value) -> Vec<i64> {
+    let mut v: Vec<i64> = t["removals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_i64().unwrap())
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+pub fn entry(t: &Value, id: i64) -> Option<&Value> {
+    t["upserts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["id"] == id)
+}
+
+/// The same string with its first character changed (still base64url).
+pub fn flip_first_char(s: &str) -> String {
+    let mut chars = s.chars();
+    let first = chars.next().expect("non-empty");
+    let replacement = if first == 'A' { 'B' } else { 'A' };
+    std::iter::once(replacement).chain(chars).collect()
+}

@@ -1,0 +1,431 @@
+//! The key-table feed: snapshots, deltas, removals, stale `since`, long
+//! polls (timed), concurrency, and replicas sharing one PostgreSQL.
+
+mod common;
+
+use common::*;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+both_backends!(
+    snapshot_delta_removal,
+    stale_since_gets_full_snapshot,
+    effective_servers_follow_access,
+    long_poll_wakes_on_change,
+    long_poll_times_out_empty,
+    feed_auth_and_params,
+    concurrent_creates_and_deletes_stay_consistent,
+);
+
+/// Applies a table to a local copy, the way the edge does.
+fn apply(local: &mut std::collections::BTreeMap<i64, Value>, t: &Value) {
+    if t["full"] == true {
+        local.clear();
+    }
+    for e in t["upserts"].as_array().unwrap() {
+        local.insert(e["id"].as_i64().unwrap(), e.clone());
+    }
+    for r in t["removals"].as_array().unwrap() {
+        local.remove(&r.as_i64().unwrap());
+    }
+}
+
+async fn snapshot_delta_removal(b: Backend) {
+    let app = TestApp::start(b).await;
+    let t0 = app.table("").await;
+    assert_eq!(t0["full"], true);
+    assert_eq!(t0["upserts"], json!([]));
+
+    app.server("alpha").await;
+    app.server("beta").await;
+    app.rule(&["alpha"], &["*"]).await;
+    let (k1, key1) = app.admin_key(&["alpha"]).await;
+    let (k2, _) = app.admin_key(&["*"]).await;
+    let full = app.table("").await;
+    assert_eq!(full["full"], true);
+    assert_eq!(upsert_ids(&full), vec![k1, k2]);
+    let e1 = entry(&full, k1).unwrap();
+    assert_eq!(e1["userId"], 1);
+    assert_eq!(e1["servers"], json!(["alpha"]));
+    assert_eq!(e1["expiresAt"], Value::Null);
+    // The hash is SHA-256 of the secret, checkable with the protocol crate.
+    let token = keygate_protocol::ApiKeyToken::parse(key1.as_bytes()).unwrap();
+    assert_eq!(e1["secretHash"], token.secret.hash().to_hex());
+    assert!(!full.to_string().contains(&key1[key1.len() - 43..]));
+    // `*` key, access limited to alpha: effective servers are alpha only.
+    assert_eq!(entry(&full, k2).unwrap()["servers"], json!(["alpha"]));
+    let v = full["version"].as_u64().unwrap();
+
+    // Nothing changed: empty delta at the same version.
+    let d = app.table(&format!("?since={v}")).await;
+    assert_eq!(
+        d,
+        json!({"version": v, "full": false, "upserts": [], "removals": []})
+    );
+
+    // One new key: a delta with exactly that key.
+    let (k3, _) = app.admin_key(&["alpha"]).await;
+    let d = app.table(&format!("?since={v}")).await;
+    assert_eq!(d["full"], false);
+    assert_eq!(upsert_ids(&d), vec![k3]);
+    assert_eq!(removal_ids(&d), Vec::<i64>::new());
+    let v2 = d["version"].as_u64().unwrap();
+    assert!(v2 > v);
+
+    // A deleted key: a removal.
+    app.delete(&format!("/api/api-keys/{k1}"), ADMIN).await;
+    let d = app.table(&format!("?since={v2}")).await;
+    assert_eq!(d["full"], false);
+    assert_eq!(upsert_ids(&d), Vec::<i64>::new());
+    assert_eq!(removal_ids(&d), vec![k1]);
+    let v3 = d["version"].as_u64().unwrap();
+
+    // Following deltas from the start ends where a snapshot is.
+    let mut local = Default::default();
+    apply(&mut local, &t0);
+    apply(
+        &mut local,
+        &app.table(&format!("?since={}", t0["version"])).await,
+    );
+    let now = app.table("").await;
+    assert_eq!(now["version"].as_u64().unwrap(), v3);
+    let mut snap = Default::default();
+    apply(&mut snap, &now);
+    assert_eq!(local, snap);
+
+    // A version from the future (e.g. a database restored from backup): full.
+    let d = app.table(&format!("?since={}", v3 + 1000)).await;
+    assert_eq!(d["full"], true);
+    assert_eq!(upsert_ids(&d), vec![k2, k3]);
+}
+
+async fn stale_since_gets_full_snapshot(b: Backend) {
+    let app = TestApp::start_with(b, |c| c.feed_log_retention = 3).await;
+    app.server("alpha").await;
+    app.rule(&["alpha"], &["*"]).await; // version 1
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(app.admin_key(&["alpha"]).await.0); // versions 2..=6
+    }
+    let full = app.table("").await;
+    let v = full["version"].as_u64().unwrap();
+    assert_eq!(v, 6);
+    // The log keeps the last 3 versions: since >= v-3 is a delta, older is full.
+    let d = app.table(&format!("?since={}", v - 3)).await;
+    assert_eq!(d["full"], false);
+    assert_eq!(upsert_ids(&d), ids[2..].to_vec());
+    for stale in [0, 1, v - 4] {
+        let d = app.table(&format!("?since={stale}")).await;
+        assert_eq!(d["full"], true, "since={stale}");
+        assert_eq!(upsert_ids(&d), ids);
+    }
+    // Removals that fell out of the log are implied by the full snapshot.
+    app.delete(&format!("/api/api-keys/{}", ids[0]), ADMIN)
+        .await;
+    for _ in 0..4 {
+        app.admin_key(&["alpha"]).await;
+    }
+    let d = app.table(&format!("?since={v}")).await;
+    assert_eq!(d["full"], true);
+    assert!(!upsert_ids(&d).contains(&ids[0]));
+}
+
+async fn effective_servers_follow_access(b: Backend) {
+    let app = TestApp::start(b).await;
+    app.server("alpha").await;
+    app.server("beta").await;
+    let frank = app.user("frank").await;
+    let subject = format!("user:{frank}");
+    let r_alpha = app.rule(&["alpha"], &[&subject]).await;
+    let (star, _) = app.key_for(frank, &["*"]).await;
+    let (named, _) = app.key_for(frank, &["alpha"]).await;
+    let t = app.table("").await;
+    assert_eq!(entry(&t, star).unwrap()["servers"], json!(["alpha"]));
+    let v = t["version"].as_u64().unwrap();
+
+    // Access grows: the `*` key follows; the named key stays as scoped.
+    let r_all = app.rule(&["*"], &[&subject]).await;
+    let d = app.table(&format!("?since={v}")).await;
+    assert_eq!(entry(&d, star).unwrap()["servers"], json!("*"));
+    assert_eq!(entry(&d, named).unwrap()["servers"], json!(["alpha"]));
+    let v = d["version"].as_u64().unwrap();
+
+    // Access shrinks to beta only: the named key loses alpha and is removed.
+    app.delete(&format!("/api/access-rules/{r_all}"), ADMIN)
+        .await;
+    app.put(
+        &format!("/api/access-rules/{r_alpha}"),
+        ADMIN,
+        json!({"name": "beta only", "mcpServerIds": ["beta"], "subjects": [subject]}),
+    )
+    .await;
+    let d = app.table(&format!("?since={v}")).await;
+    assert_eq!(d["full"], false);
+    assert_eq!(entry(&d, star).unwrap()["servers"], json!(["beta"]));
+    assert_eq!(removal_ids(&d), vec![named]);
+    // The key record still shows its scope; the edge sees what it can reach.
+    let r = app
+        .get(&format!("/api/admin-api-keys/{named}"), ADMIN)
+        .await;
+    assert_eq!(r.body["mcpServerIds"], json!(["alpha"]));
+
+    // Moving the rule to everyone keeps frank's access; removing it drops the `*` key.
+    let v = d["version"].as_u64().unwrap();
+    app.put(
+        &format!("/api/access-rules/{r_alpha}"),
+        ADMIN,
+        json!({"name": "beta for all", "mcpServerIds": ["beta"], "subjects": ["*"]}),
+    )
+    .await;
+    let d = app.table(&format!("?since={v}")).await;
+    assert_eq!(entry(&d, star).unwrap()["servers"], json!(["beta"]));
+    let v = d["version"].as_u64().unwrap();
+    app.delete(&format!("/api/access-rules/{r_alpha}"), ADMIN)
+        .await;
+    let d = app.table(&format!("?since={v}")).await;
+    assert_eq!(removal_ids(&d), vec![star, named]);
+    assert!(
+        app.table("").await["upserts"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
+    // A role change alters nothing the edge sees.
+    let v = d["version"].as_u64().unwrap();
+    app.patch(
+        &format!("/api/users/{frank}"),
+        ADMIN,
+        json!({"role": "admin"}),
+    )
+    .await;
+    assert_eq!(app.table("").await["version"].as_u64().unwrap(), v);
+}
+
+async fn long_poll(app: &TestApp, since: u64, wait: u64) -> (Value, Instant) {
+    let r = app
+        .get(
+            &format!("/internal/v1/key-table?since={since}&wait={wait}"),
+            DATA_PLANE,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    (r.body, Instant::now())
+}
+
+async fn long_poll_wakes_on_change(b: Backend) {
+    // A recheck far longer than the test proves the wake-up is a notification.
+    let app = TestApp::start_with(b, |c| c.feed_recheck = Duration::from_secs(30)).await;
+    app.server("alpha").await;
+    app.rule(&["alpha"], &["*"]).await;
+    let (k, _) = app.admin_key(&["alpha"]).await;
+    let v = app.table("").await["version"].as_u64().unwrap();
+
+    // Anything already after `since` answers at once, wait or not.
+    let started = Instant::now();
+    let (t, _) = long_poll(&app, v - 1, 20).await;
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(upsert_ids(&t), vec![k]);
+
+    let app = std::sync::Arc::new(app);
+    let poller = {
+        let app = app.clone();
+        tokio::spawn(async move { long_poll(&app, v, 20).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = app.call(Method::GET, "/metrics", None, None).await;
+    assert!(r.text.contains("keygate_feed_clients 1"), "{}", r.text);
+    assert!(
+        !poller.is_finished(),
+        "long poll answered before any change"
+    );
+    let changed_at = Instant::now();
+    app.delete(&format!("/api/api-keys/{k}"), ADMIN).await;
+    let (t, answered_at) = poller.await.unwrap();
+    let wake = answered_at.duration_since(changed_at);
+    println!(
+        "long-poll wake-up after a revocation ({b:?}): {wake:?} (includes the DELETE request)"
+    );
+    assert!(wake < Duration::from_millis(500), "woke after {wake:?}");
+    assert_eq!(removal_ids(&t), vec![k]);
+    let r = app.call(Method::GET, "/metrics", None, None).await;
+    assert!(r.text.contains("keygate_feed_clients 0"), "{}", r.text);
+}
+
+async fn long_poll_times_out_empty(b: Backend) {
+    let app = TestApp::start(b).await;
+    app.server("alpha").await;
+    let v = app.table("").await["version"].as_u64().unwrap();
+    let started = Instant::now();
+    let (t, _) = long_poll(&app, v, 1).await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(950) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    assert_eq!(
+        t,
+        json!({"version": v, "full": false, "upserts": [], "removals": []})
+    );
+    // wait=0 answers at once.
+    let started = Instant::now();
+    long_poll(&app, v, 0).await;
+    assert!(started.elapsed() < Duration::from_millis(500));
+}
+
+async fn feed_auth_and_params(b: Backend) {
+    let app = TestApp::start(b).await;
+    let r = app
+        .call(Method::GET, "/internal/v1/key-table", None, None)
+        .await;
+    assert_error(&r, StatusCode::UNAUTHORIZED, "authentication required");
+    let r = app.get("/internal/v1/key-table", "wrong").await;
+    assert_error(
+        &r,
+        StatusCode::UNAUTHORIZED,
+        "invalid or expired credentials",
+    );
+    assert_eq!(
+        r.headers["www-authenticate"],
+        "Bearer error=\"invalid_token\""
+    );
+    // The admin token is not the data-plane token.
+    assert_eq!(
+        app.get("/internal/v1/key-table", ADMIN).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let r = app
+        .get("/internal/v1/key-table?since=0&wait=61", DATA_PLANE)
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "wait must be 0 to 60 seconds");
+    for q in ["since=abc", "since=-1", "wait=x", "bogus=1"] {
+        let r = app
+            .get(&format!("/internal/v1/key-table?{q}"), DATA_PLANE)
+            .await;
+        assert_error_contains(&r, StatusCode::BAD_REQUEST, "invalid query");
+    }
+}
+
+async fn concurrent_creates_and_deletes_stay_consistent(b: Backend) {
+    let app = std::sync::Arc::new(TestApp::start(b).await);
+    app.server("alpha").await;
+    app.rule(&["alpha"], &["*"]).await;
+    let start = app.table("").await;
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = app
+                .post(
+                    "/api/api-keys",
+                    ADMIN,
+                    json!({"name": format!("k{i}"), "mcpServerIds": ["alpha"]}),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+            let id = r.body["id"].as_i64().unwrap();
+            // Delete every other key right away, racing other creates.
+            if i % 2 == 0 {
+                let r = app.delete(&format!("/api/api-keys/{id}"), ADMIN).await;
+                assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+            }
+            id
+        }));
+    }
+    let mut created = Vec::new();
+    for t in tasks {
+        created.push(t.await.unwrap());
+    }
+    assert_eq!(
+        created.iter().collect::<BTreeSet<_>>().len(),
+        100,
+        "ids are unique"
+    );
+
+    let listed: BTreeSet<i64> = app.get("/api/api-keys", ADMIN).await.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(listed.len(), 50);
+    let full = app.table("").await;
+    let in_table: BTreeSet<i64> = upsert_ids(&full).into_iter().collect();
+    assert_eq!(in_table, listed);
+    // 100 creates + 50 deletes, each its own version.
+    assert_eq!(
+        full["version"].as_u64().unwrap(),
+        start["version"].as_u64().unwrap() + 150
+    );
+    // An edge that followed by delta from the start agrees with the snapshot.
+    let mut local = Default::default();
+    apply(&mut local, &start);
+    apply(
+        &mut local,
+        &app.table(&format!("?since={}", start["version"])).await,
+    );
+    assert_eq!(local.keys().copied().collect::<BTreeSet<_>>(), listed);
+}
+
+/// Two replicas on one PostgreSQL: a change through one wakes a long poll on
+/// the other, through LISTEN/NOTIFY (the fallback recheck is set far beyond
+/// the assertion, so only a notification can explain a fast answer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_versions_and_wake_each_other_postgres() {
+    let slow =
+        |c: &mut keygate_control_plane::config::Config| c.feed_recheck = Duration::from_secs(30);
+    let a = TestApp::start_with(Backend::Postgres, slow).await;
+    let b = std::sync::Arc::new(TestApp::start_on(a.db.clone(), slow).await);
+    // Give B's listener a moment to LISTEN.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.server("alpha").await;
+    a.rule(&["alpha"], &["*"]).await;
+    let v = b.table("").await["version"].as_u64().unwrap();
+    assert_eq!(v, a.table("").await["version"].as_u64().unwrap());
+
+    let poller = {
+        let b = b.clone();
+        tokio::spawn(async move { long_poll(&b, v, 20).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!poller.is_finished());
+    let changed_at = Instant::now();
+    let (k, _) = a.admin_key(&["alpha"]).await;
+    let (t, answered_at) = poller.await.unwrap();
+    let wake = answered_at.duration_since(changed_at);
+    println!(
+        "cross-replica long-poll wake-up (PostgreSQL NOTIFY): {wake:?} (includes the create request)"
+    );
+    assert!(wake < Duration::from_millis(800), "woke after {wake:?}");
+    assert_eq!(upsert_ids(&t), vec![k]);
+    assert!(t["version"].as_u64().unwrap() > v);
+
+    // Versions stay monotonic across replicas and restarts.
+    let (k2, _) = b.admin_key(&["alpha"]).await;
+    let d = a.table(&format!("?since={}", t["version"])).await;
+    assert_eq!(upsert_ids(&d), vec![k2]);
+    drop(b);
+    let c = TestApp::start_on(a.db.clone(), |_| {}).await;
+    let d = c.table(&format!("?since={}", t["version"])).await;
+    assert_eq!(d["full"], false);
+    assert_eq!(upsert_ids(&d), vec![k2]);
+}
+
+/// Versions survive a restart on SQLite too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_survives_restart_sqlite() {
+    let a = TestApp::start(Backend::Sqlite).await;
+    a.server("alpha").await;
+    a.rule(&["alpha"], &["*"]).await;
+    let (k, _) = a.admin_key(&["alpha"]).await;
+    let v = a.table("").await["version"].as_u64().unwrap();
+    let db = a.db.clone();
+    drop(a); // stops the server and closes its pool
+    let b = TestApp::start_on(db, |_| {}).await;
+    let t = b.table(&format!("?since={}", v - 1)).await;
+    assert_eq!(t["full"], false);
+    assert_eq!(t["version"].as_u64().unwrap(), v);
+    assert_eq!(upsert_ids(&t), vec![k]);
+}

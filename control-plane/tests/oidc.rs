@@ -1,0 +1,373 @@
+//! OIDC bearer JWTs against a loopback issuer (discovery + JWKS served by a
+//! tiny axum app), with tokens minted here from a test-only RSA key: the real
+//! verification path runs. Each test runs on SQLite and PostgreSQL.
+
+mod common;
+
+use axum::Json;
+use axum::routing::get;
+use common::*;
+use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use keygate_control_plane::config::OidcConfig;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const AUDIENCE: &str = "keygate-test";
+const KID: &str = "test-key-1";
+const PEM: &[u8] = include_bytes!("fixtures/oidc-test-rsa.pem");
+
+struct Issuer {
+    url: String,
+    key: EncodingKey,
+    /// The JWKS being served; tests may add keys (rotation).
+    jwks: Arc<Mutex<Value>>,
+    /// How many times the JWKS was fetched.
+    fetches: Arc<AtomicUsize>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+fn public_jwk(key: &EncodingKey, kid: &str) -> Value {
+    let mut jwk = Jwk::from_encoding_key(key, Algorithm::RS256).unwrap();
+    jwk.common.key_id = Some(kid.to_owned());
+    serde_json::to_value(jwk).unwrap()
+}
+
+/// Serves discovery and a JWKS with the fixture key's public half.
+async fn issuer() -> Issuer {
+    let key = EncodingKey::from_rsa_pem(PEM).unwrap();
+    let jwks = Arc::new(Mutex::new(json!({"keys": [public_jwk(&key, KID)]})));
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let discovery = json!({"issuer": url, "jwks_uri": format!("{url}/jwks")});
+    let app = axum::Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            get(move || {
+                let d = discovery.clone();
+                async move { Json(d) }
+            }),
+        )
+        .route("/jwks", {
+            let (jwks, fetches) = (jwks.clone(), fetches.clone());
+            get(move || {
+                fetches.fetch_add(1, Ordering::SeqCst);
+                let j = jwks.lock().unwrap().clone();
+                async move { Json(j) }
+            })
+        });
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    Issuer {
+        url,
+        key,
+        jwks,
+        fetches,
+        _task: task,
+    }
+}
+
+impl Issuer {
+    fn claims(&self, sub: &str) -> Value {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        json!({"iss": self.url, "aud": AUDIENCE, "sub": sub, "iat": now, "exp": now + 300})
+    }
+
+    fn mint(&self, claims: &Value) -> String {
+        let mut h = Header::new(Algorithm::RS256);
+        h.kid = Some(KID.to_owned());
+        jsonwebtoken::encode(&h, claims, &self.key).unwrap()
+    }
+}
+
+async fn app_with_oidc(b: Backend, iss: &Issuer) -> TestApp {
+    app_with_refetch(b, iss, OidcConfig::DEFAULT_JWKS_REFETCH).await
+}
+
+async fn app_with_refetch(b: Backend, iss: &Issuer, refetch: Duration) -> TestApp {
+    let url = iss.url.clone();
+    TestApp::start_with(b, move |c| {
+        c.oidc = Some(OidcConfig {
+            issuer: url,
+            audience: AUDIENCE.to_owned(),
+            admin_emails: vec!["boss@example.com".to_owned()],
+            admin_groups: vec!["kg-admins".to_owned()],
+            jwks_refetch_interval: refetch,
+        })
+    })
+    .await
+}
+
+both_backends!(
+    oidc_user_lifecycle,
+    oidc_admins,
+    oidc_rejections,
+    oidc_key_rotation
+);
+
+async fn oidc_user_lifecycle(b: Backend) {
+    let iss = issuer().await;
+    let app = app_with_oidc(b, &iss).await;
+    let mut c = iss.claims("sub-grace");
+    c["preferred_username"] = json!("grace");
+    c["email"] = json!("grace@example.com");
+    let grace = iss.mint(&c);
+
+    // Created on first sight; the same user on the next request.
+    let r = app.get("/api/me", &grace).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["username"], "grace");
+    assert_eq!(r.body["email"], "grace@example.com");
+    assert_eq!(r.body["role"], "user");
+    let id = r.body["id"].as_i64().unwrap();
+    assert_eq!(app.get("/api/me", &grace).await.body["id"], id);
+    let users = app.get("/api/users", ADMIN).await;
+    assert_eq!(users.body["items"].as_array().unwrap().len(), 2);
+
+    // A non-admin on admin routes: 403.
+    for p in [
+        "/api/users",
+        "/api/mcp-servers",
+        "/api/access-rules",
+        "/api/admin-api-keys",
+    ] {
+        assert_error(
+            &app.get(p, &grace).await,
+            StatusCode::FORBIDDEN,
+            "admin role required",
+        );
+    }
+    let r = app
+        .post("/api/users", &grace, json!({"username": "x"}))
+        .await;
+    assert_error(&r, StatusCode::FORBIDDEN, "admin role required");
+
+    // Her own keys work, within her access.
+    app.server("alpha").await;
+    app.server("beta").await;
+    let r = app
+        .post(
+            "/api/api-keys",
+            &grace,
+            json!({"name": "k", "mcpServerIds": ["alpha"]}),
+        )
+        .await;
+    assert_error(
+        &r,
+        StatusCode::BAD_REQUEST,
+        "unknown or unreachable MCP server: alpha",
+    );
+    app.rule(&["alpha"], &[&format!("user:{id}")]).await;
+    let r = app
+        .post(
+            "/api/api-keys",
+            &grace,
+            json!({"name": "k", "mcpServerIds": ["alpha"]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["userId"], id);
+    let key = r.body["key"].as_str().unwrap().to_owned();
+    let kid = r.body["id"].as_i64().unwrap();
+    let r = app
+        .post(
+            "/api/api-keys",
+            &grace,
+            json!({"name": "k", "mcpServerIds": ["beta"]}),
+        )
+        .await;
+    assert_error(
+        &r,
+        StatusCode::BAD_REQUEST,
+        "unknown or unreachable MCP server: beta",
+    );
+    assert_eq!(app.get("/api/me", &key).await.body["username"], "grace");
+    let r = app.get("/api/api-keys", &grace).await;
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 1);
+    // The admin's keys are not hers, and hers are not the admin's.
+    let (admins, _) = app.admin_key(&["*"]).await;
+    assert_error(
+        &app.get(&format!("/api/api-keys/{admins}"), &grace).await,
+        StatusCode::NOT_FOUND,
+        "API key not found",
+    );
+    assert_error(
+        &app.delete(&format!("/api/api-keys/{admins}"), &grace).await,
+        StatusCode::NOT_FOUND,
+        "API key not found",
+    );
+    assert_error(
+        &app.get(&format!("/api/api-keys/{kid}"), ADMIN).await,
+        StatusCode::NOT_FOUND,
+        "API key not found",
+    );
+    let r = app.delete(&format!("/api/api-keys/{kid}"), &grace).await;
+    assert_eq!(r.body, json!({"deleted": true}));
+
+    // No preferred_username: the email is the username.
+    let mut c = iss.claims("sub-henry");
+    c["email"] = json!("henry@example.com");
+    let r = app.get("/api/me", &iss.mint(&c)).await;
+    assert_eq!(r.body["username"], "henry@example.com");
+    // A taken username falls back to one derived from the subject.
+    let mut c = iss.claims("sub-other-grace");
+    c["preferred_username"] = json!("grace");
+    let r = app.get("/api/me", &iss.mint(&c)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["username"], "oidc-sub-other-grace");
+}
+
+async fn oidc_admins(b: Backend) {
+    let iss = issuer().await;
+    let app = app_with_oidc(b, &iss).await;
+    let mut c = iss.claims("sub-boss");
+    c["email"] = json!("Boss@Example.com");
+    let boss = iss.mint(&c);
+    assert_eq!(app.get("/api/me", &boss).await.body["role"], "admin");
+    assert_eq!(app.get("/api/users", &boss).await.status, StatusCode::OK);
+
+    let mut c = iss.claims("sub-ivy");
+    c["preferred_username"] = json!("ivy");
+    c["groups"] = json!(["staff", "kg-admins"]);
+    let ivy = iss.mint(&c);
+    assert_eq!(app.get("/api/me", &ivy).await.body["role"], "admin");
+    let r = app
+        .post("/api/mcp-servers", &ivy, json!({"name": "gamma"}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+
+    let mut c = iss.claims("sub-jo");
+    c["groups"] = json!(["staff"]);
+    assert_eq!(app.get("/api/me", &iss.mint(&c)).await.body["role"], "user");
+}
+
+async fn oidc_rejections(b: Backend) {
+    let iss = issuer().await;
+    let app = app_with_oidc(b, &iss).await;
+    let good = iss.claims("sub-k");
+    assert_eq!(
+        app.get("/api/me", &iss.mint(&good)).await.status,
+        StatusCode::OK
+    );
+
+    let mut bad: Vec<(&str, String)> = Vec::new();
+    let mut c = good.clone();
+    c["aud"] = json!("someone-else");
+    bad.push(("audience", iss.mint(&c)));
+    let mut c = good.clone();
+    c["iss"] = json!("http://evil.example");
+    bad.push(("issuer", iss.mint(&c)));
+    let mut c = good.clone();
+    c["exp"] = json!(time::OffsetDateTime::now_utc().unix_timestamp() - 3600);
+    bad.push(("expired", iss.mint(&c)));
+    let mut c = good.clone();
+    c.as_object_mut().unwrap().remove("sub");
+    bad.push(("no sub", iss.mint(&c)));
+    let mut h = Header::new(Algorithm::RS256);
+    h.kid = Some("unknown-kid".to_owned());
+    bad.push((
+        "unknown kid",
+        jsonwebtoken::encode(&h, &good, &iss.key).unwrap(),
+    ));
+    let mut h = Header::new(Algorithm::RS256);
+    h.kid = None;
+    bad.push(("no kid", jsonwebtoken::encode(&h, &good, &iss.key).unwrap()));
+    let mut h = Header::new(Algorithm::HS256);
+    h.kid = Some(KID.to_owned());
+    bad.push((
+        "hmac",
+        jsonwebtoken::encode(
+            &h,
+            &good,
+            &EncodingKey::from_secret(b"guess-a-long-enough-hmac-secret-0123456789").unwrap(),
+        )
+        .unwrap(),
+    ));
+    let token = iss.mint(&good);
+    let (head, sig) = token.rsplit_once('.').unwrap();
+    let flipped = if sig.starts_with('A') { "B" } else { "A" };
+    bad.push((
+        "tampered signature",
+        format!("{head}.{flipped}{}", &sig[1..]),
+    ));
+    let mut c = good.clone();
+    c["sub"] = json!("someone-else");
+    let other = iss.mint(&c);
+    let (_, other_payload_sig) = other.split_once('.').unwrap();
+    let (good_head, _) = token.split_once('.').unwrap();
+    let (other_payload, _) = other_payload_sig.split_once('.').unwrap();
+    let (_, good_sig) = token.rsplit_once('.').unwrap();
+    bad.push((
+        "swapped payload",
+        format!("{good_head}.{other_payload}.{good_sig}"),
+    ));
+    bad.push(("garbage", "a.b.c".to_owned()));
+
+    for (why, token) in bad {
+        let r = app.get("/api/me", &token).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{why}: {}", r.text);
+        assert_eq!(
+            r.headers["www-authenticate"], "Bearer error=\"invalid_token\"",
+            "{why}"
+        );
+        assert_eq!(r.body["error"], "invalid or expired credentials", "{why}");
+    }
+    // None of them created a user.
+    let r = app.get("/api/users", ADMIN).await;
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 2, "{}", r.text);
+}
+
+/// A new signing key is picked up on its first unknown `kid`, but unknown
+/// `kid`s refetch the JWKS at most once per interval.
+async fn oidc_key_rotation(b: Backend) {
+    let iss = issuer().await;
+    let interval = Duration::from_secs(2);
+    let app = app_with_refetch(b, &iss, interval).await;
+    assert_eq!(
+        app.get("/api/me", &iss.mint(&iss.claims("sub-r")))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(iss.fetches.load(Ordering::SeqCst), 1);
+    let fetched_at = std::time::Instant::now();
+
+    // The issuer rotates in a second key.
+    let key2 = EncodingKey::from_rsa_pem(include_bytes!("fixtures/oidc-test-rsa-2.pem")).unwrap();
+    iss.jwks.lock().unwrap()["keys"]
+        .as_array_mut()
+        .unwrap()
+        .push(public_jwk(&key2, "test-key-2"));
+    let mut h = Header::new(Algorithm::RS256);
+    h.kid = Some("test-key-2".to_owned());
+    let token2 = jsonwebtoken::encode(&h, &iss.claims("sub-r"), &key2).unwrap();
+
+    // Within the interval, unknown kids do not refetch (checked only while
+    // the interval has surely not passed).
+    for _ in 0..5 {
+        let r = app.get("/api/me", &token2).await;
+        if fetched_at.elapsed() < interval {
+            assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        }
+    }
+    if fetched_at.elapsed() < interval {
+        assert_eq!(iss.fetches.load(Ordering::SeqCst), 1, "rate limit");
+    }
+    tokio::time::sleep(interval + Duration::from_millis(100)).await;
+    let r = app.get("/api/me", &token2).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(iss.fetches.load(Ordering::SeqCst), 2);
+    // The old key still works (still published); known kids never refetch.
+    assert_eq!(
+        app.get("/api/me", &iss.mint(&iss.claims("sub-r")))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(iss.fetches.load(Ordering::SeqCst), 2);
+}
