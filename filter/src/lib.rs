@@ -1,1 +1,29 @@
-//! keygate edge filter (placeholder).
+//! keygate's edge filter: validates `ok1` API keys and per-server scopes
+//! inside Envoy (Proxy-Wasm), from a key table synced from the control plane.
+//!
+//! Host-agnostic logic, unit-tested natively:
+//! - [`config`]: the plugin configuration (contract 4), validated.
+//! - [`path`], [`keys`], [`decision`]: what happens to one request.
+//! - [`headers`]: the header edits for a request that goes on.
+//! - [`table`] (slots encoded by [`slot`]), [`lease`], [`feed`], [`sync`]:
+//!   the shared key table, who fetches it, and how.
+//! - [`usage`]: batched last-use reports.
+//! - [`metrics`]: metric names.
+//!
+//! The Proxy-Wasm adapter (`host`, wasm32 only) wires these to Envoy.
+
+pub mod config;
+pub mod decision;
+pub mod feed;
+pub mod headers;
+pub mod keys;
+pub mod lease;
+pub mod metrics;
+pub mod path;
+pub mod slot;
+pub mod sync;
+pub mod table;
+pub mod usage;
+
+#[cfg(target_arch = "wasm32")]
+mod host;

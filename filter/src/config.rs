@@ -1,0 +1,391 @@
+//! The plugin configuration (JSON, camelCase; contract 4), validated once in
+//! `on_configure` so the request path never meets a half-valid setting.
+
+use keygate_protocol::{HEADER_KEY_ID, HEADER_SERVER, HEADER_USER_ID, MCP_CONNECT_PREFIX};
+use serde::Deserialize;
+use std::fmt;
+
+/// Longest long-poll wait the control plane accepts (`wait=0..=60`).
+pub const MAX_FEED_WAIT_SECONDS: u64 = 60;
+
+/// The configuration as written by the operator, before validation.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawConfig {
+    control_plane_cluster: String,
+    #[serde(default)]
+    control_plane_authority: Option<String>,
+    data_plane_token: String,
+    #[serde(default = "default_feed_wait")]
+    feed_wait_seconds: u64,
+    #[serde(default = "default_max_staleness")]
+    max_staleness_seconds: u64,
+    #[serde(default = "default_usage_flush")]
+    usage_flush_seconds: u64,
+    #[serde(default = "default_prefixes")]
+    protected_path_prefixes: Vec<String>,
+    #[serde(default = "default_me_path")]
+    me_path: String,
+    #[serde(default = "default_key_headers")]
+    key_headers: Vec<String>,
+    #[serde(default)]
+    identity_headers: RawIdentityHeaders,
+    #[serde(default = "default_true")]
+    strip_key: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawIdentityHeaders {
+    #[serde(default = "default_user_header")]
+    user_id: String,
+    #[serde(default = "default_key_header")]
+    key_id: String,
+    #[serde(default = "default_server_header")]
+    server: String,
+}
+
+impl Default for RawIdentityHeaders {
+    fn default() -> Self {
+        Self {
+            user_id: default_user_header(),
+            key_id: default_key_header(),
+            server: default_server_header(),
+        }
+    }
+}
+
+fn default_feed_wait() -> u64 {
+    20
+}
+fn default_max_staleness() -> u64 {
+    30
+}
+fn default_usage_flush() -> u64 {
+    5
+}
+fn default_prefixes() -> Vec<String> {
+    vec![MCP_CONNECT_PREFIX.to_owned()]
+}
+fn default_me_path() -> String {
+    "/api/me".to_owned()
+}
+fn default_key_headers() -> Vec<String> {
+    vec!["authorization".to_owned()]
+}
+fn default_true() -> bool {
+    true
+}
+fn default_user_header() -> String {
+    HEADER_USER_ID.to_owned()
+}
+fn default_key_header() -> String {
+    HEADER_KEY_ID.to_owned()
+}
+fn default_server_header() -> String {
+    HEADER_SERVER.to_owned()
+}
+
+/// Header names the filter sets for the upstream on allow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityHeaders {
+    pub user_id: String,
+    pub key_id: String,
+    pub server: String,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub control_plane_cluster: String,
+    pub control_plane_authority: String,
+    pub data_plane_token: String,
+    pub feed_wait_seconds: u64,
+    pub max_staleness_seconds: u64,
+    pub usage_flush_seconds: u64,
+    pub protected_path_prefixes: Vec<String>,
+    pub me_path: String,
+    /// Lowercase header names; `authorization` is read as `Bearer <key>`,
+    /// any other as the bare key.
+    pub key_headers: Vec<String>,
+    pub identity_headers: IdentityHeaders,
+    pub strip_key: bool,
+}
+
+/// Why a configuration was refused. Never contains the data-plane token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid keygate filter configuration: {}", self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(msg: impl Into<String>) -> ConfigError {
+    ConfigError(msg.into())
+}
+
+/// A lowercase HTTP header name (RFC 9110 token characters).
+fn is_header_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b)
+        })
+}
+
+/// A value that can travel in a header: visible ASCII and spaces, no CR/LF.
+fn is_header_value(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b == b' ' || b.is_ascii_graphic())
+}
+
+/// An absolute path made of plain characters only, so that matching it
+/// byte for byte against `:path` is exact.
+fn is_plain_path(s: &str) -> bool {
+    s.starts_with('/')
+        && !s.contains("//")
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/-_.~".contains(&b))
+        && !s.split('/').any(|seg| seg == "." || seg == "..")
+}
+
+impl Config {
+    /// Parses and validates the plugin configuration bytes.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
+        let raw: RawConfig = serde_json::from_slice(bytes).map_err(|e| {
+            // serde_json quotes offending *values* in type errors ("invalid
+            // type: integer `123`"), which could be the token; only messages
+            // that name fields are passed on.
+            let msg = e.to_string();
+            if ["unknown field", "missing field", "duplicate field"]
+                .iter()
+                .any(|m| msg.starts_with(m))
+            {
+                err(msg)
+            } else {
+                err(format!(
+                    "not valid JSON of the expected shape (line {}, column {})",
+                    e.line(),
+                    e.column()
+                ))
+            }
+        })?;
+        Self::validate(raw)
+    }
+
+    fn validate(raw: RawConfig) -> Result<Self, ConfigError> {
+        if !is_header_value(&raw.control_plane_cluster) {
+            return Err(err("controlPlaneCluster must be a non-empty cluster name"));
+        }
+        let authority = raw
+            .control_plane_authority
+            .unwrap_or_else(|| raw.control_plane_cluster.clone());
+        if !is_header_value(&authority) || authority.contains(' ') {
+            return Err(err("controlPlaneAuthority must be a host[:port]"));
+        }
+        if !is_header_value(&raw.data_plane_token) {
+            return Err(err(
+                "dataPlaneToken must be non-empty printable ASCII (value not shown)",
+            ));
+        }
+        if raw.feed_wait_seconds > MAX_FEED_WAIT_SECONDS {
+            return Err(err("feedWaitSeconds must be between 0 and 60"));
+        }
+        // An idle but healthy feed refreshes the table once per long poll, so
+        // the wait must be shorter than the staleness limit or a quiet
+        // control plane would look dead.
+        if raw.max_staleness_seconds <= raw.feed_wait_seconds {
+            return Err(err(
+                "maxStalenessSeconds must be greater than feedWaitSeconds",
+            ));
+        }
+        if raw.usage_flush_seconds == 0 {
+            return Err(err("usageFlushSeconds must be at least 1"));
+        }
+        if raw.protected_path_prefixes.is_empty() {
+            return Err(err("protectedPathPrefixes must not be empty"));
+        }
+        for p in &raw.protected_path_prefixes {
+            if !is_plain_path(p) || !p.ends_with('/') || p.len() < 3 {
+                return Err(err(format!(
+                    "protectedPathPrefixes entry {p:?} must look like \"/name/\" (plain characters, ending in '/')"
+                )));
+            }
+            if p.bytes().any(|b| b.is_ascii_uppercase()) {
+                return Err(err(format!(
+                    "protectedPathPrefixes entry {p:?} must be lowercase"
+                )));
+            }
+        }
+        if !is_plain_path(&raw.me_path) {
+            return Err(err("mePath must be a plain absolute path"));
+        }
+        if raw.key_headers.is_empty() {
+            return Err(err("keyHeaders must not be empty"));
+        }
+        let key_headers: Vec<String> = raw
+            .key_headers
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect();
+        for h in &key_headers {
+            if !is_header_name(h) || h.starts_with(':') {
+                return Err(err(format!("keyHeaders entry {h:?} is not a header name")));
+            }
+        }
+        let identity_headers = IdentityHeaders {
+            user_id: raw.identity_headers.user_id.to_ascii_lowercase(),
+            key_id: raw.identity_headers.key_id.to_ascii_lowercase(),
+            server: raw.identity_headers.server.to_ascii_lowercase(),
+        };
+        let names = [
+            &identity_headers.user_id,
+            &identity_headers.key_id,
+            &identity_headers.server,
+        ];
+        for h in names {
+            if !is_header_name(h) {
+                return Err(err(format!(
+                    "identityHeaders entry {h:?} is not a header name"
+                )));
+            }
+            if key_headers.contains(h) {
+                return Err(err(format!(
+                    "identityHeaders entry {h:?} is also a key header"
+                )));
+            }
+        }
+        if names[0] == names[1] || names[0] == names[2] || names[1] == names[2] {
+            return Err(err("identityHeaders names must differ"));
+        }
+        Ok(Self {
+            control_plane_cluster: raw.control_plane_cluster,
+            control_plane_authority: authority,
+            data_plane_token: raw.data_plane_token,
+            feed_wait_seconds: raw.feed_wait_seconds,
+            max_staleness_seconds: raw.max_staleness_seconds,
+            usage_flush_seconds: raw.usage_flush_seconds,
+            protected_path_prefixes: raw.protected_path_prefixes,
+            me_path: raw.me_path,
+            key_headers,
+            identity_headers,
+            strip_key: raw.strip_key,
+        })
+    }
+
+    /// True for headers a client may never send: the `x-keygate-*` family and
+    /// the configured identity headers, whatever they are named.
+    pub fn is_reserved_header(&self, name: &str) -> bool {
+        let lower = name.to_ascii_lowercase();
+        lower.starts_with(keygate_protocol::IDENTITY_HEADER_PREFIX)
+            || lower == self.identity_headers.user_id
+            || lower == self.identity_headers.key_id
+            || lower == self.identity_headers.server
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"{"controlPlaneCluster":"cp","dataPlaneToken":"s3cr3t-token"}"#;
+
+    #[test]
+    fn minimal_config_gets_contract_defaults() {
+        let c = Config::from_json(MINIMAL.as_bytes()).unwrap();
+        assert_eq!(c.control_plane_cluster, "cp");
+        assert_eq!(c.control_plane_authority, "cp");
+        assert_eq!(c.feed_wait_seconds, 20);
+        assert_eq!(c.max_staleness_seconds, 30);
+        assert_eq!(c.usage_flush_seconds, 5);
+        assert_eq!(c.protected_path_prefixes, vec!["/mcp-connect/".to_owned()]);
+        assert_eq!(c.me_path, "/api/me");
+        assert_eq!(c.key_headers, vec!["authorization".to_owned()]);
+        assert_eq!(c.identity_headers.user_id, "x-keygate-user-id");
+        assert_eq!(c.identity_headers.key_id, "x-keygate-key-id");
+        assert_eq!(c.identity_headers.server, "x-keygate-server");
+        assert!(c.strip_key);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = Config::from_json(br#"{"controlPlaneCluster":"cp"}"#).unwrap_err();
+        assert!(e.to_string().contains("dataPlaneToken"), "{e}");
+        let e =
+            Config::from_json(br#"{"controlPlaneCluster":"cp","dataPlaneToken":"t","bogus":1}"#)
+                .unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn full_config_is_read() {
+        let json = r#"{
+            "controlPlaneCluster": "keygate_control_plane",
+            "controlPlaneAuthority": "127.0.0.1:8081",
+            "dataPlaneToken": "t",
+            "feedWaitSeconds": 5,
+            "maxStalenessSeconds": 10,
+            "usageFlushSeconds": 2,
+            "protectedPathPrefixes": ["/mcp-connect/", "/mcp2/"],
+            "mePath": "/api/me",
+            "keyHeaders": ["Authorization", "x-api-key"],
+            "identityHeaders": {"userId": "x-user", "keyId": "x-keygate-k", "server": "x-keygate-s"},
+            "stripKey": false
+        }"#;
+        let c = Config::from_json(json.as_bytes()).unwrap();
+        assert_eq!(c.control_plane_authority, "127.0.0.1:8081");
+        assert_eq!(c.key_headers, vec!["authorization", "x-api-key"]);
+        assert_eq!(c.identity_headers.user_id, "x-user");
+        assert!(!c.strip_key);
+        assert!(c.is_reserved_header("X-User"));
+        assert!(c.is_reserved_header("x-keygate-anything"));
+        assert!(!c.is_reserved_header("x-other"));
+    }
+
+    #[test]
+    fn invalid_configs_are_refused_without_leaking_the_token() {
+        let cases = [
+            "",
+            "{}",
+            "[]",
+            r#"{"controlPlaneCluster":"cp"}"#,
+            r#"{"dataPlaneToken":"SECRETVALUE"}"#,
+            r#"{"controlPlaneCluster":"","dataPlaneToken":"SECRETVALUE"}"#,
+            r#"{"controlPlaneCluster":"cp","dataPlaneToken":""}"#,
+            r#"{"controlPlaneCluster":"cp","dataPlaneToken":"SECRET\nVALUE"}"#,
+            r#"{"controlPlaneCluster":"cp","dataPlaneToken":"SECRETVALUE","unknown":1}"#,
+            r#"{"controlPlaneCluster":"cp","dataPlaneToken":"SECRETVALUE","feedWaitSeconds":61,"maxStalenessSeconds":90}"#,
+            r#"{"controlPlaneCluster":"cp","dataPlaneToken":"SECRETVALUE","feedWaitSeconds":30,"maxStalenessSeconds":30}"#,
+            r#"{"controlPlaneCluster":"cp","dataPlaneToken":"SECRETVALUE","usageFlushSeconds":0}"#,
+            r#"{"controlPlaneCluster":"cp","dataPlaneToken":"SECRETVALUE","protectedPathPrefixes":[]}"#,
+            r#"{"controlPlaneCluster":"cp","dataPlaneToken":"SECRETVALUE","protectedPathPrefixes":["/mcp-connect"]}"#,
+            r#"{"controlPlaneCluster":"cp","dataPlaneToken":"SECRETVALUE","protectedPathPrefixes":["/MCP/"]}"#,
+            r#"{"controlPlaneCluster":"cp","dataPlaneToken":"SECRETVALUE","protectedPathPrefixes":["/a/../b/"]}"#,
+            r#"{"controlPlaneCluster":"cp","dataPlaneToken":"SECRETVALUE","protectedPathPrefixes":["/a%2f/"]}"#,
+            r#"{"controlPlaneCluster":"cp","dataPlaneToken":"SECRETVALUE","mePath":"api/me"}"#,
+            r#"{"controlPlaneCluster":"cp","dataPlaneToken":"SECRETVALUE","keyHeaders":[]}"#,
+            r#"{"controlPlaneCluster":"cp","dataPlaneToken":"SECRETVALUE","keyHeaders":["bad header"]}"#,
+            r#"{"controlPlaneCluster":"cp","dataPlaneToken":"SECRETVALUE","identityHeaders":{"userId":"x-a","keyId":"x-a"}}"#,
+            r#"{"controlPlaneCluster":"cp","dataPlaneToken":"SECRETVALUE","identityHeaders":{"userId":"authorization"}}"#,
+            r#"{"controlPlaneCluster":"cp","dataPlaneToken":"SECRETVALUE","identityHeaders":{"bogus":"x"}}"#,
+            r#"{"controlPlaneCluster":"cp","dataPlaneToken":"SECRETVALUE","stripKey":"yes"}"#,
+            r#"{"controlPlaneCluster":"cp","dataPlaneToken":12345678}"#,
+            r#"{"controlPlaneCluster":"cp","dataPlaneToken":["SECRETVALUE"]}"#,
+            r#"{"controlPlaneCluster":"cp","dataPlaneToken":"SECRETVALUE","dataPlaneToken":"SECRETVALUE"}"#,
+        ];
+        for json in cases {
+            let e = Config::from_json(json.as_bytes()).expect_err(json);
+            let msg = e.to_string();
+            assert!(
+                msg.starts_with("invalid keygate filter configuration"),
+                "{msg}"
+            );
+            assert!(!msg.contains("SECRET"), "token leaked: {msg}");
+            assert!(!msg.contains("12345678"), "token leaked: {msg}");
+            assert!(!msg.contains('\n'), "one line: {msg}");
+        }
+    }
+}

@@ -1,0 +1,744 @@
+//! The decision table (contract 4): what happens to one request, given its
+//! method, path and headers, the time, and the key table. Pure: no host calls.
+
+use crate::config::Config;
+use crate::keys::{Presented, find_key};
+use crate::path::{PathClass, classify};
+use keygate_protocol::{ApiKeyToken, KeyEntry, secret};
+
+/// The table as a request sees it: one freshness read and one entry read.
+pub trait KeyLookup {
+    /// Unix seconds of the last successful sync, or `None` before the first.
+    fn last_sync_unix(&self) -> Option<i64>;
+    /// The live entry for `key_id`, if the table has one.
+    fn entry(&self, key_id: i64) -> Option<KeyEntry>;
+}
+
+/// The parts of a request the decision reads.
+pub struct Request<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    /// Lowercase names, raw values.
+    pub headers: &'a [(String, Vec<u8>)],
+}
+
+/// Why a request was decided the way it was: a metric label, never shown to
+/// the client (the client sees only a generic message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    Allowed,
+    MeAllowed,
+    NoKeyPassed,
+    MissingKey,
+    Malformed,
+    ConflictingKeys,
+    UnknownKey,
+    BadSecret,
+    UserMismatch,
+    Expired,
+    OutOfScope,
+    KeyOffRoute,
+    BadPath,
+    NoTable,
+    StaleTable,
+}
+
+/// The three ways a request can go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Allow,
+    Pass,
+    Deny,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 15] = [
+        Reason::Allowed,
+        Reason::MeAllowed,
+        Reason::NoKeyPassed,
+        Reason::MissingKey,
+        Reason::Malformed,
+        Reason::ConflictingKeys,
+        Reason::UnknownKey,
+        Reason::BadSecret,
+        Reason::UserMismatch,
+        Reason::Expired,
+        Reason::OutOfScope,
+        Reason::KeyOffRoute,
+        Reason::BadPath,
+        Reason::NoTable,
+        Reason::StaleTable,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Allowed => "allowed",
+            Reason::MeAllowed => "me_allowed",
+            Reason::NoKeyPassed => "no_key_passed",
+            Reason::MissingKey => "missing_key",
+            Reason::Malformed => "malformed",
+            Reason::ConflictingKeys => "conflicting_keys",
+            Reason::UnknownKey => "unknown_key",
+            Reason::BadSecret => "bad_secret",
+            Reason::UserMismatch => "user_mismatch",
+            Reason::Expired => "expired",
+            Reason::OutOfScope => "out_of_scope",
+            Reason::KeyOffRoute => "key_off_route",
+            Reason::BadPath => "bad_path",
+            Reason::NoTable => "no_table",
+            Reason::StaleTable => "stale_table",
+        }
+    }
+
+    pub fn outcome(self) -> Outcome {
+        match self {
+            Reason::Allowed | Reason::MeAllowed => Outcome::Allow,
+            Reason::NoKeyPassed => Outcome::Pass,
+            _ => Outcome::Deny,
+        }
+    }
+
+    pub fn index(self) -> usize {
+        Reason::ALL.iter().position(|r| *r == self).unwrap_or(0)
+    }
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allow => "allow",
+            Outcome::Pass => "pass",
+            Outcome::Deny => "deny",
+        }
+    }
+}
+
+/// A request the filter lets through with an identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allow {
+    pub user_id: i64,
+    pub key_id: i64,
+    /// The MCP server, for protected paths; `None` for `/api/me`.
+    pub server: Option<String>,
+    /// Remove the key headers before the upstream.
+    pub strip_key: bool,
+    pub reason: Reason,
+}
+
+/// A local reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deny {
+    pub status: u32,
+    pub www_authenticate: Option<&'static str>,
+    pub retry_after_seconds: Option<u64>,
+    /// Generic JSON body; names no key, user or reason detail.
+    pub body: &'static str,
+    pub reason: Reason,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Allow(Allow),
+    /// No ok1 key on a path that needs none: untouched (apart from the
+    /// `x-keygate-*` scrub the adapter does on every request).
+    Pass,
+    Deny(Deny),
+}
+
+impl Decision {
+    pub fn reason(&self) -> Reason {
+        match self {
+            Decision::Allow(a) => a.reason,
+            Decision::Pass => Reason::NoKeyPassed,
+            Decision::Deny(d) => d.reason,
+        }
+    }
+}
+
+const BEARER: &str = "Bearer";
+const BEARER_INVALID: &str = "Bearer error=\"invalid_token\"";
+const BEARER_SCOPE: &str = "Bearer error=\"insufficient_scope\"";
+
+fn deny(reason: Reason) -> Decision {
+    let (status, www, body) = match reason {
+        Reason::MissingKey => (401, Some(BEARER), r#"{"error":"API key required"}"#),
+        Reason::Malformed
+        | Reason::ConflictingKeys
+        | Reason::UnknownKey
+        | Reason::BadSecret
+        | Reason::UserMismatch
+        | Reason::Expired => (401, Some(BEARER_INVALID), r#"{"error":"invalid API key"}"#),
+        Reason::OutOfScope => (
+            403,
+            Some(BEARER_SCOPE),
+            r#"{"error":"API key not valid for this server"}"#,
+        ),
+        Reason::KeyOffRoute => (
+            403,
+            None,
+            r#"{"error":"API keys are not accepted on this path"}"#,
+        ),
+        Reason::BadPath => (400, None, r#"{"error":"bad request path"}"#),
+        Reason::NoTable | Reason::StaleTable => (
+            503,
+            None,
+            r#"{"error":"key validation temporarily unavailable"}"#,
+        ),
+        // Not deny reasons; kept total so a wrong call is still a denial.
+        Reason::Allowed | Reason::MeAllowed | Reason::NoKeyPassed => {
+            (403, None, r#"{"error":"forbidden"}"#)
+        }
+    };
+    let retry_after_seconds = matches!(reason, Reason::NoTable | Reason::StaleTable).then_some(5);
+    Decision::Deny(Deny {
+        status,
+        www_authenticate: www,
+        retry_after_seconds,
+        body,
+        reason,
+    })
+}
+
+/// Checks a well-formed key against the table. `Ok(entry)` when it is valid
+/// now; otherwise the reason it is not.
+fn validate_key(
+    token: &ApiKeyToken,
+    now_unix: i64,
+    max_staleness: u64,
+    table: &dyn KeyLookup,
+) -> Result<KeyEntry, Reason> {
+    let last_sync = table.last_sync_unix().ok_or(Reason::NoTable)?;
+    let age = now_unix.saturating_sub(last_sync);
+    if age > i64::try_from(max_staleness).unwrap_or(i64::MAX) {
+        return Err(Reason::StaleTable);
+    }
+    let entry = table.entry(token.key_id);
+    // Hash and compare even on a miss, so timing does not tell whether the
+    // key id exists; the user id is checked only after the secret, so it is
+    // no oracle either.
+    let secret_ok = secret::verify(entry.as_ref().map(|e| &e.secret_hash), &token.secret);
+    let entry = entry.ok_or(Reason::UnknownKey)?;
+    if !secret_ok {
+        return Err(Reason::BadSecret);
+    }
+    if entry.user_id != token.user_id || entry.id != token.key_id {
+        return Err(Reason::UserMismatch);
+    }
+    if entry.expires_at.is_some_and(|exp| now_unix >= exp) {
+        return Err(Reason::Expired);
+    }
+    Ok(entry)
+}
+
+/// Decides one request.
+pub fn decide(req: &Request<'_>, cfg: &Config, now_unix: i64, table: &dyn KeyLookup) -> Decision {
+    let class = classify(req.path, &cfg.protected_path_prefixes, &cfg.me_path);
+    if class == PathClass::Bad {
+        return deny(Reason::BadPath);
+    }
+    let presented = find_key(
+        req.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
+        &cfg.key_headers,
+    );
+    let token = match (&class, presented) {
+        (PathClass::Other, p) if p.is_some() => return deny(Reason::KeyOffRoute),
+        (PathClass::Me, p) if p.is_some() && req.method != "GET" => {
+            return deny(Reason::KeyOffRoute);
+        }
+        (PathClass::Other | PathClass::Me, Presented::None) => return Decision::Pass,
+        (PathClass::Protected { .. }, Presented::None) => return deny(Reason::MissingKey),
+        (_, Presented::Malformed(_)) => return deny(Reason::Malformed),
+        (_, Presented::Conflict) => return deny(Reason::ConflictingKeys),
+        (_, Presented::Key(t)) => t,
+        // Bad was handled above; Other/Me with a key are handled by the guards.
+        (_, Presented::None) => return Decision::Pass,
+    };
+    let entry = match validate_key(&token, now_unix, cfg.max_staleness_seconds, table) {
+        Ok(e) => e,
+        Err(reason) => return deny(reason),
+    };
+    match class {
+        PathClass::Protected { server } => {
+            if !entry.servers.contains(server) {
+                return deny(Reason::OutOfScope);
+            }
+            Decision::Allow(Allow {
+                user_id: entry.user_id,
+                key_id: entry.id,
+                server: Some(server.to_owned()),
+                strip_key: cfg.strip_key,
+                reason: Reason::Allowed,
+            })
+        }
+        // The control plane authenticates the key again itself, so it keeps it.
+        PathClass::Me => Decision::Allow(Allow {
+            user_id: entry.user_id,
+            key_id: entry.id,
+            server: None,
+            strip_key: false,
+            reason: Reason::MeAllowed,
+        }),
+        PathClass::Other | PathClass::Bad => deny(Reason::KeyOffRoute),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use keygate_protocol::{Secret, ServerScope};
+    use std::collections::HashMap;
+
+    const NOW: i64 = 1_800_000_000;
+
+    struct FakeTable {
+        last_sync: Option<i64>,
+        entries: HashMap<i64, KeyEntry>,
+    }
+
+    impl KeyLookup for FakeTable {
+        fn last_sync_unix(&self) -> Option<i64> {
+            self.last_sync
+        }
+        fn entry(&self, key_id: i64) -> Option<KeyEntry> {
+            self.entries.get(&key_id).cloned()
+        }
+    }
+
+    fn entry(id: i64, user: i64, fill: u8, servers: ServerScope, exp: Option<i64>) -> KeyEntry {
+        KeyEntry {
+            id,
+            user_id: user,
+            secret_hash: Secret::from_bytes([fill; 32]).hash(),
+            expires_at: exp,
+            servers,
+        }
+    }
+
+    fn token(user: i64, key: i64, fill: u8) -> String {
+        ApiKeyToken {
+            user_id: user,
+            key_id: key,
+            secret: Secret::from_bytes([fill; 32]),
+        }
+        .encode()
+    }
+
+    fn table() -> FakeTable {
+        let mut entries = HashMap::new();
+        let named = |n: &[&str]| ServerScope::Named(n.iter().map(|s| s.to_string()).collect());
+        entries.insert(1, entry(1, 10, 1, named(&["alpha"]), None));
+        entries.insert(2, entry(2, 10, 2, ServerScope::All, None));
+        entries.insert(3, entry(3, 10, 3, named(&["alpha"]), Some(NOW)));
+        entries.insert(4, entry(4, 10, 4, named(&["alpha"]), Some(NOW + 1)));
+        entries.insert(5, entry(5, 10, 5, named(&[]), None));
+        FakeTable {
+            last_sync: Some(NOW - 1),
+            entries,
+        }
+    }
+
+    fn cfg() -> Config {
+        Config::from_json(
+            br#"{"controlPlaneCluster":"cp","dataPlaneToken":"t","keyHeaders":["authorization","x-api-key"]}"#,
+        )
+        .unwrap()
+    }
+
+    fn run(method: &str, path: &str, headers: &[(&str, &str)], t: &FakeTable) -> Decision {
+        let headers: Vec<(String, Vec<u8>)> = headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+            .collect();
+        let req = Request {
+            method,
+            path,
+            headers: &headers,
+        };
+        decide(&req, &cfg(), NOW, t)
+    }
+
+    fn bearer(tok: &str) -> String {
+        format!("Bearer {tok}")
+    }
+
+    fn status(d: &Decision) -> (u32, Option<&'static str>, Reason) {
+        match d {
+            Decision::Allow(a) => (200, None, a.reason),
+            Decision::Pass => (0, None, Reason::NoKeyPassed),
+            Decision::Deny(d) => (d.status, d.www_authenticate, d.reason),
+        }
+    }
+
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Vec<(&'a str, String)>,
+        (u32, Option<&'a str>, Reason),
+    );
+
+    #[test]
+    fn decision_matrix() {
+        let t = table();
+        let mcp = "/mcp-connect/alpha/mcp";
+        let cases: Vec<Case<'_>> = vec![
+            (
+                "POST",
+                mcp,
+                vec![("authorization", bearer(&token(10, 1, 1)))],
+                (200, None, Reason::Allowed),
+            ),
+            (
+                "POST",
+                mcp,
+                vec![("x-api-key", token(10, 1, 1))],
+                (200, None, Reason::Allowed),
+            ),
+            (
+                "GET",
+                "/mcp-connect/beta/mcp",
+                vec![("authorization", bearer(&token(10, 2, 2)))],
+                (200, None, Reason::Allowed),
+            ),
+            (
+                "POST",
+                mcp,
+                vec![("authorization", bearer(&token(10, 4, 4)))],
+                (200, None, Reason::Allowed),
+            ),
+            ("POST", mcp, vec![], (401, Some(BEARER), Reason::MissingKey)),
+            (
+                "POST",
+                mcp,
+                vec![("authorization", "Bearer eyJhbGciOi.x.y".into())],
+                (401, Some(BEARER), Reason::MissingKey),
+            ),
+            (
+                "POST",
+                mcp,
+                vec![("authorization", "Bearer ok1-10-1-xyz".into())],
+                (401, Some(BEARER_INVALID), Reason::Malformed),
+            ),
+            (
+                "POST",
+                mcp,
+                vec![("authorization", bearer(&token(10, 99, 1)))],
+                (401, Some(BEARER_INVALID), Reason::UnknownKey),
+            ),
+            (
+                "POST",
+                mcp,
+                vec![("authorization", bearer(&token(10, 1, 9)))],
+                (401, Some(BEARER_INVALID), Reason::BadSecret),
+            ),
+            (
+                "POST",
+                mcp,
+                vec![("authorization", bearer(&token(11, 1, 1)))],
+                (401, Some(BEARER_INVALID), Reason::UserMismatch),
+            ),
+            (
+                "POST",
+                mcp,
+                vec![("authorization", bearer(&token(10, 3, 3)))],
+                (401, Some(BEARER_INVALID), Reason::Expired),
+            ),
+            (
+                "POST",
+                "/mcp-connect/beta/mcp",
+                vec![("authorization", bearer(&token(10, 1, 1)))],
+                (403, Some(BEARER_SCOPE), Reason::OutOfScope),
+            ),
+            (
+                "POST",
+                mcp,
+                vec![("authorization", bearer(&token(10, 5, 5)))],
+                (403, Some(BEARER_SCOPE), Reason::OutOfScope),
+            ),
+            (
+                "POST",
+                mcp,
+                vec![
+                    ("authorization", bearer(&token(10, 1, 1))),
+                    ("x-api-key", token(10, 2, 2)),
+                ],
+                (401, Some(BEARER_INVALID), Reason::ConflictingKeys),
+            ),
+            (
+                "GET",
+                "/api/me",
+                vec![("authorization", bearer(&token(10, 1, 1)))],
+                (200, None, Reason::MeAllowed),
+            ),
+            (
+                "GET",
+                "/api/me",
+                vec![("authorization", bearer(&token(10, 1, 9)))],
+                (401, Some(BEARER_INVALID), Reason::BadSecret),
+            ),
+            (
+                "GET",
+                "/api/me",
+                vec![("authorization", "Bearer ok1-bad".into())],
+                (401, Some(BEARER_INVALID), Reason::Malformed),
+            ),
+            ("GET", "/api/me", vec![], (0, None, Reason::NoKeyPassed)),
+            (
+                "GET",
+                "/api/me",
+                vec![("authorization", "Bearer some.jwt.here".into())],
+                (0, None, Reason::NoKeyPassed),
+            ),
+            (
+                "DELETE",
+                "/api/me",
+                vec![("authorization", bearer(&token(10, 1, 1)))],
+                (403, None, Reason::KeyOffRoute),
+            ),
+            (
+                "GET",
+                "/api/api-keys",
+                vec![("authorization", bearer(&token(10, 1, 1)))],
+                (403, None, Reason::KeyOffRoute),
+            ),
+            (
+                "GET",
+                "/api/api-keys",
+                vec![("authorization", "Bearer ok1-junk".into())],
+                (403, None, Reason::KeyOffRoute),
+            ),
+            (
+                "GET",
+                "/api/me/",
+                vec![("authorization", bearer(&token(10, 1, 1)))],
+                (403, None, Reason::KeyOffRoute),
+            ),
+            (
+                "GET",
+                "/api/api-keys",
+                vec![],
+                (0, None, Reason::NoKeyPassed),
+            ),
+            (
+                "GET",
+                "/",
+                vec![("authorization", "Basic dXNlcjpwYXNz".into())],
+                (0, None, Reason::NoKeyPassed),
+            ),
+            (
+                "POST",
+                "/mcp-connect/alpha/../beta/mcp",
+                vec![("authorization", bearer(&token(10, 1, 1)))],
+                (400, None, Reason::BadPath),
+            ),
+            (
+                "POST",
+                "/mcp-connect/beta%2f..%2falpha/mcp",
+                vec![("authorization", bearer(&token(10, 1, 1)))],
+                (400, None, Reason::BadPath),
+            ),
+            (
+                "POST",
+                "/MCP-CONNECT/alpha/mcp",
+                vec![],
+                (400, None, Reason::BadPath),
+            ),
+        ];
+        for (method, path, headers, want) in cases {
+            let h: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            let got = run(method, path, &h, &t);
+            assert_eq!(status(&got), want, "{method} {path} {headers:?}");
+            // Reason and outcome agree with the status class.
+            assert_eq!(got.reason().outcome() == Outcome::Allow, want.0 == 200);
+        }
+    }
+
+    #[test]
+    fn allow_carries_identity_and_strip_policy() {
+        let t = table();
+        let d = run(
+            "POST",
+            "/mcp-connect/alpha/mcp",
+            &[("authorization", &bearer(&token(10, 1, 1)))],
+            &t,
+        );
+        assert_eq!(
+            d,
+            Decision::Allow(Allow {
+                user_id: 10,
+                key_id: 1,
+                server: Some("alpha".into()),
+                strip_key: true,
+                reason: Reason::Allowed
+            })
+        );
+        let d = run(
+            "GET",
+            "/api/me",
+            &[("authorization", &bearer(&token(10, 1, 1)))],
+            &t,
+        );
+        match d {
+            Decision::Allow(a) => {
+                assert!(!a.strip_key, "the control plane needs the key on /api/me");
+                assert_eq!(a.server, None);
+            }
+            other => unreachable!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn table_freshness_fails_closed() {
+        let mut t = table();
+        let h = [("authorization", bearer(&token(10, 1, 1)))];
+        let h: Vec<(&str, &str)> = h.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        // maxStaleness is 30 s: exactly 30 s old still serves, 31 s does not.
+        t.last_sync = Some(NOW - 30);
+        assert_eq!(
+            status(&run("POST", "/mcp-connect/alpha/mcp", &h, &t)).2,
+            Reason::Allowed
+        );
+        t.last_sync = Some(NOW - 31);
+        let d = run("POST", "/mcp-connect/alpha/mcp", &h, &t);
+        match &d {
+            Decision::Deny(d) => {
+                assert_eq!((d.status, d.reason), (503, Reason::StaleTable));
+                assert!(d.retry_after_seconds.is_some());
+            }
+            other => unreachable!("{other:?}"),
+        }
+        t.last_sync = None;
+        assert_eq!(
+            status(&run("GET", "/api/me", &h, &t)),
+            (503, None, Reason::NoTable)
+        );
+        // No key needs no table: still the 401 MCP clients act on.
+        assert_eq!(
+            status(&run("POST", "/mcp-connect/alpha/mcp", &[], &t)).0,
+            401
+        );
+    }
+
+    #[test]
+    fn alpha_key_never_reaches_beta() {
+        let t = table();
+        let k = bearer(&token(10, 1, 1));
+        for path in [
+            "/mcp-connect/beta/mcp",
+            "/mcp-connect/alpha/../beta/mcp",
+            "/mcp-connect/alpha/%2e%2e/beta/mcp",
+            "/mcp-connect/alpha%2f..%2fbeta/mcp",
+            "/mcp-connect/alpha\\..\\beta/mcp",
+            "/mcp-connect/alpha/..;/beta/mcp",
+            "/mcp-connect//beta/mcp",
+            "/mcp-connect/beta",
+            "//mcp-connect/beta/mcp",
+            "/mcp-connect/Beta/mcp",
+            "/mcp-connect/alpha-/mcp",
+            "/mcp-connect/alphabeta/mcp",
+        ] {
+            let d = run("POST", path, &[("authorization", &k)], &t);
+            assert!(
+                !matches!(d, Decision::Allow(_) | Decision::Pass),
+                "{path}: {d:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn deny_bodies_are_generic_json() {
+        for r in Reason::ALL {
+            if let Decision::Deny(d) = deny(r) {
+                let v: serde_json::Value = serde_json::from_str(d.body).unwrap();
+                assert!(v["error"].is_string());
+                assert!(!d.body.contains(r.as_str()) || r == Reason::BadPath);
+            }
+            assert_eq!(Reason::ALL[r.index()], r);
+        }
+    }
+
+    mod properties {
+        use super::*;
+        use crate::path::loose_normalize;
+        use proptest::prelude::*;
+
+        /// Path pieces that confuse normalizers.
+        fn piece() -> impl Strategy<Value = &'static str> {
+            prop::sample::select(vec![
+                "/",
+                "mcp-connect",
+                "MCP-CONNECT",
+                "alpha",
+                "beta",
+                "Alpha",
+                "..",
+                ".",
+                "%2f",
+                "%2F",
+                "%2e",
+                "%2e%2e",
+                "%5c",
+                "\\",
+                ";",
+                ";x",
+                "%",
+                "%61",
+                "%252f",
+                "//",
+                "?",
+                "#",
+                "mcp",
+                "-",
+                "%6dcp-connect",
+                "api",
+                "me",
+                "x",
+            ])
+        }
+
+        fn path() -> impl Strategy<Value = String> {
+            prop::collection::vec(piece(), 0..10).prop_map(|p| p.concat())
+        }
+
+        fn under(loose: &str, server: &str) -> bool {
+            let exact = format!("/mcp-connect/{server}");
+            loose == exact || loose.starts_with(&format!("{exact}/"))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(4000))]
+
+            /// Whatever the spelling, an allowed request is for the server
+            /// every lenient reading of the path also names, and a keyless
+            /// request passes only where no lenient reading is protected.
+            #[test]
+            fn no_spelling_widens_scope(prefix in prop::sample::select(vec!["", "/", "/mcp-connect/", "/mcp-connect/alpha"]), p in path()) {
+                let t = table();
+                let full = format!("{prefix}{p}");
+                let loose = loose_normalize(strip(&full));
+                for key in [token(10, 1, 1), token(10, 2, 2)] {
+                    let auth = bearer(&key);
+                    match run("POST", &full, &[("authorization", &auth)], &t) {
+                        Decision::Allow(a) => {
+                            let server = a.server.clone().unwrap();
+                            prop_assert!(under(&loose, &server), "{full:?} allowed for {server}, loose {loose:?}");
+                            prop_assert!(!strip(&full).contains(['%', '\\', ';']), "{full:?}");
+                            if key == token(10, 1, 1) {
+                                prop_assert_eq!(server, "alpha");
+                            }
+                        }
+                        Decision::Pass => prop_assert!(false, "a key never passes untouched: {full:?}"),
+                        Decision::Deny(_) => {}
+                    }
+                }
+                if run("POST", &full, &[], &t) == Decision::Pass {
+                    prop_assert!(!loose.starts_with("/mcp-connect/") && loose != "/mcp-connect", "{full:?} passed, loose {loose:?}");
+                }
+            }
+        }
+
+        fn strip(p: &str) -> &str {
+            crate::path::strip_query(p)
+        }
+    }
+}

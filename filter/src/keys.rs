@@ -1,0 +1,258 @@
+//! Finding the ok1 key a request presents.
+//!
+//! `authorization` is read as `Bearer <key>` (scheme case-insensitive, one
+//! space, one token); any other configured header carries the bare key.
+//! A credential that is not an ok1 key (a JWT, a session) is "no key": people's
+//! own logins pass untouched. Anything that looks like an ok1 key but is not a
+//! well-formed one is malformed, and two different keys are a conflict.
+
+use keygate_protocol::{ApiKeyToken, TokenError};
+
+/// The key a request presents, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Presented {
+    None,
+    Key(ApiKeyToken),
+    Malformed(TokenError),
+    /// Several headers (or repeated headers) carry different keys.
+    Conflict,
+}
+
+impl Presented {
+    /// True when the request carries something meant as an ok1 key.
+    pub fn is_some(&self) -> bool {
+        !matches!(self, Presented::None)
+    }
+}
+
+/// What one header value holds.
+enum Candidate<'a> {
+    NotAKey,
+    Key(&'a [u8]),
+    Malformed,
+}
+
+/// Trims ASCII whitespace at the start.
+fn trim_start(v: &[u8]) -> &[u8] {
+    let start = v
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(v.len());
+    v.get(start..).unwrap_or_default()
+}
+
+fn read_authorization(value: &[u8]) -> Candidate<'_> {
+    let bearer = value
+        .get(..7)
+        .filter(|scheme| scheme.eq_ignore_ascii_case(b"bearer "));
+    if bearer.is_some() {
+        let token = value.get(7..).unwrap_or_default();
+        if ApiKeyToken::looks_like_token(token) {
+            return Candidate::Key(token);
+        }
+    }
+    // Not exactly `Bearer ok1-…`. A credential that *starts* like an ok1 key
+    // (bare, after another scheme, after extra whitespace) was meant as one
+    // and is refused rather than ignored. Other credentials (a JWT that
+    // happens to contain `ok1-` inside) are not keys.
+    let trimmed = trim_start(value);
+    let after_scheme = trimmed
+        .iter()
+        .position(|b| b.is_ascii_whitespace())
+        .and_then(|i| trimmed.get(i..))
+        .map(trim_start)
+        .unwrap_or_default();
+    if ApiKeyToken::looks_like_token(trimmed) || ApiKeyToken::looks_like_token(after_scheme) {
+        Candidate::Malformed
+    } else {
+        Candidate::NotAKey
+    }
+}
+
+fn read_bare(value: &[u8]) -> Candidate<'_> {
+    if ApiKeyToken::looks_like_token(value) {
+        Candidate::Key(value)
+    } else if ApiKeyToken::looks_like_token(trim_start(value)) {
+        Candidate::Malformed
+    } else {
+        Candidate::NotAKey
+    }
+}
+
+/// Looks through `headers` (lowercase names, as Envoy gives them) for the key.
+pub fn find_key<'a, I>(headers: I, key_headers: &[String]) -> Presented
+where
+    I: IntoIterator<Item = (&'a str, &'a [u8])>,
+{
+    let mut found: Option<&[u8]> = None;
+    let mut malformed: Option<TokenError> = None;
+    for (name, value) in headers {
+        if !key_headers.iter().any(|h| h.eq_ignore_ascii_case(name)) {
+            continue;
+        }
+        let candidate = if name.eq_ignore_ascii_case("authorization") {
+            read_authorization(value)
+        } else {
+            read_bare(value)
+        };
+        match candidate {
+            Candidate::NotAKey => {}
+            Candidate::Malformed => malformed = Some(TokenError::BadPrefix),
+            Candidate::Key(k) => match found {
+                Some(prev) if prev != k => return Presented::Conflict,
+                _ => found = Some(k),
+            },
+        }
+    }
+    if let Some(e) = malformed {
+        return Presented::Malformed(e);
+    }
+    match found {
+        None => Presented::None,
+        Some(k) => match ApiKeyToken::parse(k) {
+            Ok(t) => Presented::Key(t),
+            Err(e) => Presented::Malformed(e),
+        },
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use keygate_protocol::Secret;
+
+    fn key() -> String {
+        ApiKeyToken {
+            user_id: 7,
+            key_id: 42,
+            secret: Secret::from_bytes([5; 32]),
+        }
+        .encode()
+    }
+
+    fn find(headers: &[(&str, &str)], key_headers: &[&str]) -> Presented {
+        let kh: Vec<String> = key_headers.iter().map(|s| s.to_string()).collect();
+        find_key(headers.iter().map(|(n, v)| (*n, v.as_bytes())), &kh)
+    }
+
+    #[test]
+    fn bearer_any_case() {
+        for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+            let v = format!("{scheme} {}", key());
+            match find(&[("authorization", &v)], &["authorization"]) {
+                Presented::Key(t) => assert_eq!((t.user_id, t.key_id), (7, 42)),
+                other => unreachable!("{scheme}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn other_credentials_are_no_key() {
+        for v in [
+            "Bearer eyJhbGciOiJIUzI1NiJ9.e30.x",
+            "Basic dXNlcjpwYXNz",
+            "",
+            "Bearer",
+            "Bearer ",
+            // A JWT may contain `ok1-` by chance (base64url has `-`).
+            "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJvok1-x.sig",
+            "Basic ok1",
+        ] {
+            assert_eq!(
+                find(&[("authorization", v)], &["authorization"]),
+                Presented::None,
+                "{v}"
+            );
+        }
+        assert_eq!(
+            find(&[("cookie", &key())], &["authorization"]),
+            Presented::None
+        );
+        let both = ["authorization", "x-api-key"];
+        assert_eq!(
+            find(&[("x-api-key", "legacy-ok1-key")], &both),
+            Presented::None
+        );
+        // x-api-key is only read when configured.
+        assert_eq!(
+            find(&[("x-api-key", &key())], &["authorization"]),
+            Presented::None
+        );
+    }
+
+    #[test]
+    fn malformed_spellings() {
+        let k = key();
+        for v in [
+            format!("Bearer  {k}"),
+            format!("Bearer {k} "),
+            format!("Bearer {k} extra"),
+            format!("Token {k}"),
+            k.clone(),
+            format!("Bearer {k}x"),
+            format!("Bearer {}", &k[..k.len() - 1]),
+            "Bearer ok1-1-2-short".to_owned(),
+            format!("Bearer\t{k}"),
+            format!("  {k}"),
+            format!("Basic {k}"),
+        ] {
+            assert!(
+                matches!(
+                    find(&[("authorization", &v)], &["authorization"]),
+                    Presented::Malformed(_)
+                ),
+                "{v:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn x_api_key_and_conflicts() {
+        let k = key();
+        let both = ["authorization", "x-api-key"];
+        assert!(matches!(
+            find(&[("x-api-key", &k)], &both),
+            Presented::Key(_)
+        ));
+        let bearer = format!("Bearer {k}");
+        assert!(matches!(
+            find(&[("authorization", &bearer), ("x-api-key", &k)], &both),
+            Presented::Key(_)
+        ));
+        let other = ApiKeyToken {
+            user_id: 7,
+            key_id: 43,
+            secret: Secret::from_bytes([5; 32]),
+        }
+        .encode();
+        assert_eq!(
+            find(&[("authorization", &bearer), ("x-api-key", &other)], &both),
+            Presented::Conflict
+        );
+        let bearer2 = format!("Bearer {other}");
+        assert_eq!(
+            find(
+                &[("authorization", &bearer), ("authorization", &bearer2)],
+                &["authorization"]
+            ),
+            Presented::Conflict
+        );
+        assert!(matches!(
+            find(&[("x-api-key", &format!(" {k}"))], &both),
+            Presented::Malformed(_)
+        ));
+        // A second, different (even if broken) key is a conflict.
+        assert_eq!(
+            find(
+                &[("authorization", &bearer), ("x-api-key", "ok1-garbage")],
+                &both
+            ),
+            Presented::Conflict
+        );
+        assert!(matches!(
+            find(&[("authorization", "Bearer ok1-garbage")], &both),
+            Presented::Malformed(_)
+        ));
+    }
+}

@@ -1,0 +1,66 @@
+//! Metric names, in one place so the adapter and the docs agree.
+//!
+//! Envoy puts Proxy-Wasm metrics in its `wasmcustom` stats namespace and
+//! exports them at `/stats/prometheus` without the `envoy_` prefix and with
+//! dots turned into underscores, so `keygate_decisions_deny_unknown_key`
+//! shows up exactly as named here (`wasmcustom.keygate_…` at `/stats`).
+
+use crate::decision::Reason;
+
+/// Counter of decisions with this reason (the outcome is part of the name).
+pub fn decision_counter(reason: Reason) -> String {
+    format!(
+        "keygate_decisions_{}_{}",
+        reason.outcome().as_str(),
+        reason.as_str()
+    )
+}
+
+/// Gauge: the control-plane table version the shared table is at.
+pub const TABLE_VERSION: &str = "keygate_table_version";
+/// Gauge: live keys in the shared table.
+pub const TABLE_KEYS: &str = "keygate_table_keys";
+/// Gauge: seconds since the last successful answer from the control plane.
+pub const TABLE_AGE_SECONDS: &str = "keygate_table_age_seconds";
+/// Counter: failed key-table polls (transport, timeout, status, body).
+pub const FEED_FAILURES: &str = "keygate_feed_failures_total";
+/// Counter: key-table answers applied.
+pub const FEED_UPDATES: &str = "keygate_feed_updates_total";
+/// Counter: usage reports that failed to post (they are retried).
+pub const USAGE_FLUSH_FAILURES: &str = "keygate_usage_flush_failures_total";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_prometheus_safe() {
+        let mut names: Vec<String> = Reason::ALL.iter().map(|r| decision_counter(*r)).collect();
+        names.extend(
+            [
+                TABLE_VERSION,
+                TABLE_KEYS,
+                TABLE_AGE_SECONDS,
+                FEED_FAILURES,
+                FEED_UPDATES,
+                USAGE_FLUSH_FAILURES,
+            ]
+            .map(String::from),
+        );
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), names.len());
+        for n in &names {
+            assert!(n.starts_with("keygate_"), "{n}");
+            assert!(
+                n.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{n}"
+            );
+        }
+        assert_eq!(
+            decision_counter(Reason::UnknownKey),
+            "keygate_decisions_deny_unknown_key"
+        );
+    }
+}
