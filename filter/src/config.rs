@@ -8,8 +8,9 @@ use std::fmt;
 /// Longest long-poll wait the control plane accepts (`wait=0..=60`).
 pub const MAX_FEED_WAIT_SECONDS: u64 = 60;
 
-/// The configuration as written by the operator, before validation.
-#[derive(Debug, Deserialize)]
+/// The configuration as written by the operator, before validation. No
+/// `Debug`: it holds the data-plane token.
+#[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawConfig {
     control_plane_cluster: String,
@@ -94,8 +95,8 @@ pub struct IdentityHeaders {
     pub server: String,
 }
 
-/// A validated configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A validated configuration. Its `Debug` never shows the data-plane token.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Config {
     pub control_plane_cluster: String,
     pub control_plane_authority: String,
@@ -110,6 +111,24 @@ pub struct Config {
     pub key_headers: Vec<String>,
     pub identity_headers: IdentityHeaders,
     pub strip_key: bool,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("control_plane_cluster", &self.control_plane_cluster)
+            .field("control_plane_authority", &self.control_plane_authority)
+            .field("data_plane_token", &"<redacted>")
+            .field("feed_wait_seconds", &self.feed_wait_seconds)
+            .field("max_staleness_seconds", &self.max_staleness_seconds)
+            .field("usage_flush_seconds", &self.usage_flush_seconds)
+            .field("protected_path_prefixes", &self.protected_path_prefixes)
+            .field("me_path", &self.me_path)
+            .field("key_headers", &self.key_headers)
+            .field("identity_headers", &self.identity_headers)
+            .field("strip_key", &self.strip_key)
+            .finish()
+    }
 }
 
 /// Why a configuration was refused. Never contains the data-plane token.
@@ -343,6 +362,14 @@ mod tests {
         assert!(c.is_reserved_header("X-User"));
         assert!(c.is_reserved_header("x-keygate-anything"));
         assert!(!c.is_reserved_header("x-other"));
+    }
+
+    #[test]
+    fn debug_never_shows_the_token() {
+        let c = Config::from_json(MINIMAL.as_bytes()).unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(shown.contains("controlPlaneCluster") || shown.contains("control_plane_cluster"));
     }
 
     #[test]

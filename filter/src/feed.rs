@@ -18,12 +18,35 @@ pub const MAX_BACKOFF_MS: u64 = 5_000;
 /// Headroom on top of the long-poll wait before a callout counts as failed.
 pub const CALLOUT_SLACK_MS: u64 = 5_000;
 
-/// A request the adapter should dispatch to the control-plane cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A request the adapter should dispatch to the control-plane cluster. Its
+/// `Debug` never shows the `authorization` value (the data-plane token).
+#[derive(Clone, PartialEq, Eq)]
 pub struct HttpRequest {
     pub headers: Vec<(String, String)>,
     pub body: Option<Vec<u8>>,
     pub timeout_ms: u64,
+}
+
+impl std::fmt::Debug for HttpRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(n, v)| {
+                let shown = if n.eq_ignore_ascii_case("authorization") {
+                    "<redacted>"
+                } else {
+                    v.as_str()
+                };
+                (n.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("HttpRequest")
+            .field("headers", &headers)
+            .field("body_len", &self.body.as_ref().map(Vec::len))
+            .field("timeout_ms", &self.timeout_ms)
+            .finish()
+    }
 }
 
 impl HttpRequest {
@@ -318,6 +341,15 @@ mod tests {
         assert!(matches!(ev, FeedEvent::Applied(_)));
         assert_eq!(TableReader::new(&s).last_sync_unix(), Some(40));
         assert!(f.next_request(&c, &s, 40_000).is_some());
+    }
+
+    #[test]
+    fn debug_of_a_callout_never_shows_the_token() {
+        let s = MemoryStore::default();
+        let r = Feed::new().next_request(&cfg(), &s, 0).unwrap();
+        let shown = format!("{r:?}");
+        assert!(!shown.contains("dp-token"), "{shown}");
+        assert!(shown.contains("/internal/v1/key-table"), "{shown}");
     }
 
     #[test]

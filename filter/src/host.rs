@@ -227,7 +227,7 @@ impl Context for Root {
                 .flatten();
             match self
                 .syncer
-                .on_response(&HostStore, status, body.as_deref(), now)
+                .on_response_timed(&HostStore, status, body.as_deref(), &now_ms)
             {
                 FeedEvent::Applied(a) => {
                     Metrics::incr(shared.metrics.feed_updates);

@@ -51,10 +51,14 @@ fn read_authorization(value: &[u8]) -> Candidate<'_> {
             return Candidate::Key(token);
         }
     }
-    // Not exactly `Bearer ok1-…`. A credential that *starts* like an ok1 key
-    // (bare, after another scheme, after extra whitespace) was meant as one
-    // and is refused rather than ignored. Other credentials (a JWT that
-    // happens to contain `ok1-` inside) are not keys.
+    not_exactly_a_key(value)
+}
+
+/// For a value that is not exactly a key in the header's form: a credential
+/// that *starts* like an ok1 key (bare, after some scheme, after extra
+/// whitespace) was meant as one and is refused rather than ignored. Other
+/// credentials (a JWT that happens to contain `ok1-` inside) are not keys.
+fn not_exactly_a_key(value: &[u8]) -> Candidate<'_> {
     let trimmed = trim_start(value);
     let after_scheme = trimmed
         .iter()
@@ -72,10 +76,8 @@ fn read_authorization(value: &[u8]) -> Candidate<'_> {
 fn read_bare(value: &[u8]) -> Candidate<'_> {
     if ApiKeyToken::looks_like_token(value) {
         Candidate::Key(value)
-    } else if ApiKeyToken::looks_like_token(trim_start(value)) {
-        Candidate::Malformed
     } else {
-        Candidate::NotAKey
+        not_exactly_a_key(value)
     }
 }
 
@@ -205,6 +207,27 @@ mod tests {
                 "{v:?}"
             );
         }
+    }
+
+    #[test]
+    fn bare_header_with_a_scheme_is_malformed_not_absent() {
+        // Meant as a key, so refused (and 403 off-route), never passed on.
+        let k = key();
+        let both = ["authorization", "x-api-key"];
+        for v in [
+            format!("Bearer {k}"),
+            format!("Token {k}"),
+            format!("\t{k}"),
+        ] {
+            assert!(
+                matches!(find(&[("x-api-key", &v)], &both), Presented::Malformed(_)),
+                "{v:?}"
+            );
+        }
+        assert_eq!(
+            find(&[("x-api-key", "Bearer eyJ.x.y")], &both),
+            Presented::None
+        );
     }
 
     #[test]

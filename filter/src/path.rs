@@ -34,14 +34,22 @@ pub fn strip_query(path: &str) -> &str {
 /// Longest path written to a log line.
 const MAX_LOGGED_PATH: usize = 200;
 
-/// The path as it may appear in a log line: no query or fragment, any
-/// segment that carries something like an ok1 key replaced (a client may
-/// paste its key into the URL), and cut to a bounded length.
+/// Longest path segment written to a log line as is: a key's secret alone
+/// is 43 characters.
+const MAX_LOGGED_SEGMENT: usize = 40;
+
+/// The path as it may appear in a log line: no query or fragment, and any
+/// segment that could carry a key (a client may paste its key into the URL)
+/// replaced: one mentioning `ok1`, one with a percent escape, or one long
+/// enough to hold a secret. Cut to a bounded length.
 pub fn for_log(path: &str) -> String {
     let redacted: Vec<&str> = strip_query(path)
         .split('/')
         .map(|seg| {
-            if seg.to_ascii_lowercase().contains("ok1") {
+            if seg.len() > MAX_LOGGED_SEGMENT
+                || seg.contains('%')
+                || seg.to_ascii_lowercase().contains("ok1")
+            {
                 "<redacted>"
             } else {
                 seg
@@ -270,6 +278,8 @@ mod tests {
             format!("/mcp-connect/alpha/mcp?key={key}"),
             format!("/a#{key}"),
             format!("/{}", key.to_uppercase()),
+            format!("/x/%6Fk1{}", &key[3..]),
+            format!("/x/{}", &key[11..]),
         ] {
             let logged = for_log(&p);
             assert!(!logged.contains("AAAAAAAA"), "{logged}");
@@ -278,7 +288,8 @@ mod tests {
             for_log("/mcp-connect/alpha/mcp?x=1"),
             "/mcp-connect/alpha/mcp"
         );
-        assert_eq!(for_log(&format!("/{}", "a".repeat(5000))).len(), 200);
+        let long = format!("/{}", "abcdefghi/".repeat(500));
+        assert_eq!(for_log(&long).len(), 200);
         assert_eq!(for_log("/\u{e9}t\u{e9}"), "/\u{e9}t\u{e9}");
     }
 

@@ -5,7 +5,8 @@
 use crate::config::Config;
 use crate::feed::{Feed, FeedEvent, HttpRequest};
 use crate::lease;
-use crate::table::{ApplyError, SharedStore};
+use crate::table::{ApplyError, SharedStore, StoreError};
+use std::cell::Cell;
 
 /// A holder that stops ticking loses the lease after this long (10 ticks).
 pub const LEASE_TTL_MS: u64 = 2_000;
@@ -19,6 +20,54 @@ pub struct Tick {
     pub poll: Option<HttpRequest>,
     /// `Some(true)`: this VM just took the lease; `Some(false)`: just lost it.
     pub lease_changed: Option<bool>,
+}
+
+/// While applying an answer, the clock and the lease are checked every this
+/// many table writes (a few milliseconds of work)...
+pub const CLOCK_EVERY_WRITES: u32 = 64;
+/// ...and the lease renewed once this much time has passed since it was.
+pub const RENEW_AFTER_MS: u64 = LEASE_TTL_MS / 4;
+
+/// The store as the lease holder's apply sees it: it renews the lease as time
+/// passes, so applying a large snapshot (seconds for hundreds of thousands of
+/// keys) never lets the lease lapse and a second VM start writing the table
+/// at the same time. If a renewal fails, the remaining writes are refused and
+/// the apply stops.
+struct LeaseKeepingStore<'a> {
+    inner: &'a dyn SharedStore,
+    owner_id: u64,
+    clock: &'a dyn Fn() -> u64,
+    writes: Cell<u32>,
+    renewed_at_ms: Cell<u64>,
+    lost: Cell<bool>,
+}
+
+impl SharedStore for LeaseKeepingStore<'_> {
+    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        self.inner.get(key)
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+        let writes = self.writes.get().wrapping_add(1);
+        self.writes.set(writes);
+        if writes.is_multiple_of(CLOCK_EVERY_WRITES) && !self.lost.get() {
+            let now = (self.clock)();
+            let held = if now.saturating_sub(self.renewed_at_ms.get()) >= RENEW_AFTER_MS {
+                let renewed = lease::hold(self.inner, self.owner_id, now, LEASE_TTL_MS);
+                if renewed {
+                    self.renewed_at_ms.set(now);
+                }
+                renewed
+            } else {
+                lease::is_held_by(self.inner, self.owner_id, now)
+            };
+            self.lost.set(!held);
+        }
+        if self.lost.get() {
+            return Err(StoreError::Host);
+        }
+        self.inner.set(key, value, cas)
+    }
 }
 
 #[derive(Debug)]
@@ -71,11 +120,40 @@ impl Syncer {
         body: Option<&[u8]>,
         now_ms: u64,
     ) -> FeedEvent {
+        self.on_response_timed(store, status, body, &|| now_ms)
+    }
+
+    /// Handles the answer to this VM's poll. An answer that arrives after
+    /// the lease moved on is dropped; while applying one, the lease is
+    /// renewed by the host's time (`clock`, read afresh) so that a long apply
+    /// does not let it lapse.
+    pub fn on_response_timed(
+        &mut self,
+        store: &dyn SharedStore,
+        status: Option<u32>,
+        body: Option<&[u8]>,
+        clock: &dyn Fn() -> u64,
+    ) -> FeedEvent {
+        let now_ms = clock();
         if !lease::is_held_by(store, self.owner_id, now_ms) {
             self.feed.drop_in_flight(now_ms);
             return FeedEvent::Skipped(ApplyError::LeaseLost);
         }
-        self.feed.on_response(store, status, body, now_ms)
+        let keeping = LeaseKeepingStore {
+            inner: store,
+            owner_id: self.owner_id,
+            clock,
+            writes: Cell::new(0),
+            // Renew at the first clock check: the last tick's renewal may be
+            // most of a lease lifetime ago.
+            renewed_at_ms: Cell::new(0),
+            lost: Cell::new(false),
+        };
+        let event = self.feed.on_response(&keeping, status, body, now_ms);
+        if keeping.lost.get() {
+            return FeedEvent::Skipped(ApplyError::LeaseLost);
+        }
+        event
     }
 
     /// Gives the lease up when the VM goes away.
@@ -393,6 +471,125 @@ mod tests {
         assert_eq!(r.meta().unwrap().v, 10);
         assert!(crate::decision::KeyLookup::entry(&r, 2).is_none());
         assert!(crate::decision::KeyLookup::entry(&r, 1).is_some());
+    }
+
+    /// A store whose writes take 5 ms each, with a second VM trying to take
+    /// the lease after every table write.
+    struct SlowStore<'a> {
+        inner: &'a MemoryStore,
+        now: &'a std::cell::Cell<u64>,
+        other_took_lease: &'a std::cell::Cell<bool>,
+    }
+
+    impl SharedStore for SlowStore<'_> {
+        fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+            self.inner.get(key)
+        }
+        fn set(
+            &self,
+            key: &str,
+            value: &[u8],
+            cas: Option<u32>,
+        ) -> Result<(), crate::table::StoreError> {
+            let r = self.inner.set(key, value, cas);
+            if key != crate::lease::LEASE_KEY {
+                self.now.set(self.now.get() + 5);
+                if crate::lease::hold(self.inner, 2, self.now.get(), LEASE_TTL_MS) {
+                    self.other_took_lease.set(true);
+                }
+            }
+            r
+        }
+    }
+
+    #[test]
+    fn a_long_apply_keeps_the_lease() {
+        let c = cfg();
+        let s = MemoryStore::default();
+        let now = std::cell::Cell::new(1_000_000u64);
+        let other = std::cell::Cell::new(false);
+        let mut a = Syncer::new(1);
+        a.tick(&c, &s, now.get());
+        now.set(now.get() + 200);
+        assert!(a.tick(&c, &s, now.get()).poll.is_some());
+        // 2000 keys at 5 ms a write: 10 s, five lease lifetimes.
+        let table = KeyTable {
+            version: 10,
+            full: true,
+            upserts: (1..=2000).map(entry).collect(),
+            removals: vec![],
+        };
+        let body = serde_json::to_vec(&table).unwrap();
+        let slow = SlowStore {
+            inner: &s,
+            now: &now,
+            other_took_lease: &other,
+        };
+        let ev = a.on_response_timed(&slow, Some(200), Some(&body), &|| now.get());
+        assert!(!other.get(), "another VM took the lease mid-apply");
+        assert!(
+            matches!(ev, crate::feed::FeedEvent::Applied(x) if x.key_count == 2000),
+            "{ev:?}"
+        );
+        assert!(crate::lease::is_held_by(&s, 1, now.get()));
+    }
+
+    /// A store where another VM takes the lease (as if this one had been
+    /// stalled) after a given number of table writes.
+    struct Hijack<'a> {
+        inner: &'a MemoryStore,
+        writes: std::cell::Cell<u32>,
+        at: u32,
+    }
+
+    impl SharedStore for Hijack<'_> {
+        fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+            self.inner.get(key)
+        }
+        fn set(
+            &self,
+            key: &str,
+            value: &[u8],
+            cas: Option<u32>,
+        ) -> Result<(), crate::table::StoreError> {
+            if key != crate::lease::LEASE_KEY {
+                self.writes.set(self.writes.get() + 1);
+                if self.writes.get() == self.at {
+                    let theirs = br#"{"o":2,"x":99999999999999}"#;
+                    self.inner.set(crate::lease::LEASE_KEY, theirs, None)?;
+                }
+            }
+            self.inner.set(key, value, cas)
+        }
+    }
+
+    #[test]
+    fn an_apply_stops_once_the_lease_is_gone() {
+        let c = cfg();
+        let s = MemoryStore::default();
+        let mut a = Syncer::new(1);
+        a.tick(&c, &s, 1_000_000);
+        assert!(a.tick(&c, &s, 1_000_200).poll.is_some());
+        let table = KeyTable {
+            version: 10,
+            full: true,
+            upserts: (1..=1000).map(entry).collect(),
+            removals: vec![],
+        };
+        let body = serde_json::to_vec(&table).unwrap();
+        let store = Hijack {
+            inner: &s,
+            writes: std::cell::Cell::new(0),
+            at: 100,
+        };
+        let ev = a.on_response_timed(&store, Some(200), Some(&body), &|| 1_000_300);
+        assert_eq!(
+            ev,
+            crate::feed::FeedEvent::Skipped(crate::table::ApplyError::LeaseLost)
+        );
+        // Stopped at the next renewal, long before the end; meta never flipped.
+        assert!(store.writes.get() < 200, "{}", store.writes.get());
+        assert!(TableReader::new(&s).meta().is_none());
     }
 
     #[test]
