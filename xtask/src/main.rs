@@ -1,1 +1,62 @@
-fn main() {}
+//! `cargo xtask`: keygate's project automation.
+//!
+//! - `cargo xtask test`: everything the project can test, from a fresh clone.
+//! - `cargo xtask demo`: the whole path (control plane, MCP servers, Envoy
+//!   with the filter) on loopback, with a demo user and key.
+//! - `cargo xtask bench`: benchmarks (issue 5; not implemented yet).
+
+mod api;
+mod artifacts;
+mod bench;
+mod demo;
+mod failure;
+mod procs;
+mod step;
+mod test;
+mod toolchain;
+mod venv;
+mod workspace;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// keygate project automation.
+#[derive(Debug, Parser)]
+#[command(
+    name = "xtask",
+    bin_name = "cargo xtask",
+    about = "keygate project automation"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Lint, build and run every test (unit, PostgreSQL, Envoy end to end).
+    Test(test::TestArgs),
+    /// Start the control plane, two MCP servers and Envoy with the filter,
+    /// create a demo user and key, and print how to connect.
+    Demo(demo::DemoArgs),
+    /// Benchmarks (issue 5).
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Test(args) => test::run(&args),
+        Command::Demo(args) => demo::run(&args),
+        Command::Bench(args) => bench::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!();
+            eprintln!("xtask failed: {failure}");
+            ExitCode::FAILURE
+        }
+    }
+}

