@@ -1,9 +1,19 @@
-//! `cargo xtask bench`: placeholder until issue 5 assigns the benchmarks.
-//! It fails on purpose so nobody mistakes it for a passing run.
+//! `cargo xtask bench [--quick]`: builds what the benchmarks measure (release
+//! binaries and both Wasm filters), makes sure Envoy and the load generator
+//! are there, then runs the `keygate-bench` driver, which prints the table
+//! and rewrites `docs/benchmarks.md`.
+
+use std::process::Command;
 
 use clap::Args;
 
-use crate::failure::{Failure, Result};
+use crate::{
+    failure::{Failure, Result},
+    step::step,
+    toolchain::{self, WASM_TARGET},
+    venv,
+    workspace::{Workspace, run_checked},
+};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -13,8 +23,104 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
-    let mode = if args.quick { "bench --quick" } else { "bench" };
-    Err(Failure::new(format!(
-        "`cargo xtask {mode}` is not implemented yet (issue 5)"
-    )))
+    let workspace = Workspace::locate()?;
+    step(
+        "add the wasm32-wasip1 Rust target if missing",
+        toolchain::ensure_wasm_target,
+    )?;
+    let venv = step("install Envoy 1.40 into .venv", || venv::ensure(&workspace))?;
+    step("find the load generator (wrk)", ensure_wrk)?;
+    step("build the keygate and no-op Wasm filters (release)", || {
+        run_checked(
+            workspace.cargo().args([
+                "build",
+                "--release",
+                "--target",
+                WASM_TARGET,
+                "-p",
+                "keygate-filter",
+                "-p",
+                "keygate-noop-filter",
+            ]),
+            "building the Wasm filters",
+        )
+    })?;
+    step(
+        "build the control plane and the bench driver (release)",
+        || {
+            run_checked(
+                workspace.cargo().args([
+                    "build",
+                    "--release",
+                    "-p",
+                    "keygate-control-plane",
+                    "-p",
+                    "keygate-bench",
+                ]),
+                "building the control plane and the bench driver",
+            )
+        },
+    )?;
+    let wasm_dir = workspace.target_dir.join(WASM_TARGET).join("release");
+    let release_dir = workspace.target_dir.join("release");
+    let mut command = Command::new(release_dir.join("keygate-bench"));
+    command
+        .current_dir(&workspace.root)
+        .env("KEYGATE_ENVOY_BIN", &venv.envoy)
+        .env("KEYGATE_FILTER_WASM", wasm_dir.join("keygate_filter.wasm"))
+        .env(
+            "KEYGATE_NOOP_WASM",
+            wasm_dir.join("keygate_noop_filter.wasm"),
+        )
+        .env(
+            "KEYGATE_CONTROL_PLANE_BIN",
+            release_dir.join("keygate-control-plane"),
+        );
+    if args.quick {
+        command.arg("--quick");
+    }
+    let title = if args.quick {
+        "run the benchmarks (quick subset)"
+    } else {
+        "run the benchmarks (full; this takes a while)"
+    };
+    step(title, || run_checked(&mut command, "the benchmark driver"))
+}
+
+/// wrk comes from Debian's packages; as root we install it, otherwise we say how.
+fn ensure_wrk() -> Result<()> {
+    if which("wrk") {
+        return Ok(());
+    }
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    if is_root && which("apt-get") {
+        println!("    wrk is missing; installing it with apt-get");
+        run_checked(
+            Command::new("apt-get").args(["update", "-qq"]),
+            "apt-get update",
+        )?;
+        run_checked(
+            Command::new("apt-get").args(["install", "-y", "-qq", "wrk"]),
+            "apt-get install wrk",
+        )?;
+    }
+    if which("wrk") {
+        Ok(())
+    } else {
+        Err(Failure::new(
+            "the benchmarks need the load generator `wrk`: install it (Debian/Ubuntu: `sudo apt-get install wrk`) and run again",
+        ))
+    }
+}
+
+fn which(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program} >/dev/null")])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
 }

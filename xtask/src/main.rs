@@ -3,7 +3,7 @@
 //! - `cargo xtask test`: everything the project can test, from a fresh clone.
 //! - `cargo xtask demo`: the whole path (control plane, MCP servers, Envoy
 //!   with the filter) on loopback, with a demo user and key.
-//! - `cargo xtask bench`: benchmarks (issue 5; not implemented yet).
+//! - `cargo xtask bench [--quick]`: benchmarks against Envoy's own options (see docs/benchmarks.md).
 
 mod api;
 mod artifacts;
@@ -40,7 +40,7 @@ enum Command {
     /// Start the control plane, two MCP servers and Envoy with the filter,
     /// create a demo user and key, and print how to connect.
     Demo(demo::DemoArgs),
-    /// Benchmarks (issue 5).
+    /// Benchmarks: keygate against no filter, a no-op Wasm filter, api_key_auth and ext_authz.
     Bench(bench::BenchArgs),
 }
 
