@@ -245,6 +245,7 @@ mod tests {
                 })
                 .collect(),
             removals: removals.to_vec(),
+            next: None,
         };
         serde_json::to_vec(&t).unwrap()
     }

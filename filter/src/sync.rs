@@ -219,6 +219,7 @@ mod tests {
                     full: true,
                     upserts: self.keys.values().cloned().collect(),
                     removals: vec![],
+                    next: None,
                 }),
                 Some(v) if v > self.version => self.answer("/"),
                 Some(v) => {
@@ -239,6 +240,7 @@ mod tests {
                             .filter(|(_, _, removed)| *removed)
                             .map(|(_, id, _)| *id)
                             .collect(),
+                        next: None,
                     })
                 }
             }
@@ -323,6 +325,7 @@ mod tests {
                                 full: false,
                                 upserts: vec![],
                                 removals: vec![],
+                                next: None,
                             };
                             let body = serde_json::to_vec(&table).unwrap();
                             vm.syncer
@@ -447,6 +450,7 @@ mod tests {
             full: true,
             upserts: vec![entry(1)],
             removals: vec![],
+            next: None,
         };
         let body = serde_json::to_vec(&fresh).unwrap();
         assert!(matches!(
@@ -460,6 +464,7 @@ mod tests {
             full: true,
             upserts: vec![entry(1), entry(2)],
             removals: vec![],
+            next: None,
         };
         let body = serde_json::to_vec(&stale).unwrap();
         let ev = a.on_response(&s, Some(200), Some(&body), later + 20);
@@ -518,6 +523,7 @@ mod tests {
             full: true,
             upserts: (1..=2000).map(entry).collect(),
             removals: vec![],
+            next: None,
         };
         let body = serde_json::to_vec(&table).unwrap();
         let slow = SlowStore {
@@ -575,6 +581,7 @@ mod tests {
             full: true,
             upserts: (1..=1000).map(entry).collect(),
             removals: vec![],
+            next: None,
         };
         let body = serde_json::to_vec(&table).unwrap();
         let store = Hijack {

@@ -371,6 +371,7 @@ mod tests {
             full: true,
             upserts: ids.iter().map(|i| entry(*i, "alpha")).collect(),
             removals: vec![],
+            next: None,
         }
     }
 
@@ -401,6 +402,7 @@ mod tests {
             full: false,
             upserts: vec![entry(4, "beta"), entry(2, "beta")],
             removals: vec![1, 99],
+            next: None,
         };
         let a = apply(&s, &delta, Some(5), 9_000, &mut known).unwrap();
         assert_eq!((a.version, a.key_count, a.writes), (8, 3, 4));
@@ -418,6 +420,7 @@ mod tests {
             full: false,
             upserts: vec![],
             removals: vec![],
+            next: None,
         };
         apply(&s, &empty, Some(8), 20_000, &mut known).unwrap();
         assert_eq!(TableReader::new(&s).last_sync_unix(), Some(20));
@@ -437,6 +440,7 @@ mod tests {
             full: false,
             upserts: vec![entry(7, "beta")],
             removals: vec![9],
+            next: None,
         };
         let a = apply(&s, &delta, Some(1), 0, &mut known).unwrap();
         assert_eq!(a.writes, 2);
@@ -473,6 +477,7 @@ mod tests {
             full: false,
             upserts: vec![entry(1, "a")],
             removals: vec![],
+            next: None,
         };
         assert_eq!(
             apply(&s, &delta, Some(2), 0, &mut known),
@@ -556,6 +561,7 @@ mod tests {
             full: false,
             upserts: vec![],
             removals: vec![1],
+            next: None,
         };
         apply(&s, &removal, Some(1), 0, &mut known).unwrap();
         // ...and a slow writer's stale upsert of version 2 arrives after.
@@ -593,6 +599,7 @@ mod tests {
             full: false,
             upserts: vec![entry(2, "a")],
             removals: vec![],
+            next: None,
         };
         assert_eq!(
             apply(&spy, &delta, Some(1), 0, &mut known),
