@@ -22,6 +22,8 @@ use tokio::time::Instant;
 
 pub const PG_CHANNEL: &str = "keygate_feed";
 pub const MAX_WAIT_SECONDS: u64 = 60;
+/// Largest snapshot page (`limit=`) the feed serves.
+pub const MAX_PAGE_KEYS: u32 = 50_000;
 
 /// Wakes long polls. Cheap to clone.
 #[derive(Clone)]
@@ -60,26 +62,43 @@ impl FeedNotifier {
     }
 }
 
-/// Builds a full snapshot at (at least) the current version.
-pub async fn full(conn: &mut db::Conn) -> Result<KeyTable, sqlx::Error> {
+/// Builds a full snapshot at (at least) the current version: whole when
+/// `limit` is `None`, else the page of at most `limit` keys after key id
+/// `after` (from the first key when `None`), with `next` set when more follow.
+///
+/// Pages are read at different versions. That is safe because the edge keeps
+/// the version of the *first* page and, after the last one, asks for the
+/// delta since it, which re-ships every key changed while it was paging.
+pub async fn full(
+    conn: &mut db::Conn,
+    after: Option<i64>,
+    limit: Option<u32>,
+) -> Result<KeyTable, sqlx::Error> {
+    // The version is read before the keys, so the page is never older than it.
     let (version, _) = db::feed::state(conn).await?;
-    let upserts = db::feed::snapshot(conn).await?;
+    let (upserts, next) = db::feed::snapshot_page(conn, after, limit).await?;
     Ok(KeyTable {
         version: u64::try_from(version).unwrap_or(0),
         full: true,
         upserts,
         removals: Vec::new(),
+        next,
     })
 }
 
-/// The changes after `since`, or a full snapshot when the log cannot answer.
-pub async fn since(conn: &mut db::Conn, since: u64) -> Result<KeyTable, sqlx::Error> {
+/// The changes after `since`, or a full snapshot (its first page when
+/// `limit` is set) when the log cannot answer. Deltas are never paged.
+pub async fn since(
+    conn: &mut db::Conn,
+    since: u64,
+    limit: Option<u32>,
+) -> Result<KeyTable, sqlx::Error> {
     let (version, floor) = db::feed::state(conn).await?;
     let Ok(since_i) = i64::try_from(since) else {
-        return full(conn).await;
+        return full(conn, None, limit).await;
     };
     if since_i > version || since_i < floor {
-        return full(conn).await;
+        return full(conn, None, limit).await;
     }
     if since_i == version {
         return Ok(empty(version));
@@ -88,7 +107,7 @@ pub async fn since(conn: &mut db::Conn, since: u64) -> Result<KeyTable, sqlx::Er
     // A prune that ran meanwhile may have removed rows we needed.
     let (_, floor_after) = db::feed::state(conn).await?;
     if since_i < floor_after {
-        return full(conn).await;
+        return full(conn, None, limit).await;
     }
     let mut upserts = Vec::new();
     let mut removals = Vec::new();
@@ -106,6 +125,7 @@ pub async fn since(conn: &mut db::Conn, since: u64) -> Result<KeyTable, sqlx::Er
         full: false,
         upserts,
         removals,
+        next: None,
     })
 }
 
@@ -115,6 +135,7 @@ fn empty(version: i64) -> KeyTable {
         full: false,
         upserts: Vec::new(),
         removals: Vec::new(),
+        next: None,
     }
 }
 
@@ -124,16 +145,18 @@ fn is_empty_delta(t: &KeyTable) -> bool {
 
 /// Answers `since` (with `wait`): immediately if anything changed, else when
 /// a change arrives or `wait` runs out (then an empty delta at the current version).
+/// A snapshot answer is paged by `limit` (see [`full`]).
 pub async fn poll(
     db: &Db,
     notifier: &FeedNotifier,
     since_v: Option<u64>,
     wait: Duration,
     recheck: Duration,
+    limit: Option<u32>,
 ) -> Result<KeyTable, sqlx::Error> {
     let Some(since_v) = since_v else {
         let mut conn = db.conn().await?;
-        return full(&mut conn).await;
+        return full(&mut conn, None, limit).await;
     };
     // Subscribe before the first read so a change committed in between still wakes us.
     let mut rx = notifier.subscribe();
@@ -142,7 +165,7 @@ pub async fn poll(
         rx.borrow_and_update();
         let table = {
             let mut conn = db.conn().await?;
-            since(&mut conn, since_v).await?
+            since(&mut conn, since_v, limit).await?
         };
         let now = Instant::now();
         if !is_empty_delta(&table) || now >= deadline || notifier.is_closing() {

@@ -17,6 +17,9 @@ both_backends!(
     long_poll_times_out_empty,
     feed_auth_and_params,
     concurrent_creates_and_deletes_stay_consistent,
+    paged_snapshot_covers_every_key_once,
+    paging_converges_after_the_follow_up_delta,
+    paging_params_are_validated,
 );
 
 /// Applies a table to a local copy, the way the edge does.
@@ -428,4 +431,177 @@ async fn version_survives_restart_sqlite() {
     assert_eq!(t["full"], false);
     assert_eq!(t["version"].as_u64().unwrap(), v);
     assert_eq!(upsert_ids(&t), vec![k]);
+}
+
+/// Fetches a paged snapshot from its first page (`first_query`) to the last;
+/// returns the pages in order.
+async fn all_pages(app: &TestApp, first_query: &str, limit: u32) -> Vec<Value> {
+    let mut pages = vec![app.table(first_query).await];
+    while let Some(next) = pages.last().unwrap().get("next").and_then(Value::as_i64) {
+        assert!(pages.len() < 100, "paging does not end");
+        pages.push(app.table(&format!("?after={next}&limit={limit}")).await);
+    }
+    pages
+}
+
+async fn paged_snapshot_covers_every_key_once(b: Backend) {
+    let app = TestApp::start(b).await;
+    app.server("alpha").await;
+    app.server("beta").await;
+    app.rule(&["alpha", "beta"], &["*"]).await;
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let servers: &[&str] = if i % 2 == 0 { &["alpha"] } else { &["*"] };
+        ids.push(app.admin_key(servers).await.0);
+    }
+    let whole = app.table("").await;
+    assert_eq!(upsert_ids(&whole), ids);
+    assert!(whole.get("next").is_none(), "unpaged snapshot has no next");
+
+    for limit in [1, 2, 3, 6, 7, 50_000] {
+        let pages = all_pages(&app, &format!("?limit={limit}"), limit).await;
+        assert_eq!(
+            pages.len(),
+            ids.len().div_ceil(limit as usize),
+            "limit {limit}"
+        );
+        let mut seen = Vec::new();
+        for (i, page) in pages.iter().enumerate() {
+            assert_eq!(page["full"], true);
+            let got = upsert_ids(page);
+            assert!(got.len() <= limit as usize);
+            let last = i + 1 == pages.len();
+            // `next` is the last id of a page that has a successor, absent on the last.
+            if last {
+                assert!(page.get("next").is_none(), "limit {limit}: {page}");
+            } else {
+                assert_eq!(page["next"].as_i64(), got.last().copied(), "limit {limit}");
+            }
+            seen.extend(got);
+        }
+        // Every key exactly once, in id order, with the same entry as unpaged.
+        assert_eq!(seen, ids, "limit {limit}");
+        for page in &pages {
+            for e in page["upserts"].as_array().unwrap() {
+                assert_eq!(Some(e), entry(&whole, e["id"].as_i64().unwrap()));
+            }
+        }
+    }
+
+    // A `since` that needs a full snapshot is paged too.
+    let v = whole["version"].as_u64().unwrap();
+    let first = app.table(&format!("?since={}&limit=3", v + 1000)).await;
+    assert_eq!(first["full"], true);
+    assert_eq!(upsert_ids(&first), ids[..3].to_vec());
+    assert_eq!(first["next"].as_i64(), Some(ids[2]));
+    // A delta is never paged.
+    let d = app.table(&format!("?since={}&limit=1", v - 3)).await;
+    assert_eq!(d["full"], false);
+    assert_eq!(upsert_ids(&d), ids[4..].to_vec());
+    assert!(d.get("next").is_none());
+    // After the last key: an empty last page at the current version.
+    let end = app
+        .table(&format!("?after={}&limit=5", ids.last().unwrap()))
+        .await;
+    assert_eq!(
+        end,
+        json!({"version": v, "full": true, "upserts": [], "removals": []})
+    );
+}
+
+async fn paging_converges_after_the_follow_up_delta(b: Backend) {
+    let app = TestApp::start(b).await;
+    app.server("alpha").await;
+    app.server("beta").await;
+    let rule = app.rule(&["alpha"], &["*"]).await;
+    let mut ids = Vec::new();
+    for _ in 0..9 {
+        ids.push(app.admin_key(&["*"]).await.0);
+    }
+    let first = app.table("?limit=3").await;
+    let v1 = first["version"].as_u64().unwrap();
+    let mut local = std::collections::BTreeMap::new();
+    apply(&mut local, &first);
+
+    // While the edge is paging: a key already shipped and one not yet
+    // shipped are deleted, a key is created, and an access change alters
+    // every key's servers (shipped or not).
+    app.delete(&format!("/api/api-keys/{}", ids[0]), ADMIN)
+        .await;
+    app.delete(&format!("/api/api-keys/{}", ids[5]), ADMIN)
+        .await;
+    let (created, _) = app.admin_key(&["*"]).await;
+    app.put(
+        &format!("/api/access-rules/{rule}"),
+        ADMIN,
+        json!({"name": "both", "mcpServerIds": ["alpha", "beta"], "subjects": ["*"]}),
+    )
+    .await;
+
+    let mut next = first["next"].as_i64();
+    while let Some(after) = next {
+        let page = app.table(&format!("?after={after}&limit=3")).await;
+        assert_eq!(page["full"], true);
+        // A continuation page must not clear what earlier pages delivered.
+        for e in page["upserts"].as_array().unwrap() {
+            local.insert(e["id"].as_i64().unwrap(), e.clone());
+        }
+        next = page["next"].as_i64();
+    }
+    let truth = {
+        let mut t = std::collections::BTreeMap::new();
+        apply(&mut t, &app.table("").await);
+        t
+    };
+    // Pages alone are a mix of versions: the deleted, already shipped key is
+    // still there and the first page still has the old servers.
+    assert!(local.contains_key(&ids[0]));
+    assert_ne!(local, truth);
+    assert!(!local.contains_key(&ids[5]));
+    assert!(local.contains_key(&created));
+
+    // The delta since the FIRST page's version repairs all of it.
+    let d = app.table(&format!("?since={v1}&limit=3")).await;
+    assert_eq!(d["full"], false);
+    apply(&mut local, &d);
+    assert_eq!(local, truth);
+    assert!(!local.contains_key(&ids[0]));
+    assert_eq!(local[&ids[1]]["servers"], json!(["alpha", "beta"]));
+}
+
+async fn paging_params_are_validated(b: Backend) {
+    let app = TestApp::start(b).await;
+    for (q, msg) in [
+        ("limit=0", "limit must be 1 to 50000"),
+        ("limit=50001", "limit must be 1 to 50000"),
+        ("since=0&limit=0", "limit must be 1 to 50000"),
+        ("after=3", "after needs limit"),
+        (
+            "after=3&limit=2&since=1",
+            "after cannot be combined with since",
+        ),
+        ("after=-1&limit=2", "after must be a key id (0 or more)"),
+    ] {
+        let r = app
+            .get(&format!("/internal/v1/key-table?{q}"), DATA_PLANE)
+            .await;
+        assert_error(&r, StatusCode::BAD_REQUEST, msg);
+    }
+    for q in [
+        "limit=x",
+        "limit=-1",
+        "after=x&limit=2",
+        "limit=99999999999",
+    ] {
+        let r = app
+            .get(&format!("/internal/v1/key-table?{q}"), DATA_PLANE)
+            .await;
+        assert_error_contains(&r, StatusCode::BAD_REQUEST, "invalid query");
+    }
+    // Paging needs the data-plane token like the rest of the feed.
+    let r = app.get("/internal/v1/key-table?limit=2", ADMIN).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    // `after=0` starts from the first key.
+    let t = app.table("?after=0&limit=2").await;
+    assert_eq!(t["full"], true);
 }

@@ -7,6 +7,8 @@ use std::fmt;
 
 /// Longest long-poll wait the control plane accepts (`wait=0..=60`).
 pub const MAX_FEED_WAIT_SECONDS: u64 = 60;
+/// Largest snapshot page the control plane serves (`limit=1..=50000`).
+pub const MAX_SNAPSHOT_PAGE_SIZE: u32 = 50_000;
 
 /// The configuration as written by the operator, before validation. No
 /// `Debug`: it holds the data-plane token.
@@ -33,6 +35,8 @@ struct RawConfig {
     identity_headers: RawIdentityHeaders,
     #[serde(default = "default_true")]
     strip_key: bool,
+    #[serde(default = "default_snapshot_page_size")]
+    snapshot_page_size: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -74,6 +78,9 @@ fn default_me_path() -> String {
 fn default_key_headers() -> Vec<String> {
     vec!["authorization".to_owned()]
 }
+fn default_snapshot_page_size() -> u32 {
+    10_000
+}
 fn default_true() -> bool {
     true
 }
@@ -111,6 +118,8 @@ pub struct Config {
     pub key_headers: Vec<String>,
     pub identity_headers: IdentityHeaders,
     pub strip_key: bool,
+    /// Keys per page of a full snapshot (`limit=`).
+    pub snapshot_page_size: u32,
 }
 
 impl fmt::Debug for Config {
@@ -127,6 +136,7 @@ impl fmt::Debug for Config {
             .field("key_headers", &self.key_headers)
             .field("identity_headers", &self.identity_headers)
             .field("strip_key", &self.strip_key)
+            .field("snapshot_page_size", &self.snapshot_page_size)
             .finish()
     }
 }
@@ -220,6 +230,9 @@ impl Config {
                 "maxStalenessSeconds must be greater than feedWaitSeconds",
             ));
         }
+        if !(1..=MAX_SNAPSHOT_PAGE_SIZE).contains(&raw.snapshot_page_size) {
+            return Err(err("snapshotPageSize must be between 1 and 50000"));
+        }
         if raw.usage_flush_seconds == 0 {
             return Err(err("usageFlushSeconds must be at least 1"));
         }
@@ -291,6 +304,7 @@ impl Config {
             key_headers,
             identity_headers,
             strip_key: raw.strip_key,
+            snapshot_page_size: raw.snapshot_page_size,
         })
     }
 
@@ -327,6 +341,7 @@ mod tests {
         assert_eq!(c.identity_headers.key_id, "x-keygate-key-id");
         assert_eq!(c.identity_headers.server, "x-keygate-server");
         assert!(c.strip_key);
+        assert_eq!(c.snapshot_page_size, 10_000);
     }
 
     #[test]
@@ -352,13 +367,15 @@ mod tests {
             "mePath": "/api/me",
             "keyHeaders": ["Authorization", "x-api-key"],
             "identityHeaders": {"userId": "x-user", "keyId": "x-keygate-k", "server": "x-keygate-s"},
-            "stripKey": false
+            "stripKey": false,
+            "snapshotPageSize": 500
         }"#;
         let c = Config::from_json(json.as_bytes()).unwrap();
         assert_eq!(c.control_plane_authority, "127.0.0.1:8081");
         assert_eq!(c.key_headers, vec!["authorization", "x-api-key"]);
         assert_eq!(c.identity_headers.user_id, "x-user");
         assert!(!c.strip_key);
+        assert_eq!(c.snapshot_page_size, 500);
         assert!(c.is_reserved_header("X-User"));
         assert!(c.is_reserved_header("x-keygate-anything"));
         assert!(!c.is_reserved_header("x-other"));
@@ -400,6 +417,8 @@ mod tests {
             r#"{"controlPlaneCluster":"cp","dataPlaneToken":"SECRETVALUE","identityHeaders":{"bogus":"x"}}"#,
             r#"{"controlPlaneCluster":"cp","dataPlaneToken":"SECRETVALUE","stripKey":"yes"}"#,
             r#"{"controlPlaneCluster":"cp","dataPlaneToken":12345678}"#,
+            r#"{"controlPlaneCluster":"cp","dataPlaneToken":"SECRETVALUE","snapshotPageSize":0}"#,
+            r#"{"controlPlaneCluster":"cp","dataPlaneToken":"SECRETVALUE","snapshotPageSize":50001}"#,
             r#"{"controlPlaneCluster":"cp","dataPlaneToken":["SECRETVALUE"]}"#,
             r#"{"controlPlaneCluster":"cp","dataPlaneToken":"SECRETVALUE","dataPlaneToken":"SECRETVALUE"}"#,
         ];

@@ -4,12 +4,21 @@
 //!
 //! The `since` of every poll comes from the shared table's meta, not from this
 //! worker's memory, so a new lease holder carries on where the last one stopped.
+//!
+//! Full snapshots are asked for in pages of `snapshotPageSize` keys
+//! (`limit=`): each page is applied as it arrives under a reserved generation
+//! ([`SnapshotWriter`]), the next one (`after=next`) is asked for at once, and
+//! after the last one the table flips to the first page's version and long
+//! polling resumes from there, which re-ships whatever changed while paging.
+//! A snapshot in progress lives only in this feed: if the lease moves on, the
+//! new holder starts its own. Against a control plane that refuses `limit`
+//! (400), snapshots are asked for whole.
 //! Failures back off exponentially (250 ms → 5 s); the table keeps serving
 //! until it is older than `maxStalenessSeconds`, then the decision layer fails
 //! closed, and the first good answer brings it back.
 
 use crate::config::Config;
-use crate::table::{Applied, ApplyError, SharedStore, apply, read_meta};
+use crate::table::{Applied, ApplyError, SharedStore, SnapshotWriter, apply, read_table_meta};
 use keygate_protocol::KeyTable;
 use std::collections::BTreeSet;
 
@@ -82,18 +91,44 @@ pub enum FeedEvent {
     /// Answer fine but not applicable (another writer moved the table);
     /// polls again right away from the current version.
     Skipped(ApplyError),
+    /// One page of a paged snapshot applied; more pages follow.
+    PageApplied {
+        /// Keys written by the snapshot so far.
+        written: u64,
+    },
     /// Transport error, timeout, non-200 or undecodable body.
     Failed,
 }
 
+/// What the poll in flight asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asked {
+    /// A full snapshot (no table yet).
+    Snapshot,
+    /// Changes after this version (or a full snapshot if the log cannot say).
+    Since(u64),
+    /// The page of a snapshot in progress after this key id.
+    Page(i64),
+}
+
+/// A paged snapshot being received.
+#[derive(Debug)]
+struct Paging {
+    writer: SnapshotWriter,
+    /// Key id to continue after.
+    next: i64,
+}
+
 #[derive(Debug, Default)]
 pub struct Feed {
-    /// `since` of the poll in flight (`Some(None)`: a snapshot request) and
-    /// when it was sent.
-    in_flight: Option<(Option<u64>, u64)>,
+    /// The poll in flight and when it was sent.
+    in_flight: Option<(Asked, u64)>,
     backoff_ms: u64,
     next_attempt_ms: u64,
     known_ids: BTreeSet<i64>,
+    paging: Option<Paging>,
+    /// The control plane refused `limit` (an older version): ask whole.
+    unpaged: bool,
 }
 
 impl Feed {
@@ -131,12 +166,27 @@ impl Feed {
         if now_ms < self.next_attempt_ms {
             return None;
         }
-        let since = read_meta(store).0.map(|m| m.v);
-        let path = match since {
-            Some(v) => format!("/internal/v1/key-table?since={v}&wait={wait}"),
-            None => "/internal/v1/key-table".to_owned(),
+        let asked = match (&self.paging, read_table_meta(store)) {
+            (Some(p), _) => Asked::Page(p.next),
+            (None, Some(m)) => Asked::Since(m.v),
+            (None, None) => Asked::Snapshot,
         };
-        self.in_flight = Some((since, now_ms));
+        let limit = if self.unpaged {
+            String::new()
+        } else {
+            format!("limit={}", cfg.snapshot_page_size)
+        };
+        let path = match asked {
+            Asked::Page(after) => format!("/internal/v1/key-table?after={after}&{limit}"),
+            // `limit` too: the answer is a snapshot if the log no longer reaches `v`.
+            Asked::Since(v) if limit.is_empty() => {
+                format!("/internal/v1/key-table?since={v}&wait={wait}")
+            }
+            Asked::Since(v) => format!("/internal/v1/key-table?since={v}&wait={wait}&{limit}"),
+            Asked::Snapshot if limit.is_empty() => "/internal/v1/key-table".to_owned(),
+            Asked::Snapshot => format!("/internal/v1/key-table?{limit}"),
+        };
+        self.in_flight = Some((asked, now_ms));
         Some(HttpRequest {
             headers: vec![
                 (":method".into(), "GET".into()),
@@ -153,11 +203,23 @@ impl Feed {
         })
     }
 
-    /// Forgets the poll in flight without applying its answer, and polls
-    /// again as soon as this VM holds the lease again.
+    /// Forgets the poll in flight without applying its answer, and any
+    /// snapshot in progress (another VM may be writing the table now), and
+    /// polls again as soon as this VM holds the lease again.
     pub fn drop_in_flight(&mut self, now_ms: u64) {
         self.in_flight = None;
+        self.paging = None;
         self.next_attempt_ms = now_ms;
+    }
+
+    /// Forgets a snapshot in progress (the lease was lost): its entries stay
+    /// under a reserved generation that the next snapshot skips.
+    pub fn abandon_snapshot(&mut self) {
+        self.paging = None;
+    }
+
+    pub fn snapshot_in_progress(&self) -> bool {
+        self.paging.is_some()
     }
 
     /// The dispatch itself failed (unknown cluster, host refusal).
@@ -184,32 +246,100 @@ impl Feed {
         body: Option<&[u8]>,
         now_ms: u64,
     ) -> FeedEvent {
-        let since = match self.in_flight.take() {
-            Some((since, _)) => since,
+        let asked = match self.in_flight.take() {
+            Some((asked, _)) => asked,
             None => return FeedEvent::Failed,
         };
+        if status == Some(400) && !self.unpaged {
+            // An older control plane refuses unknown parameters: ask whole
+            // snapshots from now on (and start this one again).
+            self.unpaged = true;
+            self.paging = None;
+        }
         let table = match (status, body) {
             (Some(200), Some(body)) => serde_json::from_slice::<KeyTable>(body).ok(),
             _ => None,
         };
         let Some(table) = table else {
+            // A failed page is asked for again (after the backoff).
             self.fail(now_ms);
             return FeedEvent::Failed;
         };
-        match apply(store, &table, since, now_ms, &mut self.known_ids) {
-            Ok(applied) => {
+        let result = match asked {
+            Asked::Page(after) => self.continue_snapshot(store, &table, after, now_ms),
+            _ if table.full => self.start_snapshot(store, &table, now_ms),
+            Asked::Since(v) => {
+                apply(store, &table, Some(v), now_ms, &mut self.known_ids).map(FeedEvent::Applied)
+            }
+            Asked::Snapshot => Err(ApplyError::NotBasedOnTable),
+        };
+        match result {
+            Ok(event) => {
                 self.backoff_ms = 0;
                 self.next_attempt_ms = now_ms;
-                FeedEvent::Applied(applied)
+                event
             }
             Err(ApplyError::Store) => {
+                self.paging = None;
                 self.fail(now_ms);
                 FeedEvent::Failed
             }
             Err(e) => {
+                self.paging = None;
                 self.next_attempt_ms = now_ms;
                 FeedEvent::Skipped(e)
             }
+        }
+    }
+
+    /// The first (or only) page of a full snapshot.
+    fn start_snapshot(
+        &mut self,
+        store: &dyn SharedStore,
+        page: &KeyTable,
+        now_ms: u64,
+    ) -> Result<FeedEvent, ApplyError> {
+        self.paging = None;
+        let writer = SnapshotWriter::begin(store, page.version, now_ms)?;
+        self.page(store, writer, page, i64::MIN, now_ms)
+    }
+
+    fn continue_snapshot(
+        &mut self,
+        store: &dyn SharedStore,
+        page: &KeyTable,
+        after: i64,
+        now_ms: u64,
+    ) -> Result<FeedEvent, ApplyError> {
+        match self.paging.take() {
+            Some(p) if p.next == after && page.full => {
+                self.page(store, p.writer, page, after, now_ms)
+            }
+            // Not a page of the snapshot in progress: start over.
+            _ => Err(ApplyError::NotBasedOnTable),
+        }
+    }
+
+    fn page(
+        &mut self,
+        store: &dyn SharedStore,
+        mut writer: SnapshotWriter,
+        page: &KeyTable,
+        after: i64,
+        now_ms: u64,
+    ) -> Result<FeedEvent, ApplyError> {
+        writer.write_page(store, page, now_ms)?;
+        match page.next {
+            // A cursor that does not move forward would never end.
+            Some(next) if next <= after => Err(ApplyError::NotBasedOnTable),
+            Some(next) => {
+                let written = writer.written();
+                self.paging = Some(Paging { writer, next });
+                Ok(FeedEvent::PageApplied { written })
+            }
+            None => writer
+                .finish(store, now_ms, &mut self.known_ids)
+                .map(FeedEvent::Applied),
         }
     }
 }
@@ -245,6 +375,7 @@ mod tests {
                 })
                 .collect(),
             removals: removals.to_vec(),
+            next: None,
         };
         serde_json::to_vec(&t).unwrap()
     }
@@ -255,7 +386,10 @@ mod tests {
         let c = cfg();
         let mut f = Feed::new();
         let r = f.next_request(&c, &s, 0).unwrap();
-        assert_eq!(r.header(":path"), Some("/internal/v1/key-table"));
+        assert_eq!(
+            r.header(":path"),
+            Some("/internal/v1/key-table?limit=10000")
+        );
         assert_eq!(r.header(":authority"), Some("cp.local:8081"));
         assert_eq!(r.header("authorization"), Some("Bearer dp-token"));
         assert_eq!(r.timeout_ms, 25_000);
@@ -266,7 +400,7 @@ mod tests {
         let r = f.next_request(&c, &s, 100).unwrap();
         assert_eq!(
             r.header(":path"),
-            Some("/internal/v1/key-table?since=4&wait=20")
+            Some("/internal/v1/key-table?since=4&wait=20&limit=10000")
         );
         let ev = f.on_response(&s, Some(200), Some(&body(5, false, &[], &[1])), 300);
         assert!(matches!(ev, FeedEvent::Applied(a) if a.version == 5 && a.key_count == 1));
@@ -284,7 +418,7 @@ mod tests {
         let r = new.next_request(&c, &s, 5_000).unwrap();
         assert_eq!(
             r.header(":path"),
-            Some("/internal/v1/key-table?since=7&wait=20")
+            Some("/internal/v1/key-table?since=7&wait=20&limit=10000")
         );
         let ev = new.on_response(&s, Some(200), Some(&body(8, false, &[2], &[])), 5_100);
         assert!(matches!(ev, FeedEvent::Applied(a) if a.key_count == 2));
@@ -329,7 +463,7 @@ mod tests {
         };
         assert_eq!(
             r.header(":path"),
-            Some("/internal/v1/key-table?since=1&wait=0")
+            Some("/internal/v1/key-table?since=1&wait=0&limit=10000")
         );
         assert_eq!(r.timeout_ms, CALLOUT_SLACK_MS);
         // The table keeps its last sync time while failing...
@@ -409,7 +543,223 @@ mod tests {
         let r = a.next_request(&c, &s, 0).unwrap();
         assert_eq!(
             r.header(":path"),
-            Some("/internal/v1/key-table?since=6&wait=20")
+            Some("/internal/v1/key-table?since=6&wait=20&limit=10000")
+        );
+    }
+
+    fn page(version: u64, ids: &[i64], next: Option<i64>) -> Vec<u8> {
+        let mut t: KeyTable = serde_json::from_slice(&body(version, true, ids, &[])).unwrap();
+        t.next = next;
+        serde_json::to_vec(&t).unwrap()
+    }
+
+    fn paged_cfg(size: u32) -> Config {
+        Config::from_json(
+            format!(
+                r#"{{"controlPlaneCluster":"cp","dataPlaneToken":"t","feedWaitSeconds":20,"snapshotPageSize":{size}}}"#
+            )
+            .as_bytes(),
+        )
+        .unwrap()
+    }
+
+    fn live(s: &dyn SharedStore, ids: std::ops::RangeInclusive<i64>) -> Vec<i64> {
+        let r = TableReader::new(s);
+        ids.filter(|i| r.entry(*i).is_some()).collect()
+    }
+
+    /// Checks the table between every two shared-data writes.
+    struct Spy<'a> {
+        inner: &'a MemoryStore,
+        check: &'a dyn Fn(&MemoryStore),
+    }
+
+    impl SharedStore for Spy<'_> {
+        fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+            self.inner.get(key)
+        }
+        fn set(
+            &self,
+            key: &str,
+            value: &[u8],
+            cas: Option<u32>,
+        ) -> Result<(), crate::table::StoreError> {
+            (self.check)(self.inner);
+            let r = self.inner.set(key, value, cas);
+            (self.check)(self.inner);
+            r
+        }
+    }
+
+    #[test]
+    fn paged_snapshot_replaces_the_table_page_by_page_without_a_window() {
+        let s = MemoryStore::default();
+        let c = paged_cfg(2);
+        let mut f = Feed::new();
+        let r = f.next_request(&c, &s, 0).unwrap();
+        assert_eq!(r.header(":path"), Some("/internal/v1/key-table?limit=2"));
+        // A first snapshot in one page (no `next`).
+        f.on_response(&s, Some(200), Some(&page(1, &[1, 2, 3, 4, 6], None)), 1_000);
+        assert_eq!(live(&s, 1..=9), vec![1, 2, 3, 4, 6]);
+        let r = f.next_request(&c, &s, 1_000).unwrap();
+        assert_eq!(
+            r.header(":path"),
+            Some("/internal/v1/key-table?since=1&wait=20&limit=2")
+        );
+        // The log no longer reaches 1: a paged snapshot at version 9 that
+        // keeps 2 and 3 and drops 1, 4 and 6. Keys 2 and 3 stay valid at every
+        // instant; the old table (1, 4, 6) serves until the flip.
+        let check = |st: &MemoryStore| {
+            let r = TableReader::new(st);
+            assert!(r.entry(2).is_some(), "key 2 vanished mid-snapshot");
+            assert!(r.entry(3).is_some(), "key 3 vanished mid-snapshot");
+        };
+        let spy = Spy {
+            inner: &s,
+            check: &check,
+        };
+        let ev = f.on_response(&spy, Some(200), Some(&page(9, &[2, 3], Some(3))), 2_000);
+        assert_eq!(ev, FeedEvent::PageApplied { written: 2 });
+        let meta = TableReader::new(&s).meta().unwrap();
+        assert_eq!((meta.g, meta.v, meta.p), (1, 1, Some(2)));
+        assert_eq!(TableReader::new(&s).last_sync_unix(), Some(2));
+        // The next page is asked for at once, with the cursor.
+        let r = f.next_request(&c, &s, 2_000).unwrap();
+        assert_eq!(
+            r.header(":path"),
+            Some("/internal/v1/key-table?after=3&limit=2")
+        );
+        let ev = f.on_response(&spy, Some(200), Some(&page(10, &[5, 7], Some(7))), 3_000);
+        assert_eq!(ev, FeedEvent::PageApplied { written: 4 });
+        // Each page counts as a sync: a long snapshot never looks stale.
+        assert_eq!(TableReader::new(&s).last_sync_unix(), Some(3));
+        assert_eq!(live(&s, 1..=9), vec![1, 2, 3, 4, 5, 6, 7]);
+        // A failed page is asked for again, not the whole snapshot.
+        let r = f.next_request(&c, &s, 3_000).unwrap();
+        assert_eq!(
+            r.header(":path"),
+            Some("/internal/v1/key-table?after=7&limit=2")
+        );
+        assert_eq!(f.on_response(&spy, None, None, 3_100), FeedEvent::Failed);
+        let r = f.next_request(&c, &s, 3_400).unwrap();
+        assert_eq!(
+            r.header(":path"),
+            Some("/internal/v1/key-table?after=7&limit=2")
+        );
+        let ev = f.on_response(&spy, Some(200), Some(&page(11, &[8], None)), 4_000);
+        assert!(
+            matches!(ev, FeedEvent::Applied(a) if a.version == 9 && a.key_count == 5),
+            "{ev:?}"
+        );
+        // Flipped to the reserved generation at the FIRST page's version.
+        let meta = TableReader::new(&s).meta().unwrap();
+        assert_eq!((meta.g, meta.v, meta.n, meta.p), (2, 9, 5, None));
+        assert_eq!(live(&s, 1..=9), vec![2, 3, 5, 7, 8]);
+        // Then long polling resumes from there.
+        let r = f.next_request(&c, &s, 4_000).unwrap();
+        assert_eq!(
+            r.header(":path"),
+            Some("/internal/v1/key-table?since=9&wait=20&limit=2")
+        );
+    }
+
+    #[test]
+    fn aborted_snapshot_leaves_no_live_partial_entries() {
+        let s = MemoryStore::default();
+        let c = paged_cfg(2);
+        let mut a = Feed::new();
+        a.next_request(&c, &s, 0).unwrap();
+        a.on_response(&s, Some(200), Some(&page(1, &[1, 2], None)), 0);
+        a.next_request(&c, &s, 0).unwrap();
+        // A full snapshot starts: key 3 (new) is written under the next
+        // generation, then the writer stops (lease lost) mid-snapshot.
+        let ev = a.on_response(&s, Some(200), Some(&page(5, &[1, 3], Some(3))), 0);
+        assert_eq!(ev, FeedEvent::PageApplied { written: 2 });
+        a.abandon_snapshot();
+        // Key 3 is deleted at the control plane. A new holder's snapshot
+        // (one page) no longer lists it.
+        let mut b = Feed::new();
+        let r = b.next_request(&c, &s, 100).unwrap();
+        assert_eq!(
+            r.header(":path"),
+            Some("/internal/v1/key-table?since=1&wait=20&limit=2")
+        );
+        let ev = b.on_response(&s, Some(200), Some(&page(7, &[1, 2], None)), 100);
+        assert!(
+            matches!(ev, FeedEvent::Applied(x) if x.version == 7),
+            "{ev:?}"
+        );
+        // It flipped past the aborted snapshot's generation, so key 3's
+        // partial entry is dead rather than reused.
+        assert_eq!(TableReader::new(&s).meta().unwrap().g, 3);
+        assert_eq!(live(&s, 1..=5), vec![1, 2]);
+        // The abandoned writer does not resume.
+        let r = a.next_request(&c, &s, 200).unwrap();
+        assert_eq!(
+            r.header(":path"),
+            Some("/internal/v1/key-table?since=7&wait=20&limit=2")
+        );
+    }
+
+    #[test]
+    fn a_page_after_someone_else_moved_the_table_restarts() {
+        let s = MemoryStore::default();
+        let c = paged_cfg(2);
+        let mut a = Feed::new();
+        a.next_request(&c, &s, 0).unwrap();
+        assert_eq!(
+            a.on_response(&s, Some(200), Some(&page(3, &[1, 2], Some(2))), 0),
+            FeedEvent::PageApplied { written: 2 }
+        );
+        // Another writer completes its own snapshot meanwhile.
+        let mut b = Feed::new();
+        b.next_request(&c, &s, 0).unwrap();
+        b.on_response(&s, Some(200), Some(&page(4, &[9], None)), 0);
+        a.next_request(&c, &s, 0).unwrap();
+        let ev = a.on_response(&s, Some(200), Some(&page(4, &[3], None)), 0);
+        assert_eq!(ev, FeedEvent::Skipped(ApplyError::Conflict));
+        assert!(!a.snapshot_in_progress());
+        assert_eq!(live(&s, 1..=9), vec![9]);
+        assert_eq!(TableReader::new(&s).meta().unwrap().v, 4);
+    }
+
+    #[test]
+    fn no_table_until_the_first_snapshot_is_complete() {
+        let s = MemoryStore::default();
+        let c = paged_cfg(1);
+        let mut f = Feed::new();
+        f.next_request(&c, &s, 0).unwrap();
+        f.on_response(&s, Some(200), Some(&page(2, &[1], Some(1))), 0);
+        // Only a reservation exists: requests still get "no table" (503),
+        // not "unknown key" (401).
+        assert_eq!(TableReader::new(&s).last_sync_unix(), None);
+        let r = f.next_request(&c, &s, 0).unwrap();
+        assert_eq!(
+            r.header(":path"),
+            Some("/internal/v1/key-table?after=1&limit=1")
+        );
+        f.on_response(&s, Some(200), Some(&page(2, &[2], None)), 0);
+        assert_eq!(live(&s, 1..=3), vec![1, 2]);
+    }
+
+    #[test]
+    fn an_older_control_plane_gets_whole_snapshots() {
+        let s = MemoryStore::default();
+        let c = cfg();
+        let mut f = Feed::new();
+        f.next_request(&c, &s, 0).unwrap();
+        // It refuses the unknown `limit` parameter.
+        assert_eq!(
+            f.on_response(&s, Some(400), Some(&b"{}"[..]), 0),
+            FeedEvent::Failed
+        );
+        let r = f.next_request(&c, &s, 1_000).unwrap();
+        assert_eq!(r.header(":path"), Some("/internal/v1/key-table"));
+        f.on_response(&s, Some(200), Some(&body(3, true, &[1], &[])), 1_000);
+        let r = f.next_request(&c, &s, 1_000).unwrap();
+        assert_eq!(
+            r.header(":path"),
+            Some("/internal/v1/key-table?since=3&wait=20")
         );
     }
 }

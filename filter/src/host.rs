@@ -15,7 +15,7 @@ use crate::feed::{FeedEvent, HttpRequest, callout_status};
 use crate::headers::{HeaderOp, edits};
 use crate::metrics;
 use crate::sync::{Syncer, TICK_MS};
-use crate::table::{SharedStore, StoreError, TableReader, read_meta};
+use crate::table::{SharedStore, StoreError, TableReader, read_table_meta};
 use crate::usage::UsageBatch;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -192,7 +192,7 @@ impl Root {
     }
 
     fn record_gauges(shared: &Shared, now: u64) {
-        if let (Some(meta), _) = read_meta(&HostStore) {
+        if let Some(meta) = read_table_meta(&HostStore) {
             Metrics::set(shared.metrics.table_version, meta.v);
             Metrics::set(shared.metrics.table_keys, meta.n);
             Metrics::set(shared.metrics.table_age, now.saturating_sub(meta.s) / 1000);
@@ -225,10 +225,19 @@ impl Context for Root {
                     hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).ok()
                 })
                 .flatten();
-            match self
+            let event = self
                 .syncer
-                .on_response_timed(&HostStore, status, body.as_deref(), &now_ms)
-            {
+                .on_response_timed(&HostStore, status, body.as_deref(), &now_ms);
+            // Free the page before the next one arrives.
+            drop(body);
+            match event {
+                FeedEvent::PageApplied { written } => {
+                    Metrics::incr(shared.metrics.feed_updates);
+                    log(
+                        LogLevel::Debug,
+                        &format!("key-table snapshot page applied ({written} keys so far)"),
+                    );
+                }
                 FeedEvent::Applied(a) => {
                     Metrics::incr(shared.metrics.feed_updates);
                     Self::record_gauges(&shared, now);
@@ -255,6 +264,13 @@ impl Context for Root {
                         ),
                     );
                 }
+            }
+            // After an applied answer (a page above all), poll again at once
+            // rather than on the next tick.
+            if matches!(event, FeedEvent::Applied(_) | FeedEvent::PageApplied { .. })
+                && let Some(req) = self.syncer.follow_up(&shared.config, &HostStore, now_ms())
+            {
+                self.poll_feed(&shared, &req, now_ms());
             }
         } else if self.usage_call == Some(token_id) {
             self.usage_call = None;

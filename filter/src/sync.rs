@@ -94,9 +94,18 @@ impl Syncer {
         self.holds
     }
 
+    pub fn snapshot_in_progress(&self) -> bool {
+        self.feed.snapshot_in_progress()
+    }
+
     pub fn tick(&mut self, cfg: &Config, store: &dyn SharedStore, now_ms: u64) -> Tick {
         let holds = lease::hold(store, self.owner_id, now_ms, LEASE_TTL_MS);
         let lease_changed = (holds != self.holds).then_some(holds);
+        if !holds {
+            // Whoever holds the lease now writes the table; a snapshot this
+            // VM had in progress is not continued (the new holder starts one).
+            self.feed.abandon_snapshot();
+        }
         self.holds = holds;
         let poll = if holds {
             self.feed.next_request(cfg, store, now_ms)
@@ -107,6 +116,20 @@ impl Syncer {
             poll,
             lease_changed,
         }
+    }
+
+    /// The next poll, asked for right after an applied answer instead of on
+    /// the next tick (pages of a snapshot follow each other at once).
+    pub fn follow_up(
+        &mut self,
+        cfg: &Config,
+        store: &dyn SharedStore,
+        now_ms: u64,
+    ) -> Option<HttpRequest> {
+        if !self.holds || !lease::is_held_by(store, self.owner_id, now_ms) {
+            return None;
+        }
+        self.feed.next_request(cfg, store, now_ms)
     }
 
     pub fn on_dispatch_failed(&mut self, now_ms: u64) {
@@ -151,6 +174,7 @@ impl Syncer {
         };
         let event = self.feed.on_response(&keeping, status, body, now_ms);
         if keeping.lost.get() {
+            self.feed.abandon_snapshot();
             return FeedEvent::Skipped(ApplyError::LeaseLost);
         }
         event
@@ -200,30 +224,52 @@ mod tests {
         .encode()
     }
 
-    /// The control plane's side of contract 2.
+    /// A query parameter of a feed path.
+    fn param(path: &str, name: &str) -> Option<u64> {
+        let query = path.split_once('?')?.1;
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .map(|v| v.parse().unwrap())
+    }
+
+    /// The control plane's side of contract 2, with paged snapshots.
     struct FakeControlPlane {
         version: u64,
         keys: BTreeMap<i64, KeyEntry>,
         log: Vec<(u64, i64, bool)>, // (version, id, removed)
+        /// `since` below this gets a full snapshot (the log was pruned).
+        floor: u64,
         up: bool,
     }
 
     impl FakeControlPlane {
+        fn page(&self, after: Option<u64>, limit: Option<u64>) -> KeyTable {
+            let from = after.map_or(i64::MIN, |a| a as i64 + 1);
+            let limit = limit.map_or(usize::MAX, |l| l as usize);
+            let rest: Vec<&KeyEntry> = self.keys.range(from..).map(|(_, e)| e).collect();
+            let upserts: Vec<KeyEntry> = rest.iter().take(limit).map(|e| (*e).clone()).collect();
+            let next = (rest.len() > limit).then(|| upserts.last().unwrap().id);
+            KeyTable {
+                version: self.version,
+                full: true,
+                upserts,
+                removals: vec![],
+                next,
+            }
+        }
+
         fn answer(&self, path: &str) -> Option<KeyTable> {
-            let since = path
-                .split_once("since=")
-                .map(|(_, rest)| rest.split('&').next().unwrap().parse::<u64>().unwrap());
-            match since {
-                None => Some(KeyTable {
-                    version: self.version,
-                    full: true,
-                    upserts: self.keys.values().cloned().collect(),
-                    removals: vec![],
-                }),
-                Some(v) if v > self.version => self.answer("/"),
+            let limit = param(path, "limit");
+            if let Some(after) = param(path, "after") {
+                return Some(self.page(Some(after), limit));
+            }
+            match param(path, "since") {
+                None => Some(self.page(None, limit)),
+                Some(v) if v > self.version || v < self.floor => Some(self.page(None, limit)),
                 Some(v) => {
                     let changes: Vec<_> = self.log.iter().filter(|(ver, ..)| *ver > v).collect();
-                    if changes.is_empty() && !path.ends_with("wait=0") {
+                    if changes.is_empty() && param(path, "wait") != Some(0) {
                         return None; // long poll: hold the request
                     }
                     Some(KeyTable {
@@ -231,14 +277,14 @@ mod tests {
                         full: false,
                         upserts: changes
                             .iter()
-                            .filter(|(_, _, removed)| !removed)
                             .filter_map(|(_, id, _)| self.keys.get(id).cloned())
                             .collect(),
                         removals: changes
                             .iter()
-                            .filter(|(_, _, removed)| *removed)
+                            .filter(|(_, id, _)| !self.keys.contains_key(id))
                             .map(|(_, id, _)| *id)
                             .collect(),
+                        next: None,
                     })
                 }
             }
@@ -248,6 +294,12 @@ mod tests {
             self.version += 1;
             self.keys.remove(&id);
             self.log.push((self.version, id, true));
+        }
+
+        fn upsert(&mut self, e: KeyEntry) {
+            self.version += 1;
+            self.log.push((self.version, e.id, false));
+            self.keys.insert(e.id, e);
         }
     }
 
@@ -264,6 +316,8 @@ mod tests {
         vms: Vec<Vm>,
         now: u64,
         cfg: Config,
+        /// Feed answers served so far.
+        answered: usize,
     }
 
     impl World {
@@ -275,6 +329,7 @@ mod tests {
                     version: 10,
                     keys,
                     log: vec![],
+                    floor: 0,
                     up: true,
                 },
                 vms: (0..n)
@@ -286,6 +341,7 @@ mod tests {
                     .collect(),
                 now: 1_000_000,
                 cfg: cfg(),
+                answered: 0,
             }
         }
 
@@ -307,22 +363,32 @@ mod tests {
                     let timed_out = self.now >= sent + timeout;
                     if let Some(table) = answer {
                         let body = serde_json::to_vec(&table).unwrap();
-                        vm.syncer
-                            .on_response(&self.store, Some(200), Some(&body), self.now);
+                        self.answered += 1;
+                        let ev =
+                            vm.syncer
+                                .on_response(&self.store, Some(200), Some(&body), self.now);
                         vm.pending = None;
+                        // As the adapter does: the next poll goes out at once.
+                        if matches!(ev, FeedEvent::Applied(_) | FeedEvent::PageApplied { .. })
+                            && let Some(req) = vm.syncer.follow_up(&self.cfg, &self.store, self.now)
+                        {
+                            let path = req.header(":path").unwrap().to_owned();
+                            vm.pending = Some((path, self.now, req.timeout_ms));
+                        }
                     } else if !self.cp.up || timed_out {
                         // Connection refused, or the callout timed out.
                         vm.syncer.on_response(&self.store, None, None, self.now);
                         vm.pending = None;
                     } else if path.contains("wait=") {
                         // The long poll ends with an empty delta after `wait`.
-                        let wait: u64 = path.rsplit("wait=").next().unwrap().parse().unwrap();
+                        let wait = param(&path, "wait").unwrap();
                         if self.now >= sent + wait * 1000 {
                             let table = KeyTable {
                                 version: self.cp.version,
                                 full: false,
                                 upserts: vec![],
                                 removals: vec![],
+                                next: None,
                             };
                             let body = serde_json::to_vec(&table).unwrap();
                             vm.syncer
@@ -447,6 +513,7 @@ mod tests {
             full: true,
             upserts: vec![entry(1)],
             removals: vec![],
+            next: None,
         };
         let body = serde_json::to_vec(&fresh).unwrap();
         assert!(matches!(
@@ -460,6 +527,7 @@ mod tests {
             full: true,
             upserts: vec![entry(1), entry(2)],
             removals: vec![],
+            next: None,
         };
         let body = serde_json::to_vec(&stale).unwrap();
         let ev = a.on_response(&s, Some(200), Some(&body), later + 20);
@@ -518,6 +586,7 @@ mod tests {
             full: true,
             upserts: (1..=2000).map(entry).collect(),
             removals: vec![],
+            next: None,
         };
         let body = serde_json::to_vec(&table).unwrap();
         let slow = SlowStore {
@@ -575,6 +644,7 @@ mod tests {
             full: true,
             upserts: (1..=1000).map(entry).collect(),
             removals: vec![],
+            next: None,
         };
         let body = serde_json::to_vec(&table).unwrap();
         let store = Hijack {
@@ -601,5 +671,67 @@ mod tests {
         w.vms[holder].alive = false;
         w.run_ms(450);
         assert_eq!(w.holders(), vec![1 - holder]);
+    }
+
+    #[test]
+    fn changes_during_a_paged_snapshot_converge_after_the_delta() {
+        let mut w = World::new(2);
+        w.cfg = Config::from_json(
+            br#"{"controlPlaneCluster":"cp","dataPlaneToken":"t","feedWaitSeconds":5,"maxStalenessSeconds":8,"snapshotPageSize":3}"#,
+        )
+        .unwrap();
+        for id in 3..=20 {
+            w.cp.keys.insert(id, entry(id));
+        }
+        // The first snapshot comes in 7 pages of 3.
+        w.run_ms(2_000);
+        assert!((1..=20).all(|id| w.decide(id) == Reason::Allowed));
+        let synced = w.answered;
+
+        // The change log no longer reaches the edge: the answer to the next
+        // change is a paged snapshot.
+        w.cp.floor = w.cp.version + 1;
+        w.cp.remove(20);
+        let mut steps = 0;
+        while !w.vms.iter().any(|vm| vm.syncer.snapshot_in_progress()) {
+            w.step();
+            steps += 1;
+            assert!(steps < 100, "no paged snapshot started");
+        }
+        // Meanwhile: a key already shipped changes scope, one shipped and
+        // one not yet shipped are deleted, one is created.
+        let mut moved = entry(1);
+        moved.servers = ServerScope::Named(vec!["beta".into()]);
+        w.cp.upsert(moved);
+        w.cp.remove(2);
+        w.cp.remove(15);
+        w.cp.upsert(entry(30));
+        w.cp.floor = 0;
+        let started = w.now;
+        while w.vms.iter().any(|vm| vm.syncer.snapshot_in_progress()) {
+            w.step();
+            // Keys valid throughout never fail.
+            for id in 5..=14 {
+                assert_eq!(w.decide(id), Reason::Allowed, "key {id} mid-snapshot");
+            }
+            assert!(w.now - started < 5_000, "paging does not end");
+        }
+        // Pages follow each other without waiting for ticks (7 pages would
+        // take 1.4 s at one per 200 ms tick).
+        assert!(w.now - started < 1_000, "{} ms", w.now - started);
+        // The delta since the first page's version repairs the rest.
+        w.run_ms(500);
+        for id in 1..=30 {
+            let expected = match id {
+                1 => Reason::OutOfScope,
+                _ if w.cp.keys.contains_key(&id) => Reason::Allowed,
+                _ => Reason::UnknownKey,
+            };
+            assert_eq!(w.decide(id), expected, "key {id}");
+        }
+        let meta = TableReader::new(&w.store).meta().unwrap();
+        assert_eq!(meta.v, w.cp.version);
+        assert_eq!(meta.n, w.cp.keys.len() as u64);
+        assert!(w.answered > synced + 7, "{} answers", w.answered - synced);
     }
 }

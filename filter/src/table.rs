@@ -12,10 +12,13 @@
 //!
 //! A request reads `kg2/meta` and `kg2/k/<keyId>`: two O(1) lookups, never a
 //! decode of the whole table. A delta of k changes writes k entries and meta.
-//! A full snapshot writes every entry with generation G+1 while meta still
-//! says G (readers accept `entry.g >= meta.g`), then flips meta to G+1, which
-//! kills the entries the snapshot did not rewrite: there is no moment where a
-//! valid key is missing. Entries carry the table version they were written at
+//! A full snapshot first reserves generation G+1 in meta (`p`), then writes
+//! every entry, page by page, with generation G+1 while meta still says G
+//! (readers accept `entry.g >= meta.g`), then flips meta to G+1, which kills
+//! the entries the snapshot did not rewrite: there is no moment where a valid
+//! key is missing. The reservation means an aborted snapshot's entries are
+//! never reused by the next one (which takes G+2), so they die at its flip.
+//! A meta with `g == 0` is only a reservation: no table yet. Entries carry the table version they were written at
 //! and are written with compare-and-swap, so a slower writer (a lease holder
 //! that just lost its lease) never overwrites a newer entry with an older one.
 
@@ -58,6 +61,9 @@ pub struct Meta {
     pub s: u64,
     /// Live keys.
     pub n: u64,
+    /// Generation reserved by a snapshot being written (see [`SnapshotWriter`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p: Option<u64>,
 }
 
 impl Meta {
@@ -88,6 +94,11 @@ pub fn read_meta(store: &dyn SharedStore) -> (Option<Meta>, Option<u32>) {
     (meta, cas)
 }
 
+/// Meta of a table that exists (a flipped snapshot), not a bare reservation.
+pub fn read_table_meta(store: &dyn SharedStore) -> Option<Meta> {
+    read_meta(store).0.filter(|m| m.g > 0)
+}
+
 fn read_entry(store: &dyn SharedStore, id: i64) -> (Option<StoredEntry>, Option<u32>) {
     let (bytes, cas) = store.get(&entry_key(id));
     let stored = bytes.and_then(|b| slot::decode(&b));
@@ -113,7 +124,7 @@ impl<'s> TableReader<'s> {
     }
 
     pub fn meta(&self) -> Option<Meta> {
-        *self.meta.get_or_init(|| read_meta(self.store).0)
+        *self.meta.get_or_init(|| read_table_meta(self.store))
     }
 }
 
@@ -188,7 +199,8 @@ fn write_meta(store: &dyn SharedStore, meta: &Meta, cas: Option<u32>) -> Result<
     }
 }
 
-/// Applies one answer of the key-table feed.
+/// Applies one whole answer of the key-table feed: a delta, or a full
+/// snapshot in one piece (see [`SnapshotWriter`] for one in pages).
 ///
 /// `since` is the version the request asked from (`None`: a full snapshot
 /// was asked for). `known_ids` is the writer's memory of the ids the table
@@ -202,11 +214,15 @@ pub fn apply(
     now_ms: u64,
     known_ids: &mut BTreeSet<i64>,
 ) -> Result<Applied, ApplyError> {
-    let (meta, meta_cas) = read_meta(store);
     if table.full {
-        apply_snapshot(store, table, meta, meta_cas, now_ms, known_ids)
+        let mut writer = SnapshotWriter::begin(store, table.version, now_ms)?;
+        writer.write_page(store, table, now_ms)?;
+        writer.finish(store, now_ms, known_ids)
     } else {
-        let meta = meta.ok_or(ApplyError::NotBasedOnTable)?;
+        let (meta, meta_cas) = read_meta(store);
+        let meta = meta
+            .filter(|m| m.g > 0)
+            .ok_or(ApplyError::NotBasedOnTable)?;
         if since != Some(meta.v) || table.version < meta.v {
             return Err(ApplyError::NotBasedOnTable);
         }
@@ -214,51 +230,126 @@ pub fn apply(
     }
 }
 
-fn apply_snapshot(
-    store: &dyn SharedStore,
-    table: &KeyTable,
-    meta: Option<Meta>,
-    meta_cas: Option<u32>,
-    now_ms: u64,
-    known_ids: &mut BTreeSet<i64>,
-) -> Result<Applied, ApplyError> {
-    let generation = meta.map_or(1, |m| m.g.saturating_add(1));
-    let mut ids = BTreeSet::new();
-    let mut writes = 0;
-    for entry in &table.upserts {
-        let stored = StoredEntry {
-            g: generation,
-            v: table.version,
-            e: Some(entry.clone()),
+/// A full snapshot being written page by page under a reserved generation.
+///
+/// [`begin`](Self::begin) reserves generation `max(g, p) + 1` in meta before
+/// any entry is written; each page writes its entries under it (live at once:
+/// readers accept `entry.g >= meta.g`) and refreshes the last-sync time;
+/// [`finish`](Self::finish) flips meta to the new generation at the first
+/// page's version. Every meta write checks, by compare-and-swap, that the
+/// reservation is still this writer's and the table has not moved meanwhile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotWriter {
+    /// `meta.g` when the snapshot began.
+    base: u64,
+    /// The reserved generation.
+    generation: u64,
+    /// The first page's version: the table's version once flipped.
+    version: u64,
+    /// Ids written so far (pages come in id order; sorted again at the end).
+    ids: Vec<i64>,
+    writes: usize,
+}
+
+impl SnapshotWriter {
+    /// Reserves a generation for a snapshot whose first page is at `version`.
+    pub fn begin(store: &dyn SharedStore, version: u64, now_ms: u64) -> Result<Self, ApplyError> {
+        let (meta, cas) = read_meta(store);
+        let base = meta.map_or(0, |m| m.g);
+        let reserved = meta.and_then(|m| m.p).unwrap_or(0);
+        let generation = base.max(reserved).saturating_add(1);
+        let reservation = Meta {
+            g: base,
+            v: meta.map_or(0, |m| m.v),
+            s: now_ms,
+            n: meta.map_or(0, |m| m.n),
+            p: Some(generation),
         };
-        put_entry(store, entry.id, &stored, generation)?;
-        ids.insert(entry.id);
-        writes += 1;
+        write_meta(store, &reservation, cas)?;
+        Ok(Self {
+            base,
+            generation,
+            version,
+            ids: Vec::new(),
+            writes: 0,
+        })
     }
-    // Removals in a snapshot are redundant (absent is removed) but harmless.
-    let new_meta = Meta {
-        g: generation,
-        v: table.version,
-        s: now_ms,
-        n: ids.len() as u64,
-    };
-    write_meta(store, &new_meta, meta_cas)?;
-    // Everything not rewritten is dead now; clear the slots we know of.
-    let tombstone = StoredEntry {
-        g: generation,
-        v: table.version,
-        e: None,
-    };
-    for id in known_ids.difference(&ids) {
-        put_entry(store, *id, &tombstone, generation)?;
-        writes += 1;
+
+    /// Keys written so far.
+    pub fn written(&self) -> u64 {
+        self.ids.len() as u64
     }
-    *known_ids = ids;
-    Ok(Applied {
-        version: table.version,
-        key_count: new_meta.n,
-        writes,
-    })
+
+    /// Meta and its CAS token, if the table is still as this snapshot left it.
+    fn check(&self, store: &dyn SharedStore) -> Result<(Meta, Option<u32>), ApplyError> {
+        match read_meta(store) {
+            (Some(m), cas) if m.g == self.base && m.p == Some(self.generation) => Ok((m, cas)),
+            _ => Err(ApplyError::Conflict),
+        }
+    }
+
+    /// Writes one page's entries under the reserved generation, then records
+    /// the page as a successful sync (so a long snapshot does not make the
+    /// table look stale).
+    pub fn write_page(
+        &mut self,
+        store: &dyn SharedStore,
+        page: &KeyTable,
+        now_ms: u64,
+    ) -> Result<(), ApplyError> {
+        self.check(store)?;
+        for entry in &page.upserts {
+            let stored = StoredEntry {
+                g: self.generation,
+                v: page.version,
+                e: Some(entry.clone()),
+            };
+            put_entry(store, entry.id, &stored, self.generation)?;
+            self.ids.push(entry.id);
+            self.writes += 1;
+        }
+        // Removals in a snapshot are redundant (absent is removed) but harmless.
+        let (meta, cas) = self.check(store)?;
+        write_meta(store, &Meta { s: now_ms, ..meta }, cas)
+    }
+
+    /// Flips the table to the new generation, which kills every entry the
+    /// snapshot did not write, then clears the slots of known ids it dropped.
+    pub fn finish(
+        mut self,
+        store: &dyn SharedStore,
+        now_ms: u64,
+        known_ids: &mut BTreeSet<i64>,
+    ) -> Result<Applied, ApplyError> {
+        let (_, cas) = self.check(store)?;
+        self.ids.sort_unstable();
+        self.ids.dedup();
+        let ids: BTreeSet<i64> = self.ids.into_iter().collect();
+        let new_meta = Meta {
+            g: self.generation,
+            v: self.version,
+            s: now_ms,
+            n: ids.len() as u64,
+            p: None,
+        };
+        write_meta(store, &new_meta, cas)?;
+        let tombstone = StoredEntry {
+            g: self.generation,
+            v: self.version,
+            e: None,
+        };
+        let mut writes = self.writes;
+        for id in known_ids.difference(&ids) {
+            put_entry(store, *id, &tombstone, self.generation)?;
+            writes += 1;
+        }
+        *known_ids = ids;
+        Ok(Applied {
+            version: self.version,
+            key_count: new_meta.n,
+            writes,
+        })
+    }
 }
 
 fn apply_delta(
@@ -300,6 +391,8 @@ fn apply_delta(
         v: table.version,
         s: now_ms,
         n: u64::try_from(count.max(0)).unwrap_or(0),
+        // A reservation left by an aborted snapshot stays reserved.
+        p: meta.p,
     };
     write_meta(store, &new_meta, meta_cas)?;
     Ok(Applied {
@@ -371,6 +464,7 @@ mod tests {
             full: true,
             upserts: ids.iter().map(|i| entry(*i, "alpha")).collect(),
             removals: vec![],
+            next: None,
         }
     }
 
@@ -401,6 +495,7 @@ mod tests {
             full: false,
             upserts: vec![entry(4, "beta"), entry(2, "beta")],
             removals: vec![1, 99],
+            next: None,
         };
         let a = apply(&s, &delta, Some(5), 9_000, &mut known).unwrap();
         assert_eq!((a.version, a.key_count, a.writes), (8, 3, 4));
@@ -418,6 +513,7 @@ mod tests {
             full: false,
             upserts: vec![],
             removals: vec![],
+            next: None,
         };
         apply(&s, &empty, Some(8), 20_000, &mut known).unwrap();
         assert_eq!(TableReader::new(&s).last_sync_unix(), Some(20));
@@ -437,6 +533,7 @@ mod tests {
             full: false,
             upserts: vec![entry(7, "beta")],
             removals: vec![9],
+            next: None,
         };
         let a = apply(&s, &delta, Some(1), 0, &mut known).unwrap();
         assert_eq!(a.writes, 2);
@@ -473,6 +570,7 @@ mod tests {
             full: false,
             upserts: vec![entry(1, "a")],
             removals: vec![],
+            next: None,
         };
         assert_eq!(
             apply(&s, &delta, Some(2), 0, &mut known),
@@ -556,6 +654,7 @@ mod tests {
             full: false,
             upserts: vec![],
             removals: vec![1],
+            next: None,
         };
         apply(&s, &removal, Some(1), 0, &mut known).unwrap();
         // ...and a slow writer's stale upsert of version 2 arrives after.
@@ -593,6 +692,7 @@ mod tests {
             full: false,
             upserts: vec![entry(2, "a")],
             removals: vec![],
+            next: None,
         };
         assert_eq!(
             apply(&spy, &delta, Some(1), 0, &mut known),

@@ -1,6 +1,7 @@
 //! JSON wire types between the control plane and the edge.
 //!
-//! `GET /internal/v1/key-table[?since=V][&wait=S]` answers a [`KeyTable`];
+//! `GET /internal/v1/key-table[?since=V][&wait=S][&limit=N][&after=K]`
+//! answers a [`KeyTable`];
 //! `POST /internal/v1/usage` takes a [`UsageReport`]. Both use camelCase and
 //! unix seconds (UTC) for times, so the filter needs no date parser.
 
@@ -23,6 +24,12 @@ pub struct KeyTable {
     /// Ids of keys that no longer exist or no longer open anything.
     #[serde(default)]
     pub removals: Vec<i64>,
+    /// On a page of a full snapshot asked for with `limit`: the key id to
+    /// continue after (`after=next`). Absent on the last page, on unpaged
+    /// snapshots and on deltas, so older readers (which ignore it) still see
+    /// a whole snapshot whenever they did not ask for pages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<i64>,
 }
 
 /// Everything the edge needs to decide a request made with one key.
@@ -128,8 +135,11 @@ mod tests {
                 },
             ],
             removals: vec![9],
+            next: None,
         };
         let v = serde_json::to_value(&t).unwrap();
+        // `next` is left out unless there is a next page.
+        assert!(v.get("next").is_none());
         assert_eq!(v["version"], 7);
         assert_eq!(v["upserts"][0]["userId"], 1);
         assert_eq!(v["upserts"][0]["servers"][0], "alpha");
@@ -146,6 +156,26 @@ mod tests {
         newer["upserts"][0]["labels"] = serde_json::json!({"team": "a"});
         newer["compression"] = serde_json::json!("none");
         assert_eq!(serde_json::from_value::<KeyTable>(newer).unwrap(), t);
+    }
+
+    #[test]
+    fn snapshot_page_carries_next() {
+        let page = KeyTable {
+            version: 3,
+            full: true,
+            upserts: vec![],
+            removals: vec![],
+            next: Some(41),
+        };
+        let v = serde_json::to_value(&page).unwrap();
+        assert_eq!(v["next"], 41);
+        assert_eq!(serde_json::from_value::<KeyTable>(v).unwrap(), page);
+        // Absent and null both read as "last page".
+        let last: KeyTable =
+            serde_json::from_str(r#"{"version":3,"full":true,"upserts":[],"next":null}"#).unwrap();
+        assert_eq!(last.next, None);
+        let old: KeyTable = serde_json::from_str(r#"{"version":3,"full":true}"#).unwrap();
+        assert_eq!(old.next, None);
     }
 
     #[test]

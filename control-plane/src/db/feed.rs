@@ -178,54 +178,105 @@ pub async fn entry(
     Ok(make_entry(row, &scope, &access))
 }
 
-/// Every key that opens at least one server, ordered by id.
-pub async fn snapshot(conn: &mut Conn) -> Result<Vec<KeyEntry>, sqlx::Error> {
-    // Rules are few; resolve everyone's access in memory.
-    let rules: Vec<(i64, i64, i64)> =
-        sqlx::query_as("SELECT id, all_servers, all_subjects FROM access_rules")
-            .fetch_all(&mut *conn)
-            .await?;
-    let rule_servers: Vec<(i64, String)> =
-        sqlx::query_as("SELECT rule_id, server_name FROM access_rule_servers")
-            .fetch_all(&mut *conn)
-            .await?;
-    let rule_subjects: Vec<(i64, i64)> =
-        sqlx::query_as("SELECT rule_id, user_id FROM access_rule_subjects")
-            .fetch_all(&mut *conn)
-            .await?;
-    let mut servers_of_rule: HashMap<i64, Vec<String>> = HashMap::new();
-    for (r, s) in rule_servers {
-        servers_of_rule.entry(r).or_default().push(s);
+/// Every user's access, resolved in memory from all access rules (rules are
+/// few, keys are many).
+struct AccessRules {
+    servers_of_rule: HashMap<i64, Vec<String>>,
+    rules_of_user: HashMap<i64, Vec<i64>>,
+    rule_all_servers: HashMap<i64, bool>,
+    everyone_rules: Vec<i64>,
+}
+
+impl AccessRules {
+    async fn load(conn: &mut Conn) -> Result<Self, sqlx::Error> {
+        let rules: Vec<(i64, i64, i64)> =
+            sqlx::query_as("SELECT id, all_servers, all_subjects FROM access_rules")
+                .fetch_all(&mut *conn)
+                .await?;
+        let rule_servers: Vec<(i64, String)> =
+            sqlx::query_as("SELECT rule_id, server_name FROM access_rule_servers")
+                .fetch_all(&mut *conn)
+                .await?;
+        let rule_subjects: Vec<(i64, i64)> =
+            sqlx::query_as("SELECT rule_id, user_id FROM access_rule_subjects")
+                .fetch_all(&mut *conn)
+                .await?;
+        let mut servers_of_rule: HashMap<i64, Vec<String>> = HashMap::new();
+        for (r, s) in rule_servers {
+            servers_of_rule.entry(r).or_default().push(s);
+        }
+        let mut rules_of_user: HashMap<i64, Vec<i64>> = HashMap::new();
+        for (r, u) in rule_subjects {
+            rules_of_user.entry(u).or_default().push(r);
+        }
+        Ok(Self {
+            servers_of_rule,
+            rules_of_user,
+            rule_all_servers: rules.iter().map(|r| (r.0, r.1 == 1)).collect(),
+            everyone_rules: rules.iter().filter(|r| r.2 == 1).map(|r| r.0).collect(),
+        })
     }
-    let mut rules_of_user: HashMap<i64, Vec<i64>> = HashMap::new();
-    for (r, u) in rule_subjects {
-        rules_of_user.entry(u).or_default().push(r);
-    }
-    let rule_all_servers: HashMap<i64, bool> = rules.iter().map(|r| (r.0, r.1 == 1)).collect();
-    let everyone_rules: Vec<i64> = rules.iter().filter(|r| r.2 == 1).map(|r| r.0).collect();
-    let access_of = |user: i64| -> ServerScope {
+
+    fn of(&self, user: i64) -> ServerScope {
         let mut names = BTreeSet::new();
-        let own = rules_of_user.get(&user).map(Vec::as_slice).unwrap_or(&[]);
-        for r in everyone_rules.iter().chain(own) {
-            if rule_all_servers.get(r).copied().unwrap_or(false) {
+        let own = self
+            .rules_of_user
+            .get(&user)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        for r in self.everyone_rules.iter().chain(own) {
+            if self.rule_all_servers.get(r).copied().unwrap_or(false) {
                 return ServerScope::All;
             }
-            if let Some(s) = servers_of_rule.get(r) {
+            if let Some(s) = self.servers_of_rule.get(r) {
                 names.extend(s.iter().cloned());
             }
         }
         ServerScope::Named(names.into_iter().collect())
-    };
+    }
+}
 
-    let keys: Vec<KeyFeedRow> = sqlx::query_as(
-        "SELECT id, user_id, secret_hash, expires_at, all_servers FROM api_keys ORDER BY id",
+/// One page of the full snapshot: the keys with `id > after` (all keys when
+/// `after` is `None`) in id order, at most `limit` of them (no limit when
+/// `None`), as edge entries; keys that open nothing are left out. Also
+/// returns the id to continue after when more keys follow.
+///
+/// Keys and their scopes are read by primary-key range, so a page costs
+/// O(limit) however large the table is, and only one page is ever in memory.
+pub async fn snapshot_page(
+    conn: &mut Conn,
+    after: Option<i64>,
+    limit: Option<u32>,
+) -> Result<(Vec<KeyEntry>, Option<i64>), sqlx::Error> {
+    let after = after.unwrap_or(i64::MIN);
+    // One row more than asked tells whether another page follows.
+    let fetch = limit.map_or(i64::MAX, |l| i64::from(l) + 1);
+    let mut keys: Vec<KeyFeedRow> = sqlx::query_as(
+        "SELECT id, user_id, secret_hash, expires_at, all_servers FROM api_keys \
+         WHERE id > $1 ORDER BY id LIMIT $2",
     )
+    .bind(after)
+    .bind(fetch)
     .fetch_all(&mut *conn)
     .await?;
-    let key_servers: Vec<(i64, String)> =
-        sqlx::query_as("SELECT key_id, server_name FROM api_key_servers")
-            .fetch_all(&mut *conn)
-            .await?;
+    let next = match limit {
+        Some(l) if keys.len() > l as usize => {
+            keys.truncate(l as usize);
+            keys.last().map(|k| k.id)
+        }
+        _ => None,
+    };
+    let Some(last) = keys.last().map(|k| k.id) else {
+        return Ok((Vec::new(), None));
+    };
+    let access = AccessRules::load(conn).await?;
+    let key_servers: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT key_id, server_name FROM api_key_servers WHERE key_id > $1 AND key_id <= $2",
+    )
+    .bind(after)
+    .bind(last)
+    .fetch_all(&mut *conn)
+    .await?;
     let mut scope_of_key: HashMap<i64, Vec<String>> = HashMap::new();
     for (k, s) in key_servers {
         scope_of_key.entry(k).or_default().push(s);
@@ -240,12 +291,12 @@ pub async fn snapshot(conn: &mut Conn) -> Result<Vec<KeyEntry>, sqlx::Error> {
         };
         let access = access_cache
             .entry(row.user_id)
-            .or_insert_with(|| access_of(row.user_id));
+            .or_insert_with(|| access.of(row.user_id));
         if let Some(e) = make_entry(row, &scope, access) {
             out.push(e);
         }
     }
-    Ok(out)
+    Ok((out, next))
 }
 
 #[cfg(test)]
