@@ -79,7 +79,7 @@ fn default_key_headers() -> Vec<String> {
     vec!["authorization".to_owned()]
 }
 fn default_snapshot_page_size() -> u32 {
-    10_000
+    50_000
 }
 fn default_true() -> bool {
     true
@@ -341,7 +341,7 @@ mod tests {
         assert_eq!(c.identity_headers.key_id, "x-keygate-key-id");
         assert_eq!(c.identity_headers.server, "x-keygate-server");
         assert!(c.strip_key);
-        assert_eq!(c.snapshot_page_size, 10_000);
+        assert_eq!(c.snapshot_page_size, 50_000);
     }
 
     #[test]

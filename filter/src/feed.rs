@@ -388,7 +388,7 @@ mod tests {
         let r = f.next_request(&c, &s, 0).unwrap();
         assert_eq!(
             r.header(":path"),
-            Some("/internal/v1/key-table?limit=10000")
+            Some("/internal/v1/key-table?limit=50000")
         );
         assert_eq!(r.header(":authority"), Some("cp.local:8081"));
         assert_eq!(r.header("authorization"), Some("Bearer dp-token"));
@@ -400,7 +400,7 @@ mod tests {
         let r = f.next_request(&c, &s, 100).unwrap();
         assert_eq!(
             r.header(":path"),
-            Some("/internal/v1/key-table?since=4&wait=20&limit=10000")
+            Some("/internal/v1/key-table?since=4&wait=20&limit=50000")
         );
         let ev = f.on_response(&s, Some(200), Some(&body(5, false, &[], &[1])), 300);
         assert!(matches!(ev, FeedEvent::Applied(a) if a.version == 5 && a.key_count == 1));
@@ -418,7 +418,7 @@ mod tests {
         let r = new.next_request(&c, &s, 5_000).unwrap();
         assert_eq!(
             r.header(":path"),
-            Some("/internal/v1/key-table?since=7&wait=20&limit=10000")
+            Some("/internal/v1/key-table?since=7&wait=20&limit=50000")
         );
         let ev = new.on_response(&s, Some(200), Some(&body(8, false, &[2], &[])), 5_100);
         assert!(matches!(ev, FeedEvent::Applied(a) if a.key_count == 2));
@@ -463,7 +463,7 @@ mod tests {
         };
         assert_eq!(
             r.header(":path"),
-            Some("/internal/v1/key-table?since=1&wait=0&limit=10000")
+            Some("/internal/v1/key-table?since=1&wait=0&limit=50000")
         );
         assert_eq!(r.timeout_ms, CALLOUT_SLACK_MS);
         // The table keeps its last sync time while failing...
@@ -543,7 +543,7 @@ mod tests {
         let r = a.next_request(&c, &s, 0).unwrap();
         assert_eq!(
             r.header(":path"),
-            Some("/internal/v1/key-table?since=6&wait=20&limit=10000")
+            Some("/internal/v1/key-table?since=6&wait=20&limit=50000")
         );
     }
 
