@@ -1,0 +1,312 @@
+//! What to run and with which binaries: the command line, the plan for
+//! `--quick` and full runs, and the `KEYGATE_*` variables naming the parts.
+
+use crate::error::{Context, Result};
+use crate::fail;
+use std::path::{Path, PathBuf};
+
+/// The configurations of the edge comparison, in table order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Config {
+    Floor,
+    NoopWasm,
+    ApiKeyAuth,
+    Keygate,
+    ExtAuthzControlPlane,
+    ExtAuthzInstant,
+}
+
+impl Config {
+    pub const ALL: [Config; 6] = [
+        Config::Floor,
+        Config::NoopWasm,
+        Config::ApiKeyAuth,
+        Config::Keygate,
+        Config::ExtAuthzControlPlane,
+        Config::ExtAuthzInstant,
+    ];
+
+    /// Short name for `--configs` and file names.
+    pub fn slug(self) -> &'static str {
+        match self {
+            Config::Floor => "floor",
+            Config::NoopWasm => "noop",
+            Config::ApiKeyAuth => "native",
+            Config::Keygate => "keygate",
+            Config::ExtAuthzControlPlane => "authz-cp",
+            Config::ExtAuthzInstant => "authz-instant",
+        }
+    }
+
+    /// Row label in the report.
+    pub fn label(self) -> &'static str {
+        match self {
+            Config::Floor => "(1) no auth filter",
+            Config::NoopWasm => "(2) no-op Wasm filter",
+            Config::ApiKeyAuth => "(3) native api_key_auth",
+            Config::Keygate => "(4) keygate filter",
+            Config::ExtAuthzControlPlane => "(5a) ext_authz → control plane",
+            Config::ExtAuthzInstant => "(5b) ext_authz → instant server",
+        }
+    }
+
+    fn from_slug(s: &str) -> Option<Config> {
+        Config::ALL.into_iter().find(|c| c.slug() == s)
+    }
+}
+
+/// Sections of the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    Edge,
+    Tables,
+    Revocation,
+    ControlPlane,
+    /// Prices single filter steps; only on request (needs `KEYGATE_PROBE_WASM`).
+    Probe,
+}
+
+impl Section {
+    /// What a run does unless `--sections` says otherwise.
+    const DEFAULT: [Section; 4] = [
+        Section::Edge,
+        Section::Tables,
+        Section::Revocation,
+        Section::ControlPlane,
+    ];
+    const ALL: [Section; 5] = [
+        Section::Edge,
+        Section::Tables,
+        Section::Revocation,
+        Section::ControlPlane,
+        Section::Probe,
+    ];
+
+    fn slug(self) -> &'static str {
+        match self {
+            Section::Edge => "edge",
+            Section::Tables => "tables",
+            Section::Revocation => "revocation",
+            Section::ControlPlane => "control-plane",
+            Section::Probe => "probe",
+        }
+    }
+}
+
+pub struct Plan {
+    pub quick: bool,
+    pub sections: Vec<Section>,
+    pub configs: Vec<Config>,
+    /// Interleaved rounds over the configurations.
+    pub repeats: usize,
+    pub wrk_seconds: u32,
+    pub wrk_connections: u32,
+    pub rate_rps: u32,
+    pub rate_seconds: f64,
+    /// Keys in the table during the edge comparison.
+    pub edge_keys: usize,
+    pub table_sizes: Vec<usize>,
+    /// Largest table given inline to `api_key_auth`.
+    pub native_max_keys: usize,
+    pub revocations: usize,
+    pub rule_changes: usize,
+    pub control_plane_seconds: u32,
+    pub out: PathBuf,
+    pub write_doc: bool,
+    /// The command line as typed, for the report.
+    pub command: String,
+}
+
+impl Plan {
+    pub fn has(&self, s: Section) -> bool {
+        self.sections.contains(&s)
+    }
+
+    /// Whether any part of the run needs the control plane and keygate's filter.
+    pub fn needs_keygate(&self) -> bool {
+        self.has(Section::Tables)
+            || self.has(Section::Revocation)
+            || self.has(Section::ControlPlane)
+            || self
+                .configs
+                .iter()
+                .any(|c| matches!(c, Config::Keygate | Config::ExtAuthzControlPlane))
+                && self.has(Section::Edge)
+    }
+}
+
+const USAGE: &str = "usage: keygate-bench [--quick] [--out FILE] [--no-doc]
+       [--sections edge,tables,revocation,control-plane,probe]
+       [--configs floor,noop,native,keygate,authz-cp,authz-instant]
+       [--repeats N] [--seconds S] [--rate RPS] [--edge-keys N] [--table-sizes 1000,100000,1000000]
+Environment: KEYGATE_ENVOY_BIN, KEYGATE_NOOP_WASM, KEYGATE_FILTER_WASM, KEYGATE_CONTROL_PLANE_BIN; `wrk` on PATH.
+Optional: KEYGATE_PROBE_WASM (the cost-probe example filter): a full run then also prices single filter steps.";
+
+fn list<T>(v: &str, parse: impl Fn(&str) -> Option<T>, what: &str) -> Result<Vec<T>> {
+    v.split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| parse(s.trim()).context(|| format!("unknown {what} `{s}`\n{USAGE}")))
+        .collect()
+}
+
+fn number<T: std::str::FromStr>(flag: &str, v: Option<String>) -> Result<T> {
+    v.as_deref()
+        .and_then(|s| s.parse().ok())
+        .context(|| format!("{flag} needs a number\n{USAGE}"))
+}
+
+pub fn parse_args(args: Vec<String>) -> Result<Plan> {
+    let command = std::iter::once("keygate-bench".to_owned())
+        .chain(args.iter().cloned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let quick = args.iter().any(|a| a == "--quick");
+    let mut plan = if quick {
+        Plan {
+            quick,
+            sections: Section::DEFAULT.to_vec(),
+            configs: Config::ALL.to_vec(),
+            repeats: 1,
+            wrk_seconds: 3,
+            wrk_connections: 8,
+            rate_rps: 1000,
+            rate_seconds: 3.0,
+            edge_keys: 1_000,
+            table_sizes: vec![1_000, 100_000],
+            native_max_keys: 100_000,
+            revocations: 20,
+            rule_changes: 10,
+            control_plane_seconds: 3,
+            out: default_out(),
+            write_doc: true,
+            command,
+        }
+    } else {
+        Plan {
+            quick,
+            sections: Section::DEFAULT.to_vec(),
+            configs: Config::ALL.to_vec(),
+            repeats: 3,
+            wrk_seconds: 8,
+            wrk_connections: 8,
+            rate_rps: 1000,
+            rate_seconds: 8.0,
+            edge_keys: 100_000,
+            table_sizes: vec![1_000, 100_000, 1_000_000],
+            native_max_keys: 1_000_000,
+            revocations: 60,
+            rule_changes: 50,
+            control_plane_seconds: 8,
+            out: default_out(),
+            write_doc: true,
+            command,
+        }
+    };
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => {}
+            "--no-doc" => plan.write_doc = false,
+            "--out" => {
+                plan.out = PathBuf::from(
+                    it.next()
+                        .context(|| format!("--out needs a path\n{USAGE}"))?,
+                )
+            }
+            "--sections" => {
+                let v = it.next().unwrap_or_default();
+                plan.sections = list(
+                    &v,
+                    |s| Section::ALL.into_iter().find(|x| x.slug() == s),
+                    "section",
+                )?;
+            }
+            "--configs" => {
+                let v = it.next().unwrap_or_default();
+                plan.configs = list(&v, Config::from_slug, "configuration")?;
+            }
+            "--repeats" => plan.repeats = number("--repeats", it.next())?,
+            "--seconds" => {
+                let s: u32 = number("--seconds", it.next())?;
+                plan.wrk_seconds = s;
+                plan.rate_seconds = f64::from(s);
+                plan.control_plane_seconds = s;
+            }
+            "--rate" => plan.rate_rps = number("--rate", it.next())?,
+            "--edge-keys" => plan.edge_keys = number("--edge-keys", it.next())?,
+            "--table-sizes" => {
+                let v = it.next().unwrap_or_default();
+                plan.table_sizes = list(&v, |s| s.parse().ok(), "table size")?;
+            }
+            "-h" | "--help" => fail!("{USAGE}"),
+            other => fail!("unknown argument `{other}`\n{USAGE}"),
+        }
+    }
+    // A full run prices single filter steps too when the probe filter is built.
+    let sections_given = plan.command.contains("--sections");
+    if !quick && !sections_given && std::env::var_os("KEYGATE_PROBE_WASM").is_some() {
+        plan.sections.push(Section::Probe);
+    }
+    if plan.repeats == 0 || plan.wrk_seconds == 0 {
+        fail!("--repeats and --seconds must be at least 1");
+    }
+    Ok(plan)
+}
+
+fn default_out() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks.md")
+}
+
+/// Paths to the binaries under test, from the environment.
+pub struct Parts {
+    pub envoy: PathBuf,
+    pub noop_wasm: Option<PathBuf>,
+    pub filter_wasm: Option<PathBuf>,
+    pub control_plane: Option<PathBuf>,
+    pub wrk: PathBuf,
+}
+
+fn required_file(var: &str, what: &str) -> Result<PathBuf> {
+    let Some(v) = std::env::var_os(var).filter(|v| !v.is_empty()) else {
+        fail!("{var} is not set: it must name {what} (`cargo xtask bench` sets it)");
+    };
+    let p = PathBuf::from(v);
+    if !p.is_file() {
+        fail!("{var}={} does not exist: it must name {what}", p.display());
+    }
+    Ok(p)
+}
+
+pub fn parts(plan: &Plan) -> Result<Parts> {
+    let envoy = required_file("KEYGATE_ENVOY_BIN", "the Envoy 1.40 binary")?;
+    let noop_wasm = if plan.has(Section::Edge) && plan.configs.contains(&Config::NoopWasm) {
+        Some(required_file(
+            "KEYGATE_NOOP_WASM",
+            "the no-op filter (keygate_noop_filter.wasm, release, wasm32-wasip1)",
+        )?)
+    } else {
+        None
+    };
+    let (filter_wasm, control_plane) = if plan.needs_keygate() {
+        (
+            Some(required_file(
+                "KEYGATE_FILTER_WASM",
+                "keygate's filter (keygate_filter.wasm, release, wasm32-wasip1)",
+            )?),
+            Some(required_file(
+                "KEYGATE_CONTROL_PLANE_BIN",
+                "the keygate-control-plane binary (a release build)",
+            )?),
+        )
+    } else {
+        (None, None)
+    };
+    let wrk = crate::wrk::find()?;
+    Ok(Parts {
+        envoy,
+        noop_wasm,
+        filter_wasm,
+        control_plane,
+        wrk,
+    })
+}
