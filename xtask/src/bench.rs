@@ -61,6 +61,24 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             )
         },
     )?;
+    step(
+        "build the cost-probe Wasm filter (where the time goes)",
+        || {
+            run_checked(
+                workspace.cargo().args([
+                    "build",
+                    "--release",
+                    "--target",
+                    WASM_TARGET,
+                    "-p",
+                    "keygate-noop-filter",
+                    "--example",
+                    "cost-probe",
+                ]),
+                "building the cost-probe filter",
+            )
+        },
+    )?;
     let wasm_dir = workspace.target_dir.join(WASM_TARGET).join("release");
     let release_dir = workspace.target_dir.join("release");
     let mut command = Command::new(release_dir.join("keygate-bench"));
