@@ -19,9 +19,9 @@ pub const CONTROL_PLANE_CLUSTER: &str = "keygate_control_plane";
 
 /// Envoy buffers an HTTP callout's whole response and drops any larger than
 /// the runtime value `http.async_response_buffer_limit` (32 MiB by default).
-/// A full key-table snapshot passes that near 230k keys (~142 bytes a key),
-/// so keygate's bootstraps raise it to 256 MiB; without it a 1M-key table
-/// never syncs.
+/// An unpaged full snapshot passes that near 230k keys (~142 bytes a key);
+/// the filter now fetches snapshots in pages of ~7 MB, so the raise to
+/// 256 MiB is headroom only (it was needed before paging).
 pub const ASYNC_RESPONSE_BUFFER_LIMIT: u64 = 256 * 1024 * 1024;
 const AUTHZ_CLUSTER: &str = "authz";
 
