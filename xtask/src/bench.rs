@@ -91,6 +91,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             wasm_dir.join("keygate_noop_filter.wasm"),
         )
         .env(
+            "KEYGATE_PROBE_WASM",
+            wasm_dir.join("examples").join("cost_probe.wasm"),
+        )
+        .env(
             "KEYGATE_CONTROL_PLANE_BIN",
             release_dir.join("keygate-control-plane"),
         );
