@@ -9,6 +9,8 @@ use std::fmt;
 pub const MAX_FEED_WAIT_SECONDS: u64 = 60;
 /// Largest snapshot page the control plane serves (`limit=1..=50000`).
 pub const MAX_SNAPSHOT_PAGE_SIZE: u32 = 50_000;
+/// Longest a VM may keep its decoded view of the key table.
+pub const MAX_TABLE_CACHE_MILLIS: u64 = 1_000;
 
 /// The configuration as written by the operator, before validation. No
 /// `Debug`: it holds the data-plane token.
@@ -37,6 +39,8 @@ struct RawConfig {
     strip_key: bool,
     #[serde(default = "default_snapshot_page_size")]
     snapshot_page_size: u32,
+    #[serde(default = "default_table_cache_millis")]
+    table_cache_millis: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -81,6 +85,9 @@ fn default_key_headers() -> Vec<String> {
 fn default_snapshot_page_size() -> u32 {
     50_000
 }
+fn default_table_cache_millis() -> u64 {
+    10
+}
 fn default_true() -> bool {
     true
 }
@@ -120,6 +127,9 @@ pub struct Config {
     pub strip_key: bool,
     /// Keys per page of a full snapshot (`limit=`).
     pub snapshot_page_size: u32,
+    /// How long each VM serves requests from its decoded view of the table
+    /// before checking the shared table again; 0 checks on every request.
+    pub table_cache_millis: u64,
 }
 
 impl fmt::Debug for Config {
@@ -137,6 +147,7 @@ impl fmt::Debug for Config {
             .field("identity_headers", &self.identity_headers)
             .field("strip_key", &self.strip_key)
             .field("snapshot_page_size", &self.snapshot_page_size)
+            .field("table_cache_millis", &self.table_cache_millis)
             .finish()
     }
 }
@@ -233,6 +244,9 @@ impl Config {
         if !(1..=MAX_SNAPSHOT_PAGE_SIZE).contains(&raw.snapshot_page_size) {
             return Err(err("snapshotPageSize must be between 1 and 50000"));
         }
+        if raw.table_cache_millis > MAX_TABLE_CACHE_MILLIS {
+            return Err(err("tableCacheMillis must be between 0 and 1000"));
+        }
         if raw.usage_flush_seconds == 0 {
             return Err(err("usageFlushSeconds must be at least 1"));
         }
@@ -305,17 +319,22 @@ impl Config {
             identity_headers,
             strip_key: raw.strip_key,
             snapshot_page_size: raw.snapshot_page_size,
+            table_cache_millis: raw.table_cache_millis,
         })
     }
 
     /// True for headers a client may never send: the `x-keygate-*` family and
     /// the configured identity headers, whatever they are named.
+    /// Runs for every header of every request, so it compares without
+    /// allocating.
     pub fn is_reserved_header(&self, name: &str) -> bool {
-        let lower = name.to_ascii_lowercase();
-        lower.starts_with(keygate_protocol::IDENTITY_HEADER_PREFIX)
-            || lower == self.identity_headers.user_id
-            || lower == self.identity_headers.key_id
-            || lower == self.identity_headers.server
+        let prefix = keygate_protocol::IDENTITY_HEADER_PREFIX;
+        let ids = &self.identity_headers;
+        name.get(..prefix.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+            || [&ids.user_id, &ids.key_id, &ids.server]
+                .iter()
+                .any(|h| name.eq_ignore_ascii_case(h))
     }
 }
 
@@ -342,6 +361,7 @@ mod tests {
         assert_eq!(c.identity_headers.server, "x-keygate-server");
         assert!(c.strip_key);
         assert_eq!(c.snapshot_page_size, 50_000);
+        assert_eq!(c.table_cache_millis, 10);
     }
 
     #[test]
@@ -368,7 +388,8 @@ mod tests {
             "keyHeaders": ["Authorization", "x-api-key"],
             "identityHeaders": {"userId": "x-user", "keyId": "x-keygate-k", "server": "x-keygate-s"},
             "stripKey": false,
-            "snapshotPageSize": 500
+            "snapshotPageSize": 500,
+            "tableCacheMillis": 0
         }"#;
         let c = Config::from_json(json.as_bytes()).unwrap();
         assert_eq!(c.control_plane_authority, "127.0.0.1:8081");
@@ -376,6 +397,7 @@ mod tests {
         assert_eq!(c.identity_headers.user_id, "x-user");
         assert!(!c.strip_key);
         assert_eq!(c.snapshot_page_size, 500);
+        assert_eq!(c.table_cache_millis, 0);
         assert!(c.is_reserved_header("X-User"));
         assert!(c.is_reserved_header("x-keygate-anything"));
         assert!(!c.is_reserved_header("x-other"));
@@ -419,6 +441,7 @@ mod tests {
             r#"{"controlPlaneCluster":"cp","dataPlaneToken":12345678}"#,
             r#"{"controlPlaneCluster":"cp","dataPlaneToken":"SECRETVALUE","snapshotPageSize":0}"#,
             r#"{"controlPlaneCluster":"cp","dataPlaneToken":"SECRETVALUE","snapshotPageSize":50001}"#,
+            r#"{"controlPlaneCluster":"cp","dataPlaneToken":"SECRETVALUE","tableCacheMillis":1001}"#,
             r#"{"controlPlaneCluster":"cp","dataPlaneToken":["SECRETVALUE"]}"#,
             r#"{"controlPlaneCluster":"cp","dataPlaneToken":"SECRETVALUE","dataPlaneToken":"SECRETVALUE"}"#,
         ];

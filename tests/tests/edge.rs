@@ -450,11 +450,22 @@ async fn decisions_and_table_show_in_envoy_metrics_on_both_workers() {
         assert_initialized_by(&edge.initialize("alpha", Some(&key.key)).await, "alpha");
         assert_invalid_token(&edge.initialize("alpha", Some(&wrong)).await, &wrong);
     }
-    let after = stack.envoy.prometheus_stats().await;
-    let delta = |name: &str| metric_value(&after, name) - metric_value(&before, name);
-    // Other tests share this Envoy, so counters grow at least by ours.
-    assert!(delta("keygate_decisions_allow_allowed") >= 10.0);
-    assert!(delta("keygate_decisions_deny_bad_secret") >= 10.0);
+    // Each VM counts decisions in its memory and hands them to Envoy on its
+    // 200 ms tick; other tests share this Envoy, so counters grow at least
+    // by ours.
+    let delta = |after: &str, name: &str| metric_value(after, name) - metric_value(&before, name);
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let after = loop {
+        let after = stack.envoy.prometheus_stats().await;
+        let counted = delta(&after, "keygate_decisions_allow_allowed") >= 10.0
+            && delta(&after, "keygate_decisions_deny_bad_secret") >= 10.0;
+        if counted || std::time::Instant::now() > deadline {
+            break after;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(delta(&after, "keygate_decisions_allow_allowed") >= 10.0);
+    assert!(delta(&after, "keygate_decisions_deny_bad_secret") >= 10.0);
     assert!(metric_value(&after, "keygate_table_keys") >= 1.0);
     assert!(metric_value(&after, "keygate_table_version") >= 1.0);
     assert!(metric_value(&after, "keygate_table_age_seconds") <= 5.0);
