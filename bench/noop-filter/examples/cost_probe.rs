@@ -5,11 +5,13 @@
 //! stripped and V8's JIT code is invisible to `perf`.
 //!
 //! Operations: `headers` (read all request headers in one call, lowercase
-//! the names), `shared` (read two shared-data values like the filter's meta
+//! the names), `path` (read `:path` alone), `shared` (read two shared-data values like the filter's meta
 //! and key entry), `json` (decode two such values with serde_json), `sha256`
 //! (hash a secret and compare in constant time), `parse` (parse an ok1 key),
-//! `edit` (remove one request header, set three), `metric` (increment a
-//! counter), `time` (read the clock).
+//! `edit` (remove one request header, set three), `setmap` (the same edits
+//! as one call that replaces the whole header map: read all headers, write
+//! them back without `authorization` and with the three identity headers),
+//! `metric` (increment a counter), `time` (read the clock).
 //!
 //! With the configuration `micro`, the filter instead times one operation
 //! in a loop, named by the request's `x-probe-op` header: 15 trials of 2000
@@ -36,11 +38,14 @@ const TOKEN: &str = "ok1-1-1-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 #[derive(Default)]
 struct Ops {
     headers: bool,
+    raw_headers: bool,
+    path: bool,
     shared: bool,
     json: bool,
     sha256: bool,
     parse: bool,
     edit: bool,
+    setmap: bool,
     metric: Option<u32>,
     time: bool,
     micro: bool,
@@ -80,11 +85,14 @@ impl RootContext for ProbeRoot {
         for op in cfg.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             match op {
                 "headers" => ops.headers = true,
+                "path" => ops.path = true,
+                "rawheaders" => ops.raw_headers = true,
                 "shared" => ops.shared = true,
                 "json" => ops.json = true,
                 "sha256" => ops.sha256 = true,
                 "parse" => ops.parse = true,
                 "edit" => ops.edit = true,
+                "setmap" => ops.setmap = true,
                 "metric" => {
                     ops.metric =
                         hostcalls::define_metric(MetricType::Counter, "probe_requests").ok()
@@ -150,6 +158,15 @@ impl HttpContext for ProbeHttp {
                 .collect();
             sink += lowered.len();
         }
+        if ops.raw_headers {
+            sink += raw_header_names();
+        }
+        if ops.path {
+            sink += hostcalls::get_map_value(MapType::HttpRequestHeaders, ":path")
+                .ok()
+                .flatten()
+                .map_or(0, |p| p.len());
+        }
         let mut values = (None, None);
         if ops.shared {
             values = (
@@ -196,6 +213,9 @@ impl HttpContext for ProbeHttp {
                 Some("alpha"),
             );
         }
+        if ops.setmap {
+            sink += set_map_edit();
+        }
         if let Some(id) = ops.metric {
             let _ = hostcalls::increment_metric(id, 1);
         }
@@ -205,6 +225,72 @@ impl HttpContext for ProbeHttp {
         std::hint::black_box(sink);
         Action::Continue
     }
+}
+
+/// keygate's allow edits as one host call: read every header, write the
+/// map back without the key and with the identity headers.
+fn set_map_edit() -> usize {
+    let Ok(headers) = hostcalls::get_map_bytes(MapType::HttpRequestHeaders) else {
+        return 0;
+    };
+    let mut out: Vec<(&str, &[u8])> = headers
+        .iter()
+        .filter(|(n, _)| n != "authorization")
+        .map(|(n, v)| (n.as_str(), v.as_slice()))
+        .collect();
+    out.push(("x-keygate-user-id", b"1"));
+    out.push(("x-keygate-key-id", b"1"));
+    out.push(("x-keygate-server", b"alpha"));
+    let n = out.len();
+    let _ = hostcalls::set_map_bytes(MapType::HttpRequestHeaders, out);
+    n
+}
+
+#[link(wasm_import_module = "env")]
+unsafe extern "C" {
+    fn proxy_get_header_map_pairs(
+        map_type: u32,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> u32;
+}
+
+/// Reads all request headers through the raw ABI call and walks the
+/// serialized map in place (no per-header allocation), counting names.
+fn raw_header_names() -> usize {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: the host writes a buffer it allocated in our memory (through
+    // proxy_on_memory_allocate) and its size; we own it afterwards.
+    let status = unsafe { proxy_get_header_map_pairs(0, &mut data, &mut size) };
+    if status != 0 || data.is_null() {
+        return 0;
+    }
+    // SAFETY: allocated by the SDK's allocator as a Vec<u8> of `size`.
+    let bytes = unsafe { Vec::from_raw_parts(data, size, size) };
+    let count = bytes
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, |b| u32::from_le_bytes(b) as usize);
+    let mut at = 4 + count * 8;
+    let mut names = 0;
+    for i in 0..count {
+        let len = |o: usize| {
+            bytes
+                .get(o..o + 4)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, |b| u32::from_le_bytes(b) as usize)
+        };
+        let (k, v) = (len(4 + i * 8), len(8 + i * 8));
+        if bytes
+            .get(at..at + k)
+            .is_some_and(|n| n.first() != Some(&b'x'))
+        {
+            names += 1;
+        }
+        at += k + 1 + v + 1;
+    }
+    names
 }
 
 fn now_ns() -> u128 {

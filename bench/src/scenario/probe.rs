@@ -16,17 +16,30 @@ use std::path::Path;
 use std::time::Duration;
 
 /// The probe configurations: label, operations.
-const STEPS: [(&str, &str); 10] = [
+const STEPS: [(&str, &str); 14] = [
     ("no-op filter (reference)", ""),
     (
         "read all request headers (1 call) + lowercase names",
         "headers",
+    ),
+    ("read `:path` alone (1 call)", "path"),
+    (
+        "read all request headers (1 raw call, parsed in place)",
+        "rawheaders",
     ),
     ("read 2 shared-data values (meta + key entry)", "shared"),
     ("… and decode both with serde_json", "shared,json"),
     ("parse the ok1 key", "parse"),
     ("SHA-256 of the secret + constant-time compare", "sha256"),
     ("remove 1 request header, set 3", "edit"),
+    (
+        "read all headers, then remove 1 and set 3 (4 calls)",
+        "headers,edit",
+    ),
+    (
+        "read all headers, then write them back edited (1 call)",
+        "setmap",
+    ),
     ("increment 1 counter metric", "metric"),
     ("read the clock", "time"),
     (
