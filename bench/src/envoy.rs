@@ -34,11 +34,13 @@ pub enum AuthFilter {
     NoopWasm { wasm: PathBuf },
     /// (3) Envoy's native `api_key_auth`, keys inline: `(token, client id)`.
     ApiKeyAuth { credentials: Vec<(String, String)> },
-    /// (4) keygate's filter fed by the control plane at `control_plane_port`.
+    /// (4) keygate's filter fed by the control plane at `control_plane_port`;
+    /// `table_cache_millis` overrides the filter's default when set.
     Keygate {
         wasm: PathBuf,
         control_plane_port: u16,
         data_plane_token: String,
+        table_cache_millis: Option<u64>,
     },
     /// The cost-probe filter doing the comma-separated `ops` per request.
     Probe { wasm: PathBuf, ops: String },
@@ -92,8 +94,12 @@ fn static_cluster(name: &str, port: u16, timeout_s: u32) -> Value {
 }
 
 /// The keygate filter's plugin configuration (contract 4).
-pub fn keygate_plugin_config(control_plane_port: u16, data_plane_token: &str) -> String {
-    json!({
+pub fn keygate_plugin_config(
+    control_plane_port: u16,
+    data_plane_token: &str,
+    table_cache_millis: Option<u64>,
+) -> String {
+    let mut config = json!({
         "controlPlaneCluster": CONTROL_PLANE_CLUSTER,
         "controlPlaneAuthority": format!("127.0.0.1:{control_plane_port}"),
         "dataPlaneToken": data_plane_token,
@@ -104,8 +110,11 @@ pub fn keygate_plugin_config(control_plane_port: u16, data_plane_token: &str) ->
         "mePath": "/api/me",
         "keyHeaders": ["authorization"],
         "stripKey": true
-    })
-    .to_string()
+    });
+    if let Some(ms) = table_cache_millis {
+        config["tableCacheMillis"] = json!(ms);
+    }
+    config.to_string()
 }
 
 /// Renders a complete bootstrap for one configuration.
@@ -135,8 +144,10 @@ pub fn render(filter: &AuthFilter, edge_port: u16, admin_port: u16) -> Value {
             wasm,
             control_plane_port,
             data_plane_token,
+            table_cache_millis,
         } => {
-            let cfg = keygate_plugin_config(*control_plane_port, data_plane_token);
+            let cfg =
+                keygate_plugin_config(*control_plane_port, data_plane_token, *table_cache_millis);
             http_filters.push(wasm_filter("keygate", wasm, &cfg));
             clusters.push(static_cluster(
                 CONTROL_PLANE_CLUSTER,

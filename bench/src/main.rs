@@ -159,7 +159,7 @@ async fn run(nice: Option<i32>) -> Result<()> {
                             .collect(),
                     },
                 },
-                Config::Keygate => AuthFilter::Keygate {
+                Config::Keygate | Config::KeygateUncached => AuthFilter::Keygate {
                     wasm: parts
                         .filter_wasm
                         .clone()
@@ -170,6 +170,7 @@ async fn run(nice: Option<i32>) -> Result<()> {
                         .cp
                         .port,
                     data_plane_token: controlplane::DATA_PLANE_TOKEN.to_owned(),
+                    table_cache_millis: (c == Config::KeygateUncached).then_some(0),
                 },
                 Config::ExtAuthzControlPlane => AuthFilter::ExtAuthz {
                     port: fixture
@@ -318,6 +319,7 @@ async fn revocation_section(
             .context(|| "KEYGATE_FILTER_WASM missing".to_owned())?,
         control_plane_port: fx.cp.port,
         data_plane_token: controlplane::DATA_PLANE_TOKEN.to_owned(),
+        table_cache_millis: None,
     };
     let mut envoy = Envoy::start(&parts.envoy, dir, "revocation", &filter)?;
     envoy.wait_ready(client, Duration::from_secs(120)).await?;

@@ -12,16 +12,19 @@ pub enum Config {
     NoopWasm,
     ApiKeyAuth,
     Keygate,
+    /// keygate with its per-VM table cache off (`tableCacheMillis: 0`).
+    KeygateUncached,
     ExtAuthzControlPlane,
     ExtAuthzInstant,
 }
 
 impl Config {
-    pub const ALL: [Config; 6] = [
+    pub const ALL: [Config; 7] = [
         Config::Floor,
         Config::NoopWasm,
         Config::ApiKeyAuth,
         Config::Keygate,
+        Config::KeygateUncached,
         Config::ExtAuthzControlPlane,
         Config::ExtAuthzInstant,
     ];
@@ -33,6 +36,7 @@ impl Config {
             Config::NoopWasm => "noop",
             Config::ApiKeyAuth => "native",
             Config::Keygate => "keygate",
+            Config::KeygateUncached => "keygate-uncached",
             Config::ExtAuthzControlPlane => "authz-cp",
             Config::ExtAuthzInstant => "authz-instant",
         }
@@ -45,6 +49,7 @@ impl Config {
             Config::NoopWasm => "(2) no-op Wasm filter",
             Config::ApiKeyAuth => "(3) native api_key_auth",
             Config::Keygate => "(4) keygate filter",
+            Config::KeygateUncached => "(4b) keygate, table cache off",
             Config::ExtAuthzControlPlane => "(5a) ext_authz → control plane",
             Config::ExtAuthzInstant => "(5b) ext_authz → instant server",
         }
@@ -127,17 +132,18 @@ impl Plan {
         self.has(Section::Tables)
             || self.has(Section::Revocation)
             || self.has(Section::ControlPlane)
-            || self
-                .configs
-                .iter()
-                .any(|c| matches!(c, Config::Keygate | Config::ExtAuthzControlPlane))
-                && self.has(Section::Edge)
+            || self.configs.iter().any(|c| {
+                matches!(
+                    c,
+                    Config::Keygate | Config::KeygateUncached | Config::ExtAuthzControlPlane
+                )
+            }) && self.has(Section::Edge)
     }
 }
 
 const USAGE: &str = "usage: keygate-bench [--quick] [--out FILE] [--no-doc]
        [--sections edge,tables,revocation,control-plane,probe]
-       [--configs floor,noop,native,keygate,authz-cp,authz-instant]
+       [--configs floor,noop,native,keygate,keygate-uncached,authz-cp,authz-instant]
        [--repeats N] [--seconds S] [--rate RPS] [--edge-keys N] [--table-sizes 1000,100000,1000000]
 Environment: KEYGATE_ENVOY_BIN, KEYGATE_NOOP_WASM, KEYGATE_FILTER_WASM, KEYGATE_CONTROL_PLANE_BIN; `wrk` on PATH.
 Optional: KEYGATE_PROBE_WASM (the cost-probe example filter): a full run then also prices single filter steps.";
@@ -186,7 +192,7 @@ pub fn parse_args(args: Vec<String>) -> Result<Plan> {
             quick,
             sections: Section::DEFAULT.to_vec(),
             configs: Config::ALL.to_vec(),
-            repeats: 3,
+            repeats: 5,
             wrk_seconds: 8,
             wrk_connections: 8,
             rate_rps: 1000,

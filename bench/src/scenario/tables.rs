@@ -133,6 +133,7 @@ pub async fn measure(
         wasm: filter_wasm.clone(),
         control_plane_port: seeded.cp.port,
         data_plane_token: crate::controlplane::DATA_PLANE_TOKEN.to_owned(),
+        table_cache_millis: None,
     };
     let name = format!("keygate-{keys}");
     let mut envoy = Envoy::start(&parts.envoy, dir, &name, &filter)?;
