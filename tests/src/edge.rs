@@ -10,6 +10,12 @@ use serde_json::{Value, json};
 /// sessions (`Mcp-Session-Id`); used by the raw-HTTP probes.
 pub const SESSION_PROTOCOL_VERSION: &str = "2025-11-25";
 
+/// How long after one worker shows a table change every worker does: each
+/// worker re-reads the shared key table within the filter's
+/// `tableCacheMillis` (10 ms, the default these tests run with). Twice that,
+/// plus scheduling slack.
+pub const WORKERS_AGREE_AFTER: Duration = Duration::from_millis(30);
+
 /// One HTTP answer, fully read.
 #[derive(Debug, Clone)]
 pub struct EdgeResponse {
@@ -230,7 +236,9 @@ impl Edge {
         loop {
             let response = self.initialize(server, Some(key)).await;
             if response.status == status {
-                return (start.elapsed(), response);
+                let took = start.elapsed();
+                tokio::time::sleep(WORKERS_AGREE_AFTER).await;
+                return (took, response);
             }
             assert!(
                 start.elapsed() < timeout,

@@ -8,7 +8,8 @@
 use std::time::{Duration, Instant};
 
 use keygate_e2e::edge::{
-    Edge, assert_initialized_by, assert_invalid_token, assert_missing_key, assert_unavailable,
+    Edge, WORKERS_AGREE_AFTER, assert_initialized_by, assert_invalid_token, assert_missing_key,
+    assert_unavailable,
 };
 use keygate_e2e::envoy::{Envoy, EnvoyConfig, FilterSettings, WaitFor, metric_value};
 use keygate_e2e::mcp_server::Tool;
@@ -161,7 +162,8 @@ async fn deleted_key_is_refused_at_the_edge_within_two_seconds() {
             revocation < Duration::from_secs(2),
             "revocation took {revocation:?}"
         );
-        // Refused on every worker from then on.
+        // Refused on every worker once each has re-read the table.
+        tokio::time::sleep(WORKERS_AGREE_AFTER).await;
         for _ in 0..10 {
             assert_invalid_token(&edge.initialize("alpha", Some(&key.key)).await, &key.key);
         }

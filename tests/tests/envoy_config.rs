@@ -66,6 +66,7 @@ async fn shipped_envoy_config_validates_and_enforces_scope() {
         let response = edge.initialize("echo", Some(&key.key)).await;
         if response.status == 200 {
             assert_initialized_by(&response, "echo");
+            tokio::time::sleep(keygate_e2e::edge::WORKERS_AGREE_AFTER).await;
             break;
         }
         assert!(
