@@ -5,8 +5,11 @@
 //! stripped and V8's JIT code is invisible to `perf`.
 //!
 //! Operations: `headers` (read all request headers in one call, lowercase
-//! the names), `path` (read `:path` alone), `shared` (read two shared-data values like the filter's meta
-//! and key entry), `json` (decode two such values with serde_json), `sha256`
+//! the names), `path` (read `:path` alone), `rawheaders` (read all headers
+//! through the raw ABI call and walk them in place, no allocation per
+//! header: separates the host's cost from the SDK's parsing), `shared` (read
+//! two shared-data values like the filter's meta and key entry), `json`
+//! (decode two such values with serde_json), `sha256`
 //! (hash a secret and compare in constant time), `parse` (parse an ok1 key),
 //! `edit` (remove one request header, set three), `setmap` (the same edits
 //! as one call that replaces the whole header map: read all headers, write
