@@ -10,6 +10,7 @@
 //! wave through as "some other path".
 
 use keygate_protocol::server_name::is_valid_server_name;
+use std::borrow::Cow;
 
 /// What a request path is, for the decision table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,17 +75,24 @@ fn is_strict_path(path: &str) -> bool {
     let Some(rest) = path.strip_prefix('/') else {
         return false;
     };
-    let segments: Vec<&str> = rest.split('/').collect();
-    let last = segments.len().saturating_sub(1);
-    segments.iter().enumerate().all(|(i, seg)| {
+    let mut segments = rest.split('/').peekable();
+    let mut first = true;
+    while let Some(seg) = segments.next() {
+        let last = segments.peek().is_none();
         if seg.is_empty() {
             // A trailing slash leaves one empty last segment; any other empty
             // segment is a `//`, which a slash-merging proxy reads differently.
-            return i == last && i > 0;
+            let trailing_slash = last && !first;
+            if !trailing_slash {
+                return false;
+            }
+        } else if seg.bytes().all(|b| b == b'.') {
+            // `.`, `..` and any all-dots segment some server might resolve.
+            return false;
         }
-        // `.`, `..` and any all-dots segment some server might resolve.
-        !seg.bytes().all(|b| b == b'.')
-    })
+        first = false;
+    }
+    true
 }
 
 /// Decodes `%XX` escapes (invalid escapes are kept as they are).
@@ -154,7 +162,13 @@ pub fn classify<'a>(path: &'a str, prefixes: &[String], me_path: &str) -> PathCl
         }
     }
     // Not literally protected: make sure it is not a disguised protected path.
-    let loose = loose_normalize(path);
+    // A strict lowercase path is its own loose normal form (nothing to
+    // decode, fold or resolve), so most requests skip building one.
+    let loose = if is_strict_path(path) && !path.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Borrowed(path)
+    } else {
+        Cow::Owned(loose_normalize(path))
+    };
     for prefix in prefixes {
         let bare = prefix.trim_end_matches('/');
         if loose.starts_with(prefix.as_str()) || loose == bare {
@@ -309,6 +323,34 @@ mod tests {
                 let _ = cls(&s[..i]);
             }
             let _ = cls(s);
+        }
+    }
+
+    proptest::proptest! {
+        /// The shortcut `classify` takes: a strict lowercase path is its own
+        /// loose normal form.
+        #[test]
+        fn strict_lowercase_paths_are_their_own_loose_form(
+            segments in proptest::collection::vec("[a-z0-9._~!$&'()*+,=:@-]{1,8}", 1..6),
+            trailing in proptest::bool::ANY,
+        ) {
+            let path = format!("/{}{}", segments.join("/"), if trailing { "/" } else { "" });
+            if is_strict_path(&path) {
+                proptest::prop_assert_eq!(loose_normalize(&path), path);
+            }
+        }
+    }
+
+    #[test]
+    fn strict_path_rules_hold_without_allocating_segments() {
+        for p in ["/a", "/a/", "/a/b", "/a/b/", "/a.b/c..d/"] {
+            assert!(is_strict_path(p), "{p}");
+        }
+        for p in [
+            "", "a", "/", "//", "/a//b", "//a", "/a/.", "/./a", "/a/../b", "/...", "/a/%2e",
+            "/a;b", "/a\\b",
+        ] {
+            assert!(!is_strict_path(p), "{p}");
         }
     }
 }
