@@ -98,8 +98,10 @@ impl Reason {
         }
     }
 
+    /// Position in [`Reason::ALL`], which lists the variants in declaration
+    /// order (a unit test holds the two together).
     pub fn index(self) -> usize {
-        Reason::ALL.iter().position(|r| *r == self).unwrap_or(0)
+        self as usize
     }
 }
 

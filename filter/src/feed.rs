@@ -350,7 +350,7 @@ mod tests {
     use super::*;
     use crate::decision::KeyLookup;
     use crate::table::TableReader;
-    use crate::table::memory::MemoryStore;
+    use crate::table::memory::{MemoryStore, Spy};
     use keygate_protocol::{KeyEntry, Secret, ServerScope};
 
     fn cfg() -> Config {
@@ -568,29 +568,6 @@ mod tests {
         ids.filter(|i| r.entry(*i).is_some()).collect()
     }
 
-    /// Checks the table between every two shared-data writes.
-    struct Spy<'a> {
-        inner: &'a MemoryStore,
-        check: &'a dyn Fn(&MemoryStore),
-    }
-
-    impl SharedStore for Spy<'_> {
-        fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-            self.inner.get(key)
-        }
-        fn set(
-            &self,
-            key: &str,
-            value: &[u8],
-            cas: Option<u32>,
-        ) -> Result<(), crate::table::StoreError> {
-            (self.check)(self.inner);
-            let r = self.inner.set(key, value, cas);
-            (self.check)(self.inner);
-            r
-        }
-    }
-
     #[test]
     fn paged_snapshot_replaces_the_table_page_by_page_without_a_window() {
         let s = MemoryStore::default();
@@ -616,7 +593,7 @@ mod tests {
         };
         let spy = Spy {
             inner: &s,
-            check: &check,
+            on_set: &check,
         };
         let ev = f.on_response(&spy, Some(200), Some(&page(9, &[2, 3], Some(3))), 2_000);
         assert_eq!(ev, FeedEvent::PageApplied { written: 2 });

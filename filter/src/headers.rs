@@ -12,7 +12,11 @@ pub enum HeaderOp {
 }
 
 /// The header edits for a request that goes on upstream.
-pub fn edits(cfg: &Config, header_names: &[&str], decision: &Decision) -> Vec<HeaderOp> {
+pub fn edits<S: AsRef<str>>(
+    cfg: &Config,
+    header_names: impl IntoIterator<Item = S>,
+    decision: &Decision,
+) -> Vec<HeaderOp> {
     let mut ops: Vec<HeaderOp> = Vec::new();
     let remove = |name: &str, ops: &mut Vec<HeaderOp>| {
         let op = HeaderOp::Remove(name.to_ascii_lowercase());
@@ -21,6 +25,7 @@ pub fn edits(cfg: &Config, header_names: &[&str], decision: &Decision) -> Vec<He
         }
     };
     for name in header_names {
+        let name = name.as_ref();
         if cfg.is_reserved_header(name) {
             remove(name, &mut ops);
         }
@@ -71,7 +76,7 @@ mod tests {
     fn pass_only_scrubs_spoofed_identity() {
         let ops = edits(
             &cfg(""),
-            &[
+            [
                 "x-keygate-user-id",
                 "X-Keygate-Anything",
                 "authorization",
@@ -92,7 +97,7 @@ mod tests {
     fn allow_strips_key_and_sets_identity() {
         let ops = edits(
             &cfg(""),
-            &["authorization", "x-keygate-server"],
+            ["authorization", "x-keygate-server"],
             &allow(Some("alpha"), true),
         );
         assert_eq!(
@@ -111,7 +116,7 @@ mod tests {
     #[test]
     fn me_keeps_key_and_custom_identity_names_are_scrubbed() {
         let c = cfg(r#","identityHeaders":{"userId":"x-user"}"#);
-        let ops = edits(&c, &["x-user", "authorization"], &allow(None, false));
+        let ops = edits(&c, ["x-user", "authorization"], &allow(None, false));
         assert_eq!(
             ops,
             vec![

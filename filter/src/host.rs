@@ -453,11 +453,10 @@ impl HttpContext for Filter {
                 self.reply(deny.status, reply_headers, deny.body)
             }
             Decision::Allow(_) | Decision::Pass => {
-                let names: Vec<&str> = headers.iter().map(|(n, _)| n.as_str()).collect();
                 // One call per edit: replacing the whole map in one call
                 // (`set_map`) measured no cheaper in the bench's cost probe,
                 // and it would rewrite the pseudo-headers too.
-                for op in edits(&shared.config, &names, &decision) {
+                for op in edits(&shared.config, headers.iter().map(|(n, _)| n), &decision) {
                     let result = match &op {
                         HeaderOp::Remove(name) => {
                             hostcalls::remove_map_value(MapType::HttpRequestHeaders, name)

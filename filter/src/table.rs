@@ -551,12 +551,31 @@ pub mod memory {
             Ok(())
         }
     }
+
+    /// A store that lets a test look at the table before and after every
+    /// write.
+    pub struct Spy<'a> {
+        pub inner: &'a MemoryStore,
+        pub on_set: &'a dyn Fn(&MemoryStore),
+    }
+
+    impl SharedStore for Spy<'_> {
+        fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+            self.inner.get(key)
+        }
+        fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+            (self.on_set)(self.inner);
+            let r = self.inner.set(key, value, cas);
+            (self.on_set)(self.inner);
+            r
+        }
+    }
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
-    use super::memory::MemoryStore;
+    use super::memory::{MemoryStore, Spy};
     use super::*;
     use keygate_protocol::{Secret, ServerScope};
 
@@ -765,24 +784,6 @@ mod tests {
             Err(ApplyError::NotBasedOnTable)
         );
         assert_eq!(live_ids(&s, 0..5), vec![1]);
-    }
-
-    /// A store that lets a test look at the table between two writes.
-    struct Spy<'a> {
-        inner: &'a MemoryStore,
-        on_set: &'a dyn Fn(&MemoryStore),
-    }
-
-    impl SharedStore for Spy<'_> {
-        fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-            self.inner.get(key)
-        }
-        fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
-            (self.on_set)(self.inner);
-            let r = self.inner.set(key, value, cas);
-            (self.on_set)(self.inner);
-            r
-        }
     }
 
     #[test]

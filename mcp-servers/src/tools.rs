@@ -148,25 +148,18 @@ mod tests {
 
     #[test]
     fn each_tool_set_lists_its_tool_and_whoami_only() {
-        let echo = McpServer::new(ToolSet::Echo, "echo".into());
-        let mut names: Vec<_> = echo
-            .tool_router
-            .list_all()
-            .into_iter()
-            .map(|tool| tool.name.to_string())
-            .collect();
-        names.sort();
-        assert_eq!(names, ["echo", "whoami"]);
-
-        let time = McpServer::new(ToolSet::Time, "time".into());
-        let mut names: Vec<_> = time
-            .tool_router
-            .list_all()
-            .into_iter()
-            .map(|tool| tool.name.to_string())
-            .collect();
-        names.sort();
-        assert_eq!(names, ["time", "whoami"]);
+        let names = |set: ToolSet, name: &str| {
+            let mut names: Vec<_> = McpServer::new(set, name.into())
+                .tool_router
+                .list_all()
+                .into_iter()
+                .map(|tool| tool.name.to_string())
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(names(ToolSet::Echo, "echo"), ["echo", "whoami"]);
+        assert_eq!(names(ToolSet::Time, "time"), ["time", "whoami"]);
     }
 
     #[test]

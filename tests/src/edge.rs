@@ -222,6 +222,23 @@ impl Edge {
             .await
     }
 
+    /// Polls `initialize` on `server` with `key` until the edge refuses it as
+    /// an invalid token (401, checked in full), for at most 10 s; returns
+    /// how long it took.
+    pub async fn wait_invalid_token(&self, server: &str, key: &str) -> Duration {
+        let (took, refused) = self
+            .poll_until_status(
+                server,
+                key,
+                401,
+                Duration::from_millis(10),
+                Duration::from_secs(10),
+            )
+            .await;
+        assert_invalid_token(&refused, key);
+        took
+    }
+
     /// Polls `initialize` on `server` with `key` every `every` until the
     /// answer's status is `status`; returns the time it took and the answer.
     pub async fn poll_until_status(

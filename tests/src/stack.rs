@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::admin::AdminApi;
+use crate::admin::{AdminApi, CreatedKey};
 use crate::control_plane::{ControlPlane, ControlPlaneOptions};
 use crate::dirs::TestDir;
 use crate::edge::{Edge, EdgeResponse, WORKERS_AGREE_AFTER};
@@ -134,6 +134,14 @@ impl Stack {
             admin.grant_user(user_id, servers).await;
         }
         user_id
+    }
+
+    /// Creates a key for `user_id` scoped to `servers` (no expiry) and waits
+    /// until it opens `open` at the edge.
+    pub async fn usable_key(&self, user_id: i64, servers: &[&str], open: &str) -> CreatedKey {
+        let key = self.admin().create_key_for(user_id, servers, None).await;
+        self.wait_key_allowed(open, &key.key).await;
+        key
     }
 
     /// Waits until `key` opens `server` at the edge (the filter got the key

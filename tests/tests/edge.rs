@@ -40,8 +40,7 @@ async fn scope_matrix_allows_exactly_the_keys_servers() {
     let only_alpha = admin.create_key_for(user, &["alpha"], None).await;
     let only_beta = admin.create_key_for(user, &["beta"], None).await;
     let both = admin.create_key_for(user, &["alpha", "beta"], None).await;
-    let every = admin.create_key_for(user, &["*"], None).await;
-    stack.wait_key_allowed("alpha", &every.key).await;
+    let every = stack.usable_key(user, &["*"], "alpha").await;
 
     let cases = [
         (&only_alpha, "alpha", true),
@@ -73,8 +72,7 @@ async fn scope_matrix_allows_exactly_the_keys_servers() {
     // A `*` key of a user who may reach only alpha opens only alpha:
     // the key's scope is intersected with its owner's access.
     let narrow_user = stack.user_with_access("matrix-narrow", &["alpha"]).await;
-    let narrow_every = admin.create_key_for(narrow_user, &["*"], None).await;
-    stack.wait_key_allowed("alpha", &narrow_every.key).await;
+    let narrow_every = stack.usable_key(narrow_user, &["*"], "alpha").await;
     assert_insufficient_scope(
         &edge.initialize("beta", Some(&narrow_every.key)).await,
         &narrow_every.key,
@@ -119,8 +117,7 @@ async fn invalid_keys_are_401_invalid_token() {
     let admin = stack.admin();
     let edge = stack.edge();
     let user = stack.user_with_access("invalid", &["alpha"]).await;
-    let good = admin.create_key_for(user, &["alpha"], None).await;
-    stack.wait_key_allowed("alpha", &good.key).await;
+    let good = stack.usable_key(user, &["alpha"], "alpha").await;
 
     let secret = good
         .key
@@ -202,11 +199,9 @@ async fn invalid_keys_are_401_invalid_token() {
 async fn keys_open_nothing_but_mcp_paths_and_api_me() {
     let stack = shared().await;
     let _logs = stack.logs_on_failure();
-    let admin = stack.admin();
     let edge = stack.edge();
     let user = stack.user_with_access("offroute", &["alpha"]).await;
-    let key = admin.create_key_for(user, &["*"], None).await;
-    stack.wait_key_allowed("alpha", &key.key).await;
+    let key = stack.usable_key(user, &["*"], "alpha").await;
     let bearer = format!("Bearer {}", key.key);
 
     for (method, path) in [
@@ -277,8 +272,7 @@ async fn api_me_through_envoy_with_a_key_returns_its_user() {
     let username = unique_name("me");
     let user = admin.create_user(&username).await;
     admin.grant_user(user, &["alpha"]).await;
-    let key = admin.create_key_for(user, &["alpha"], None).await;
-    stack.wait_key_allowed("alpha", &key.key).await;
+    let key = stack.usable_key(user, &["alpha"], "alpha").await;
 
     let response = edge.get("/api/me", Some(&key.key)).await.expect("me");
     assert_eq!(response.status, 200, "{response:?}");
@@ -329,10 +323,8 @@ async fn api_me_through_envoy_with_a_key_returns_its_user() {
 async fn path_spellings_never_let_a_key_reach_another_server() {
     let stack = shared().await;
     let _logs = stack.logs_on_failure();
-    let admin = stack.admin();
     let user = stack.user_with_access("spelling", &["alpha", "beta"]).await;
-    let key = admin.create_key_for(user, &["alpha"], None).await;
-    stack.wait_key_allowed("alpha", &key.key).await;
+    let key = stack.usable_key(user, &["alpha"], "alpha").await;
     assert_insufficient_scope(
         &stack.edge().initialize("beta", Some(&key.key)).await,
         &key.key,
@@ -344,14 +336,12 @@ async fn path_spellings_never_let_a_key_reach_another_server() {
 async fn spoofed_identity_headers_are_replaced_and_the_key_is_stripped() {
     let stack = shared().await;
     let _logs = stack.logs_on_failure();
-    let admin = stack.admin();
     let edge = stack.edge();
     let user = stack.user_with_access("spoof", &["alpha"]).await;
     let victim = stack
         .user_with_access("spoof-victim", &["alpha", "beta"])
         .await;
-    let key = admin.create_key_for(user, &["alpha"], None).await;
-    stack.wait_key_allowed("alpha", &key.key).await;
+    let key = stack.usable_key(user, &["alpha"], "alpha").await;
 
     let victim_id = victim.to_string();
     let spoofed = [
@@ -438,11 +428,9 @@ async fn raw_whoami(edge: &Edge, server: &str, session: &str, headers: &[(&str, 
 async fn decisions_and_table_show_in_envoy_metrics_on_both_workers() {
     let stack = shared().await;
     let _logs = stack.logs_on_failure();
-    let admin = stack.admin();
     let edge = stack.edge();
     let user = stack.user_with_access("metrics", &["alpha"]).await;
-    let key = admin.create_key_for(user, &["alpha"], None).await;
-    stack.wait_key_allowed("alpha", &key.key).await;
+    let key = stack.usable_key(user, &["alpha"], "alpha").await;
 
     let before = stack.envoy.prometheus_stats().await;
     let wrong = keys::with_wrong_secret(&key.key);
@@ -505,11 +493,9 @@ async fn decisions_and_table_show_in_envoy_metrics_on_both_workers() {
 async fn keys_and_tokens_never_appear_in_any_log() {
     let stack = shared().await;
     let _logs = stack.logs_on_failure();
-    let admin = stack.admin();
     let edge = stack.edge();
     let user = stack.user_with_access("logs", &["alpha"]).await;
-    let key = admin.create_key_for(user, &["alpha"], None).await;
-    stack.wait_key_allowed("alpha", &key.key).await;
+    let key = stack.usable_key(user, &["alpha"], "alpha").await;
     let wrong = keys::with_wrong_secret(&key.key);
     // Allowed, refused, off-route and /api/me uses, in both key headers.
     assert_initialized_by(&edge.initialize("alpha", Some(&key.key)).await, "alpha");

@@ -31,10 +31,8 @@ async fn shared() -> &'static Stack {
 async fn no_key_table_is_503_with_retry_after() {
     let stack = shared().await;
     let _logs = stack.logs_on_failure();
-    let admin = stack.admin();
     let user = stack.user_with_access("notable", &["alpha"]).await;
-    let key = admin.create_key_for(user, &["alpha"], None).await;
-    stack.wait_key_allowed("alpha", &key.key).await;
+    let key = stack.usable_key(user, &["alpha"], "alpha").await;
 
     // A second Envoy whose filter presents a wrong data-plane token never
     // gets a table: it must fail closed.
@@ -240,8 +238,7 @@ async fn control_plane_outage_serves_until_max_staleness_then_503_then_recovers(
     let admin = stack.admin();
     let edge = stack.edge();
     let user = stack.user_with_access("outage", &["alpha"]).await;
-    let key = admin.create_key_for(user, &["alpha"], None).await;
-    stack.wait_key_allowed("alpha", &key.key).await;
+    let key = stack.usable_key(user, &["alpha"], "alpha").await;
 
     stack.control_plane.stop();
     let stopped = Instant::now();
@@ -295,15 +292,7 @@ async fn control_plane_outage_serves_until_max_staleness_then_503_then_recovers(
     assert_initialized_by(&edge.initialize("alpha", Some(&key.key)).await, "alpha");
     // And new changes flow again: a key deleted now is refused.
     admin.delete_key(key.id).await;
-    let (gone, _) = edge
-        .poll_until_status(
-            "alpha",
-            &key.key,
-            401,
-            Duration::from_millis(20),
-            Duration::from_secs(5),
-        )
-        .await;
+    let gone = edge.wait_invalid_token("alpha", &key.key).await;
     println!(
         "after recovery, deletion reached the edge in {gone:?} (restart {restarted:?} ago)",
         restarted = restarted.elapsed()
@@ -328,8 +317,7 @@ async fn full_snapshots_never_open_a_window_where_valid_keys_fail() {
     .await;
     let admin = stack.admin();
     let user = stack.user_with_access("snapshot", &["alpha"]).await;
-    let steady = admin.create_key_for(user, &["alpha"], None).await;
-    stack.wait_key_allowed("alpha", &steady.key).await;
+    let steady = stack.usable_key(user, &["alpha"], "alpha").await;
     let updates_before = metric_value(
         &stack.envoy.prometheus_stats().await,
         "keygate_feed_updates_total",
@@ -386,16 +374,7 @@ async fn full_snapshots_never_open_a_window_where_valid_keys_fail() {
     }
     let edge = stack.edge();
     for key in &deleted {
-        let (_, refused) = edge
-            .poll_until_status(
-                "alpha",
-                &key.key,
-                401,
-                Duration::from_millis(20),
-                Duration::from_secs(5),
-            )
-            .await;
-        assert_invalid_token(&refused, &key.key);
+        edge.wait_invalid_token("alpha", &key.key).await;
     }
     // Precondition: this control plane answers a poll from a few versions
     // back with a full snapshot, not a delta.
@@ -483,16 +462,7 @@ async fn postgres_replicas_behind_one_edge_stay_in_step() {
             )
             .await;
         deleter.delete_key(key.id).await;
-        let (revoked, refused) = edge
-            .poll_until_status(
-                "alpha",
-                &key.key,
-                401,
-                Duration::from_millis(10),
-                Duration::from_secs(10),
-            )
-            .await;
-        assert_invalid_token(&refused, &key.key);
+        let revoked = edge.wait_invalid_token("alpha", &key.key).await;
         println!(
             "PostgreSQL replicas {label}: key usable after {usable:?}, \
              REVOCATION across replicas {revoked:?}"
@@ -544,16 +514,7 @@ async fn deleting_a_user_stops_all_their_keys_at_the_edge() {
     admin.delete_user(user).await;
     let deleted = Instant::now();
     for key in &keys {
-        let (_, refused) = edge
-            .poll_until_status(
-                "alpha",
-                &key.key,
-                401,
-                Duration::from_millis(10),
-                Duration::from_secs(5),
-            )
-            .await;
-        assert_invalid_token(&refused, &key.key);
+        edge.wait_invalid_token("alpha", &key.key).await;
     }
     let took = deleted.elapsed();
     println!("user deleted -> all their keys refused at the edge after {took:?}");
@@ -577,16 +538,7 @@ async fn deleting_a_server_revokes_the_keys_scoped_to_it() {
     admin.delete_server("beta").await;
     let deleted = Instant::now();
     // A key for beta alone now opens nothing: gone from the table.
-    let (_, refused) = edge
-        .poll_until_status(
-            "beta",
-            &beta_only.key,
-            401,
-            Duration::from_millis(10),
-            Duration::from_secs(5),
-        )
-        .await;
-    assert_invalid_token(&refused, &beta_only.key);
+    edge.wait_invalid_token("beta", &beta_only.key).await;
     println!(
         "server deleted -> its single-server key refused after {:?}",
         deleted.elapsed()

