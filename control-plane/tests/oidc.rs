@@ -90,24 +90,28 @@ async fn app_with_oidc(b: Backend, iss: &Issuer) -> TestApp {
 }
 
 async fn app_with_refetch(b: Backend, iss: &Issuer, refetch: Duration) -> TestApp {
-    let url = iss.url.clone();
-    TestApp::start_with(b, move |c| {
-        c.oidc = Some(OidcConfig {
-            issuer: url,
-            audience: AUDIENCE.to_owned(),
-            admin_emails: vec!["boss@example.com".to_owned()],
-            admin_groups: vec!["kg-admins".to_owned()],
-            jwks_refetch_interval: refetch,
-        })
-    })
-    .await
+    app_with(b, iss, |o| o.jwks_refetch_interval = refetch).await
+}
+
+/// The test OIDC configuration, adjusted by `tweak`.
+async fn app_with(b: Backend, iss: &Issuer, tweak: impl FnOnce(&mut OidcConfig)) -> TestApp {
+    let mut oidc = OidcConfig {
+        issuer: iss.url.clone(),
+        audience: AUDIENCE.to_owned(),
+        admin_emails: vec!["boss@example.com".to_owned()],
+        admin_groups: vec!["kg-admins".to_owned()],
+        jwks_refetch_interval: OidcConfig::DEFAULT_JWKS_REFETCH,
+    };
+    tweak(&mut oidc);
+    TestApp::start_with(b, move |c| c.oidc = Some(oidc)).await
 }
 
 both_backends!(
     oidc_user_lifecycle,
     oidc_admins,
     oidc_rejections,
-    oidc_key_rotation
+    oidc_key_rotation,
+    oidc_email_verified
 );
 
 async fn oidc_user_lifecycle(b: Backend) {
@@ -227,6 +231,7 @@ async fn oidc_admins(b: Backend) {
     let app = app_with_oidc(b, &iss).await;
     let mut c = iss.claims("sub-boss");
     c["email"] = json!("Boss@Example.com");
+    c["email_verified"] = json!(true);
     let boss = iss.mint(&c);
     assert_eq!(app.get("/api/me", &boss).await.body["role"], "admin");
     assert_eq!(app.get("/api/users", &boss).await.status, StatusCode::OK);
@@ -370,4 +375,30 @@ async fn oidc_key_rotation(b: Backend) {
         StatusCode::OK
     );
     assert_eq!(iss.fetches.load(Ordering::SeqCst), 2);
+}
+
+/// An admin email grants admin only when the provider vouches for it:
+/// `email_verified` true (a JSON bool, or the string "true"); missing is false.
+async fn oidc_email_verified(b: Backend) {
+    let iss = issuer().await;
+    let app = app_with_oidc(b, &iss).await;
+    let cases = [
+        ("missing", None, "user"),
+        ("false", Some(json!(false)), "user"),
+        ("string-false", Some(json!("false")), "user"),
+        ("null", Some(Value::Null), "user"),
+        ("number", Some(json!(1)), "user"),
+        ("true", Some(json!(true)), "admin"),
+        ("string-true", Some(json!("true")), "admin"),
+    ];
+    for (why, verified, want) in cases {
+        let mut c = iss.claims(&format!("sub-verified-{why}"));
+        c["email"] = json!("boss@example.com");
+        if let Some(v) = verified {
+            c["email_verified"] = v;
+        }
+        let r = app.get("/api/me", &iss.mint(&c)).await;
+        assert_eq!(r.status, StatusCode::OK, "{why}: {}", r.text);
+        assert_eq!(r.body["role"], want, "email_verified {why}");
+    }
 }
