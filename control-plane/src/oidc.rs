@@ -55,6 +55,9 @@ struct Claims {
     preferred_username: Option<String>,
     #[serde(default)]
     email: Option<String>,
+    /// A bool per the spec; some providers send the string "true".
+    #[serde(default)]
+    email_verified: Option<serde_json::Value>,
     #[serde(default)]
     groups: Option<serde_json::Value>,
 }
@@ -161,7 +164,14 @@ impl Oidc {
     }
 
     fn is_admin(&self, c: &Claims) -> bool {
-        let by_email = c.email.as_deref().is_some_and(|e| {
+        // An unverified email can be whatever the person typed in.
+        let verified = match &c.email_verified {
+            Some(serde_json::Value::Bool(b)) => *b,
+            Some(serde_json::Value::String(s)) => s.eq_ignore_ascii_case("true"),
+            _ => false,
+        };
+        let email_counts = verified || self.cfg.trust_unverified_email;
+        let by_email = email_counts && c.email.as_deref().is_some_and(|e| {
             self.cfg
                 .admin_emails
                 .iter()

@@ -100,6 +100,7 @@ async fn app_with(b: Backend, iss: &Issuer, tweak: impl FnOnce(&mut OidcConfig))
         audience: AUDIENCE.to_owned(),
         admin_emails: vec!["boss@example.com".to_owned()],
         admin_groups: vec!["kg-admins".to_owned()],
+        trust_unverified_email: false,
         jwks_refetch_interval: OidcConfig::DEFAULT_JWKS_REFETCH,
     };
     tweak(&mut oidc);
@@ -401,4 +402,14 @@ async fn oidc_email_verified(b: Backend) {
         assert_eq!(r.status, StatusCode::OK, "{why}: {}", r.text);
         assert_eq!(r.body["role"], want, "email_verified {why}");
     }
+
+    // The operator's explicit opt-out, for providers that omit the claim.
+    let trusting = app_with(b, &iss, |o| o.trust_unverified_email = true).await;
+    let mut c = iss.claims("sub-trusted");
+    c["email"] = json!("boss@example.com");
+    let r = trusting.get("/api/me", &iss.mint(&c)).await;
+    assert_eq!(r.body["role"], "admin", "{}", r.text);
+    c["sub"] = json!("sub-trusted-other");
+    c["email"] = json!("someone@example.com");
+    assert_eq!(trusting.get("/api/me", &iss.mint(&c)).await.body["role"], "user");
 }
