@@ -171,12 +171,13 @@ impl Oidc {
             _ => false,
         };
         let email_counts = verified || self.cfg.trust_unverified_email;
-        let by_email = email_counts && c.email.as_deref().is_some_and(|e| {
-            self.cfg
-                .admin_emails
-                .iter()
-                .any(|a| a.eq_ignore_ascii_case(e))
-        });
+        let by_email = email_counts
+            && c.email.as_deref().is_some_and(|e| {
+                self.cfg
+                    .admin_emails
+                    .iter()
+                    .any(|a| a.eq_ignore_ascii_case(e))
+            });
         let groups: Vec<&str> = match &c.groups {
             Some(serde_json::Value::Array(a)) => a.iter().filter_map(|g| g.as_str()).collect(),
             Some(serde_json::Value::String(s)) => vec![s.as_str()],

@@ -112,7 +112,8 @@ both_backends!(
     oidc_admins,
     oidc_rejections,
     oidc_key_rotation,
-    oidc_email_verified
+    oidc_email_verified,
+    oidc_role_follows_claims
 );
 
 async fn oidc_user_lifecycle(b: Backend) {
@@ -411,5 +412,105 @@ async fn oidc_email_verified(b: Backend) {
     assert_eq!(r.body["role"], "admin", "{}", r.text);
     c["sub"] = json!("sub-trusted-other");
     c["email"] = json!("someone@example.com");
-    assert_eq!(trusting.get("/api/me", &iss.mint(&c)).await.body["role"], "user");
+    assert_eq!(
+        trusting.get("/api/me", &iss.mint(&c)).await.body["role"],
+        "user"
+    );
+}
+
+/// Role from `claims` for a token of `sub` (groups decide).
+fn group_claims(iss: &Issuer, sub: &str, admin: bool) -> Value {
+    let mut c = iss.claims(sub);
+    c["preferred_username"] = json!(sub);
+    c["groups"] = if admin {
+        json!(["staff", "kg-admins"])
+    } else {
+        json!(["staff"])
+    };
+    c
+}
+
+/// An OIDC user's role follows the current token both ways; a role set
+/// through the API pins it until an admin hands it back to the provider.
+async fn oidc_role_follows_claims(b: Backend) {
+    let iss = issuer().await;
+    let app = app_with_oidc(b, &iss).await;
+    let as_admin = iss.mint(&group_claims(&iss, "sub-liz", true));
+    let as_user = iss.mint(&group_claims(&iss, "sub-liz", false));
+
+    let r = app.get("/api/me", &as_admin).await;
+    assert_eq!(r.body["role"], "admin", "{}", r.text);
+    let id = r.body["id"].as_i64().unwrap();
+    let user_path = format!("/api/users/{id}");
+    // Removed from the admin group at the provider: demoted on the next request.
+    let r = app.get("/api/me", &as_user).await;
+    assert_eq!(r.body["role"], "user", "demotion: {}", r.text);
+    assert_eq!(app.get(&user_path, ADMIN).await.body["roleSource"], "oidc");
+    assert_error(
+        &app.get("/api/users", &as_user).await,
+        StatusCode::FORBIDDEN,
+        "admin role required",
+    );
+    assert_eq!(app.get(&user_path, ADMIN).await.body["role"], "user");
+    // Back in the group: promoted again.
+    assert_eq!(app.get("/api/me", &as_admin).await.body["role"], "admin");
+
+    // An admin pins the role through the API: the token no longer decides.
+    let r = app.patch(&user_path, ADMIN, json!({"role": "user"})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["role"], "user");
+    assert_eq!(r.body["roleSource"], "api");
+    assert_eq!(app.get("/api/me", &as_admin).await.body["role"], "user");
+    let r = app.patch(&user_path, ADMIN, json!({"role": "admin"})).await;
+    assert_eq!(r.body["roleSource"], "api", "{}", r.text);
+    assert_eq!(app.get("/api/me", &as_user).await.body["role"], "admin");
+
+    // Handed back to the provider: the next token decides again.
+    let r = app
+        .patch(&user_path, ADMIN, json!({"roleSource": "oidc"}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["roleSource"], "oidc");
+    assert_eq!(app.get("/api/me", &as_user).await.body["role"], "user");
+    assert_eq!(app.get("/api/me", &as_admin).await.body["role"], "admin");
+    // Pinning without changing the role keeps the current one.
+    let r = app
+        .patch(&user_path, ADMIN, json!({"roleSource": "api"}))
+        .await;
+    assert_eq!(
+        (r.body["role"].clone(), r.body["roleSource"].clone()),
+        (json!("admin"), json!("api"))
+    );
+    assert_eq!(app.get("/api/me", &as_user).await.body["role"], "admin");
+
+    // Contradictions and impossible sources are refused.
+    assert_error(
+        &app.patch(
+            &user_path,
+            ADMIN,
+            json!({"role": "user", "roleSource": "oidc"}),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "role cannot be set while handing it to the identity provider",
+    );
+    assert_error_contains(
+        &app.patch(&user_path, ADMIN, json!({"roleSource": "builtin"}))
+            .await,
+        StatusCode::BAD_REQUEST,
+        "roleSource",
+    );
+    let api_user = app.user("mona").await;
+    let r = app.get(&format!("/api/users/{api_user}"), ADMIN).await;
+    assert_eq!(r.body["roleSource"], "api", "{}", r.text);
+    assert_error(
+        &app.patch(
+            &format!("/api/users/{api_user}"),
+            ADMIN,
+            json!({"roleSource": "oidc"}),
+        )
+        .await,
+        StatusCode::CONFLICT,
+        "user has no OIDC identity",
+    );
 }
