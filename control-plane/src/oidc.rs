@@ -1,10 +1,12 @@
 //! OIDC bearer JWTs: discovery, a cached JWKS (refetched on an unknown `kid`,
 //! at most once per `jwks_refetch_interval`), signature and claim verification,
-//! and mapping the token's subject to a user created on first sight.
+//! and mapping the token's subject to a user created on first sight. A user
+//! whose role source is `oidc` gets the role the current token implies on
+//! every authentication, promotion and demotion alike.
 
 use crate::config::OidcConfig;
 use crate::db::{Db, users};
-use crate::domain::{Email, Role, Username};
+use crate::domain::{Email, Role, RoleSource, Username};
 use crate::error::ApiError;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -203,17 +205,31 @@ impl Oidc {
         if claims.sub.is_empty() {
             return Err(ApiError::InvalidToken);
         }
-        let admin = self.is_admin(&claims);
+        let role = if self.is_admin(&claims) {
+            Role::Admin
+        } else {
+            Role::User
+        };
         let mut conn = db.conn().await?;
         if let Some(u) = users::get_by_oidc_subject(&mut conn, &claims.sub).await? {
-            // Promote when the provider says admin; never demote (an admin
-            // may have granted the role through the API).
-            if admin && u.role() != Role::Admin {
-                return users::update(&mut conn, u.id, Some(Role::Admin), None)
-                    .await?
-                    .ok_or(ApiError::InvalidToken);
+            // The provider decides, both ways, unless an admin pinned the
+            // role through the API (role source `api`).
+            if u.role_source() != RoleSource::Oidc || u.role() == role {
+                return Ok(u);
             }
-            return Ok(u);
+            if users::follow_oidc_role(&mut conn, u.id, role).await? {
+                tracing::info!(
+                    user_id = u.id,
+                    old_role = u.role().as_str(),
+                    new_role = role.as_str(),
+                    source = RoleSource::Oidc.as_str(),
+                    "user role changed"
+                );
+            }
+            // Re-read: a concurrent API pin may have won.
+            return users::get(&mut conn, u.id)
+                .await?
+                .ok_or(ApiError::InvalidToken);
         }
         let email = claims
             .email
@@ -227,7 +243,6 @@ impl Oidc {
             .and_then(|n| Username::parse(n).ok());
         let fallback =
             Username::parse(&format!("oidc-{}", claims.sub)).map_err(|_| ApiError::InvalidToken)?;
-        let role = if admin { Role::Admin } else { Role::User };
         let mut candidates = preferred.into_iter().collect::<Vec<_>>();
         candidates.push(fallback);
         for name in candidates {
@@ -236,6 +251,7 @@ impl Oidc {
                 name.as_str(),
                 email.as_deref(),
                 role,
+                RoleSource::Oidc,
                 Some(&claims.sub),
             )
             .await

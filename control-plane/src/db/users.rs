@@ -1,8 +1,17 @@
 //! Queries on users. Deleting a user also deletes their keys and tells the feed.
+//! Each user records where their role comes from (`role_source`, see
+//! [`RoleSource`]); role writes here keep that record in step.
 
 use super::{Conn, Db, Tx, feed, is_unique_violation};
-use crate::domain::{Role, now_unix};
+use crate::domain::{Role, RoleSource, now_unix};
 use crate::error::ApiError;
+
+/// The columns every query returns, in [`UserRow`] order.
+macro_rules! columns {
+    () => {
+        "id, username, email, role, role_source, oidc_subject, created_at"
+    };
+}
 
 /// Username of the built-in user the admin token acts as.
 pub const BUILTIN_ADMIN: &str = "admin";
@@ -13,6 +22,8 @@ pub struct UserRow {
     pub username: String,
     pub email: Option<String>,
     pub role: String,
+    pub role_source: String,
+    pub oidc_subject: Option<String>,
     pub created_at: i64,
 }
 
@@ -20,36 +31,45 @@ impl UserRow {
     pub fn role(&self) -> Role {
         Role::from_db(&self.role)
     }
+    pub fn role_source(&self) -> RoleSource {
+        RoleSource::from_db(&self.role_source)
+    }
 }
 
 pub async fn get(conn: &mut Conn, id: i64) -> Result<Option<UserRow>, sqlx::Error> {
-    sqlx::query_as("SELECT id, username, email, role, created_at FROM users WHERE id = $1")
+    sqlx::query_as(concat!("SELECT ", columns!(), " FROM users WHERE id = $1"))
         .bind(id)
         .fetch_optional(conn)
         .await
 }
 
 pub async fn get_by_username(conn: &mut Conn, name: &str) -> Result<Option<UserRow>, sqlx::Error> {
-    sqlx::query_as("SELECT id, username, email, role, created_at FROM users WHERE username = $1")
-        .bind(name)
-        .fetch_optional(conn)
-        .await
+    sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM users WHERE username = $1"
+    ))
+    .bind(name)
+    .fetch_optional(conn)
+    .await
 }
 
 pub async fn get_by_oidc_subject(
     conn: &mut Conn,
     subject: &str,
 ) -> Result<Option<UserRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, username, email, role, created_at FROM users WHERE oidc_subject = $1",
-    )
+    sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM users WHERE oidc_subject = $1"
+    ))
     .bind(subject)
     .fetch_optional(conn)
     .await
 }
 
 pub async fn list(conn: &mut Conn) -> Result<Vec<UserRow>, sqlx::Error> {
-    sqlx::query_as("SELECT id, username, email, role, created_at FROM users ORDER BY id")
+    sqlx::query_as(concat!("SELECT ", columns!(), " FROM users ORDER BY id"))
         .fetch_all(conn)
         .await
 }
@@ -60,15 +80,18 @@ pub async fn create(
     username: &str,
     email: Option<&str>,
     role: Role,
+    role_source: RoleSource,
     oidc_subject: Option<&str>,
 ) -> Result<UserRow, ApiError> {
-    let res = sqlx::query_as(
-        "INSERT INTO users (username, email, role, oidc_subject, created_at) \
-         VALUES ($1, $2, $3, $4, $5) RETURNING id, username, email, role, created_at",
-    )
+    let res = sqlx::query_as(concat!(
+        "INSERT INTO users (username, email, role, role_source, oidc_subject, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING ",
+        columns!()
+    ))
     .bind(username)
     .bind(email)
     .bind(role.as_str())
+    .bind(role_source.as_str())
     .bind(oidc_subject)
     .bind(now_unix())
     .fetch_one(conn)
@@ -86,7 +109,16 @@ pub async fn ensure_builtin_admin(db: &Db) -> Result<UserRow, ApiError> {
     if let Some(u) = get_by_username(&mut conn, BUILTIN_ADMIN).await? {
         return Ok(u);
     }
-    match create(&mut conn, BUILTIN_ADMIN, None, Role::Admin, None).await {
+    match create(
+        &mut conn,
+        BUILTIN_ADMIN,
+        None,
+        Role::Admin,
+        RoleSource::Builtin,
+        None,
+    )
+    .await
+    {
         Ok(u) => Ok(u),
         // Another request created it first.
         Err(ApiError::Conflict(_)) => get_by_username(&mut conn, BUILTIN_ADMIN)
@@ -96,27 +128,46 @@ pub async fn ensure_builtin_admin(db: &Db) -> Result<UserRow, ApiError> {
     }
 }
 
-pub async fn update(
+/// Sets a role and where it comes from; never touches the built-in admin.
+/// Returns false when no such (non-built-in) user exists.
+pub async fn set_role(
     conn: &mut Conn,
     id: i64,
-    role: Option<Role>,
-    email: Option<&str>,
-) -> Result<Option<UserRow>, sqlx::Error> {
-    if let Some(role) = role {
-        sqlx::query("UPDATE users SET role = $1 WHERE id = $2")
-            .bind(role.as_str())
-            .bind(id)
-            .execute(&mut *conn)
-            .await?;
-    }
-    if let Some(email) = email {
-        sqlx::query("UPDATE users SET email = $1 WHERE id = $2")
-            .bind(email)
-            .bind(id)
-            .execute(&mut *conn)
-            .await?;
-    }
-    get(conn, id).await
+    role: Role,
+    source: RoleSource,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE users SET role = $1, role_source = $2 WHERE id = $3 AND role_source <> 'builtin'",
+    )
+    .bind(role.as_str())
+    .bind(source.as_str())
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Applies the role an OIDC token implies, only while the user's role still
+/// follows the provider (a concurrent API pin wins). True if it changed.
+pub async fn follow_oidc_role(conn: &mut Conn, id: i64, role: Role) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE users SET role = $1 WHERE id = $2 AND role_source = 'oidc' AND role <> $3",
+    )
+    .bind(role.as_str())
+    .bind(id)
+    .bind(role.as_str())
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn set_email(conn: &mut Conn, id: i64, email: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE users SET email = $1 WHERE id = $2")
+        .bind(email)
+        .bind(id)
+        .execute(conn)
+        .await
+        .map(|_| ())
 }
 
 /// Deletes a user with their keys and rule memberships. Returns false if absent.
