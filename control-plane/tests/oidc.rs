@@ -95,16 +95,20 @@ async fn app_with_refetch(b: Backend, iss: &Issuer, refetch: Duration) -> TestAp
 
 /// The test OIDC configuration, adjusted by `tweak`.
 async fn app_with(b: Backend, iss: &Issuer, tweak: impl FnOnce(&mut OidcConfig)) -> TestApp {
-    let mut oidc = OidcConfig {
-        issuer: iss.url.clone(),
+    let mut oidc = oidc_config(iss.url.clone());
+    tweak(&mut oidc);
+    TestApp::start_with(b, move |c| c.oidc = Some(oidc)).await
+}
+
+fn oidc_config(issuer: String) -> OidcConfig {
+    OidcConfig {
+        issuer,
         audience: AUDIENCE.to_owned(),
         admin_emails: vec!["boss@example.com".to_owned()],
         admin_groups: vec!["kg-admins".to_owned()],
         trust_unverified_email: false,
         jwks_refetch_interval: OidcConfig::DEFAULT_JWKS_REFETCH,
-    };
-    tweak(&mut oidc);
-    TestApp::start_with(b, move |c| c.oidc = Some(oidc)).await
+    }
 }
 
 both_backends!(
@@ -113,7 +117,9 @@ both_backends!(
     oidc_rejections,
     oidc_key_rotation,
     oidc_email_verified,
-    oidc_role_follows_claims
+    oidc_role_follows_claims,
+    oidc_builtin_admin_fixed,
+    oidc_builtin_admin_migration
 );
 
 async fn oidc_user_lifecycle(b: Backend) {
@@ -513,4 +519,153 @@ async fn oidc_role_follows_claims(b: Backend) {
         StatusCode::CONFLICT,
         "user has no OIDC identity",
     );
+}
+
+/// The built-in admin is a fixed identity: it cannot be deleted, its role
+/// cannot be changed, and no OIDC sign-in takes its name or is mapped to it.
+async fn oidc_builtin_admin_fixed(b: Backend) {
+    let iss = issuer().await;
+    let app = app_with_oidc(b, &iss).await;
+    let admin_id = app.get("/api/me", ADMIN).await.body["id"].as_i64().unwrap();
+    let path = format!("/api/users/{admin_id}");
+    let r = app.get(&path, ADMIN).await;
+    assert_eq!(r.body["username"], "admin", "{}", r.text);
+
+    // Neither the admin token nor an OIDC admin can delete or re-role it.
+    let oidc_admin = iss.mint(&group_claims(&iss, "sub-nora", true));
+    for token in [ADMIN, oidc_admin.as_str()] {
+        assert_error(
+            &app.delete(&path, token).await,
+            StatusCode::CONFLICT,
+            "the built-in admin cannot be deleted",
+        );
+        for body in [
+            json!({"role": "user"}),
+            json!({"role": "admin"}),
+            json!({"roleSource": "oidc"}),
+            json!({"roleSource": "api"}),
+        ] {
+            assert_error(
+                &app.patch(&path, token, body).await,
+                StatusCode::CONFLICT,
+                "the built-in admin's role cannot be changed",
+            );
+        }
+    }
+    let r = app.get(&path, ADMIN).await;
+    assert_eq!(r.body["role"], "admin", "{}", r.text);
+    assert_eq!(r.body["roleSource"], "builtin");
+
+    // Sign-ins asking for the built-in admin's names get their own user.
+    for (sub, name) in [
+        ("sub-squat-1", "admin"),
+        ("sub-squat-2", "ADMIN"),
+        ("sub-squat-3", "keygate-admin"),
+    ] {
+        let mut c = group_claims(&iss, sub, true);
+        c["preferred_username"] = json!(name);
+        let r = app.get("/api/me", &iss.mint(&c)).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        assert_ne!(r.body["id"], admin_id, "{name}");
+        assert_eq!(r.body["username"], format!("oidc-{sub}"), "{name}");
+    }
+
+    // The admin token still acts as the built-in admin, and its keys are its own.
+    let (kid, key) = app.admin_key(&["*"]).await;
+    assert!(key.starts_with(&format!("ok1-{admin_id}-{kid}-")), "{key}");
+    assert_eq!(app.get("/api/me", &key).await.body["id"], admin_id);
+    // So on another replica of the same database.
+    let url = iss.url.clone();
+    let other = TestApp::start_on(app.db.clone(), |c| c.oidc = Some(oidc_config(url))).await;
+    let r = other.get("/api/me", ADMIN).await;
+    assert_eq!(
+        (r.body["id"].as_i64(), r.body["username"].as_str()),
+        (Some(admin_id), Some("admin"))
+    );
+}
+
+/// A database from before the built-in mark: the `admin` user without an
+/// OIDC subject becomes the built-in admin; an `admin` that came from an OIDC
+/// sign-in (a squatter) stays an OIDC user, and the built-in admin is created
+/// anew as `keygate-admin`.
+async fn oidc_builtin_admin_migration(b: Backend) {
+    for squatted in [false, true] {
+        let db = Arc::new(TestDb::new(b).await);
+        let pool = schema_0001(b, &db.url).await;
+        let (role, subject) = if squatted {
+            ("user", Some("sub-squatter"))
+        } else {
+            ("admin", None)
+        };
+        let old: (i64,) = sqlx::query_as(
+            "INSERT INTO users (username, email, role, oidc_subject, created_at) \
+             VALUES ('admin', NULL, $1, $2, 0) RETURNING id",
+        )
+        .bind(role)
+        .bind(subject)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+
+        let iss = issuer().await;
+        let url = iss.url.clone();
+        let app = TestApp::start_on(db, |c| c.oidc = Some(oidc_config(url))).await;
+        let me = app.get("/api/me", ADMIN).await;
+        let admin_id = me.body["id"].as_i64().unwrap();
+        let r = app.get(&format!("/api/users/{admin_id}"), ADMIN).await;
+        assert_eq!(r.body["roleSource"], "builtin", "{}", r.text);
+        assert_eq!(r.body["role"], "admin");
+        if !squatted {
+            assert_eq!(admin_id, old.0);
+            assert_eq!(r.body["username"], "admin");
+            continue;
+        }
+        assert_ne!(admin_id, old.0, "the squatter is not the built-in admin");
+        assert_eq!(r.body["username"], "keygate-admin");
+        // The squatter signs in as itself, an ordinary OIDC user.
+        let mut c = iss.claims("sub-squatter");
+        c["preferred_username"] = json!("admin");
+        let r = app.get("/api/me", &iss.mint(&c)).await;
+        assert_eq!(r.body["id"], old.0, "{}", r.text);
+        assert_eq!(r.body["role"], "user");
+        let r = app.get(&format!("/api/users/{}", old.0), ADMIN).await;
+        assert_eq!(r.body["roleSource"], "oidc", "{}", r.text);
+        let r = app.delete(&format!("/api/users/{}", old.0), ADMIN).await;
+        assert_eq!(r.body, json!({"deleted": true}), "{}", r.text);
+        assert_eq!(app.get("/api/me", ADMIN).await.body["id"], admin_id);
+    }
+}
+
+/// Creates the schema as the first migration left it (an upgraded install).
+async fn schema_0001(b: Backend, url: &str) -> sqlx::AnyPool {
+    use sqlx::migrate::{MigrateDatabase, Migrator};
+    sqlx::any::install_default_drivers();
+    let folder = match b {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    };
+    let dir = std::env::temp_dir().join(format!(
+        "keygate_0001_{folder}_{}_{}",
+        std::process::id(),
+        time::OffsetDateTime::now_utc().unix_timestamp_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(folder)
+        .join("0001_initial.sql");
+    std::fs::copy(&src, dir.join("0001_initial.sql")).unwrap();
+    if b == Backend::Sqlite {
+        sqlx::Any::create_database(url).await.unwrap();
+    }
+    let pool = sqlx::AnyPool::connect(url).await.unwrap();
+    Migrator::new(dir.as_path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    pool
 }
