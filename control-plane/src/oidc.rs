@@ -240,7 +240,9 @@ impl Oidc {
             .preferred_username
             .as_deref()
             .or(claims.email.as_deref())
-            .and_then(|n| Username::parse(n).ok());
+            .and_then(|n| Username::parse(n).ok())
+            // Never a name that could pass for the built-in admin.
+            .filter(|n| !users::is_reserved_name(n.as_str()));
         let fallback =
             Username::parse(&format!("oidc-{}", claims.sub)).map_err(|_| ApiError::InvalidToken)?;
         let mut candidates = preferred.into_iter().collect::<Vec<_>>();

@@ -13,8 +13,20 @@ macro_rules! columns {
     };
 }
 
-/// Username of the built-in user the admin token acts as.
+/// Username the built-in admin (the user the admin token acts as) gets when
+/// created; if another user already has it (an upgraded database where an
+/// OIDC sign-in took the name), `keygate-admin`, then `keygate-admin-2`, ….
+/// The built-in admin is found by its mark (`role_source = 'builtin'`),
+/// never by name.
 pub const BUILTIN_ADMIN: &str = "admin";
+const BUILTIN_ADMIN_FALLBACK: &str = "keygate-admin";
+
+/// Names an OIDC sign-in never gets, so no one can pass for the built-in
+/// admin: `admin` in any case, and `keygate-admin…`.
+pub fn is_reserved_name(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    lower == BUILTIN_ADMIN || lower.starts_with(BUILTIN_ADMIN_FALLBACK)
+}
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct UserRow {
@@ -43,13 +55,13 @@ pub async fn get(conn: &mut Conn, id: i64) -> Result<Option<UserRow>, sqlx::Erro
         .await
 }
 
-pub async fn get_by_username(conn: &mut Conn, name: &str) -> Result<Option<UserRow>, sqlx::Error> {
+/// The built-in admin, by its mark.
+pub async fn get_builtin(conn: &mut Conn) -> Result<Option<UserRow>, sqlx::Error> {
     sqlx::query_as(concat!(
         "SELECT ",
         columns!(),
-        " FROM users WHERE username = $1"
+        " FROM users WHERE role_source = 'builtin'"
     ))
-    .bind(name)
     .fetch_optional(conn)
     .await
 }
@@ -103,29 +115,44 @@ pub async fn create(
     }
 }
 
-/// The built-in admin user, created on first use (and again if deleted).
+/// The built-in admin user, created on first use. It cannot be deleted, so
+/// it is created once per database; its mark is unique, so concurrent
+/// replicas agree on one.
 pub async fn ensure_builtin_admin(db: &Db) -> Result<UserRow, ApiError> {
     let mut conn = db.conn().await?;
-    if let Some(u) = get_by_username(&mut conn, BUILTIN_ADMIN).await? {
+    if let Some(u) = get_builtin(&mut conn).await? {
         return Ok(u);
     }
-    match create(
-        &mut conn,
-        BUILTIN_ADMIN,
-        None,
-        Role::Admin,
-        RoleSource::Builtin,
-        None,
-    )
-    .await
-    {
-        Ok(u) => Ok(u),
-        // Another request created it first.
-        Err(ApiError::Conflict(_)) => get_by_username(&mut conn, BUILTIN_ADMIN)
-            .await?
-            .ok_or_else(|| ApiError::Internal("built-in admin vanished".into())),
-        Err(e) => Err(e),
+    let names = [BUILTIN_ADMIN.to_owned(), BUILTIN_ADMIN_FALLBACK.to_owned()]
+        .into_iter()
+        .chain((2..=20).map(|n| format!("{BUILTIN_ADMIN_FALLBACK}-{n}")));
+    for name in names {
+        match create(
+            &mut conn,
+            &name,
+            None,
+            Role::Admin,
+            RoleSource::Builtin,
+            None,
+        )
+        .await
+        {
+            Ok(u) => {
+                tracing::info!(user_id = u.id, username = %u.username, "built-in admin created");
+                return Ok(u);
+            }
+            // Another replica created it first, or the name is taken.
+            Err(ApiError::Conflict(_)) => {
+                if let Some(u) = get_builtin(&mut conn).await? {
+                    return Ok(u);
+                }
+            }
+            Err(e) => return Err(e),
+        }
     }
+    Err(ApiError::Internal(
+        "no free username for the built-in admin".into(),
+    ))
 }
 
 /// Sets a role and where it comes from; never touches the built-in admin.
@@ -170,10 +197,19 @@ pub async fn set_email(conn: &mut Conn, id: i64, email: &str) -> Result<(), sqlx
         .map(|_| ())
 }
 
-/// Deletes a user with their keys and rule memberships. Returns false if absent.
-pub async fn delete(tx: &mut Tx, db: &Db, id: i64) -> Result<bool, sqlx::Error> {
-    if get(tx, id).await?.is_none() {
-        return Ok(false);
+pub enum DeleteOutcome {
+    Deleted,
+    NotFound,
+    /// The built-in admin is never deleted.
+    Builtin,
+}
+
+/// Deletes a user with their keys and rule memberships.
+pub async fn delete(tx: &mut Tx, db: &Db, id: i64) -> Result<DeleteOutcome, sqlx::Error> {
+    match get(tx, id).await? {
+        None => return Ok(DeleteOutcome::NotFound),
+        Some(u) if u.role_source() == RoleSource::Builtin => return Ok(DeleteOutcome::Builtin),
+        Some(_) => {}
     }
     let version = feed::bump(tx, db).await?;
     feed::log_user_keys(tx, version, id).await?;
@@ -191,9 +227,9 @@ pub async fn delete(tx: &mut Tx, db: &Db, id: i64) -> Result<bool, sqlx::Error> 
         .bind(id)
         .execute(&mut **tx)
         .await?;
-    sqlx::query("DELETE FROM users WHERE id = $1")
+    sqlx::query("DELETE FROM users WHERE id = $1 AND role_source <> 'builtin'")
         .bind(id)
         .execute(&mut **tx)
         .await?;
-    Ok(true)
+    Ok(DeleteOutcome::Deleted)
 }

@@ -204,7 +204,8 @@ pub async fn update(
 
 /// Delete a user and all their keys.
 #[utoipa::path(delete, path = "/api/users/{id}", params(("id" = i64, Path)),
-    responses((status = 200, body = Deleted), (status = 404, description = "not found")))]
+    responses((status = 200, body = Deleted), (status = 404, description = "not found"),
+        (status = 409, description = "the built-in admin cannot be deleted")))]
 pub async fn delete(
     State(st): State<AppState>,
     _admin: Admin,
@@ -212,8 +213,12 @@ pub async fn delete(
 ) -> ApiResult<Json<Deleted>> {
     let id = user_id(&id)?;
     let mut tx = st.db.begin_write().await?;
-    if !users::delete(&mut tx, &st.db, id).await? {
-        return Err(ApiError::NotFound("user not found"));
+    match users::delete(&mut tx, &st.db, id).await? {
+        users::DeleteOutcome::Deleted => {}
+        users::DeleteOutcome::NotFound => return Err(ApiError::NotFound("user not found")),
+        users::DeleteOutcome::Builtin => {
+            return Err(ApiError::Conflict("the built-in admin cannot be deleted"));
+        }
     }
     tx.commit().await?;
     st.feed.changed();
