@@ -119,7 +119,8 @@ both_backends!(
     oidc_email_verified,
     oidc_role_follows_claims,
     oidc_builtin_admin_fixed,
-    oidc_builtin_admin_migration
+    oidc_builtin_admin_migration,
+    oidc_jwk_alg_binding
 );
 
 async fn oidc_user_lifecycle(b: Backend) {
@@ -668,4 +669,60 @@ async fn schema_0001(b: Backend, url: &str) -> sqlx::AnyPool {
         .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     pool
+}
+
+/// A JWK's `alg`, when present, binds its key to that algorithm; a key of
+/// the wrong type for the token's algorithm is refused too.
+async fn oidc_jwk_alg_binding(b: Backend) {
+    let iss = issuer().await;
+    // The same RSA key published again without `alg`.
+    let mut loose = public_jwk(&iss.key, "no-alg");
+    loose.as_object_mut().unwrap().remove("alg");
+    iss.jwks.lock().unwrap()["keys"]
+        .as_array_mut()
+        .unwrap()
+        .push(loose);
+    let app = app_with_oidc(b, &iss).await;
+    let claims = iss.claims("sub-alg");
+    let sign = |alg: Algorithm, kid: &str, key: &EncodingKey| {
+        let mut h = Header::new(alg);
+        h.kid = Some(kid.to_owned());
+        jsonwebtoken::encode(&h, &claims, key).unwrap()
+    };
+
+    let r = app
+        .get("/api/me", &sign(Algorithm::RS256, KID, &iss.key))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // The JWK says RS256: other algorithms with the same key are refused.
+    for alg in [
+        Algorithm::PS256,
+        Algorithm::RS512,
+        Algorithm::RS384,
+        Algorithm::PS512,
+    ] {
+        let r = app.get("/api/me", &sign(alg, KID, &iss.key)).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNAUTHORIZED,
+            "{alg:?} token against an RS256 JWK: {}",
+            r.text
+        );
+        assert_eq!(r.body["error"], "invalid or expired credentials");
+    }
+    // A JWK without `alg` takes any RSA algorithm.
+    for alg in [Algorithm::RS256, Algorithm::PS256, Algorithm::RS512] {
+        let r = app.get("/api/me", &sign(alg, "no-alg", &iss.key)).await;
+        assert_eq!(r.status, StatusCode::OK, "{alg:?}: {}", r.text);
+    }
+    // An ES256 token naming an RSA key: the key type does not fit.
+    let ec = EncodingKey::from_ec_pem(include_bytes!("fixtures/oidc-test-ec.pem")).unwrap();
+    for kid in ["no-alg", KID] {
+        let r = app.get("/api/me", &sign(Algorithm::ES256, kid, &ec)).await;
+        assert_error(
+            &r,
+            StatusCode::UNAUTHORIZED,
+            "invalid or expired credentials",
+        );
+    }
 }
