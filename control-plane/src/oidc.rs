@@ -8,7 +8,7 @@ use crate::config::OidcConfig;
 use crate::db::{Db, users};
 use crate::domain::{Email, Role, RoleSource, Username};
 use crate::error::ApiError;
-use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::jwk::{JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -33,9 +33,25 @@ pub struct Oidc {
     cfg: OidcConfig,
     http: reqwest::Client,
     /// Known keys by `kid`; read on every request without waiting on a fetch.
-    keys: RwLock<HashMap<String, DecodingKey>>,
+    keys: RwLock<HashMap<String, KnownKey>>,
     /// Held while fetching, so concurrent misses cause one fetch.
     fetcher: Mutex<FetchState>,
+}
+
+/// A JWKS key and the one algorithm its JWK allows, when it names one.
+#[derive(Clone)]
+struct KnownKey {
+    key: DecodingKey,
+    alg: Option<KeyAlgorithm>,
+}
+
+impl KnownKey {
+    /// Whether a token signed with `alg` may be checked against this key.
+    /// The key type must fit the algorithm family too; jsonwebtoken refuses
+    /// that mismatch itself (`InvalidAlgorithm`), so it is not repeated here.
+    fn allows(&self, alg: Algorithm) -> bool {
+        self.alg.is_none_or(|a| a == KeyAlgorithm::from(alg))
+    }
 }
 
 #[derive(Default)]
@@ -119,16 +135,20 @@ impl Oidc {
         let keys = set
             .keys
             .iter()
+            // Encryption keys never verify signatures.
+            .filter(|jwk| jwk.common.public_key_use != Some(PublicKeyUse::Encryption))
             .filter_map(|jwk| {
                 let kid = jwk.common.key_id.clone()?;
-                DecodingKey::from_jwk(jwk).ok().map(|k| (kid, k))
+                let key = DecodingKey::from_jwk(jwk).ok()?;
+                let alg = jwk.common.key_algorithm;
+                Some((kid, KnownKey { key, alg }))
             })
             .collect();
         *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
         Ok(())
     }
 
-    fn known_key(&self, kid: &str) -> Option<DecodingKey> {
+    fn known_key(&self, kid: &str) -> Option<KnownKey> {
         self.keys
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -136,7 +156,7 @@ impl Oidc {
             .cloned()
     }
 
-    async fn key_for(&self, kid: &str) -> Option<DecodingKey> {
+    async fn key_for(&self, kid: &str) -> Option<KnownKey> {
         if let Some(k) = self.known_key(kid) {
             return Some(k);
         }
@@ -199,8 +219,13 @@ impl Oidc {
         }
         let kid = header.kid.ok_or(ApiError::InvalidToken)?;
         let key = self.key_for(&kid).await.ok_or(ApiError::InvalidToken)?;
+        // A JWK that names an algorithm binds its key to it: a PS256 or
+        // RS512 token is not checked against a key published for RS256.
+        if !key.allows(header.alg) {
+            return Err(ApiError::InvalidToken);
+        }
         let claims = self
-            .verify_with(token, header.alg, &key)
+            .verify_with(token, header.alg, &key.key)
             .ok_or(ApiError::InvalidToken)?;
         if claims.sub.is_empty() {
             return Err(ApiError::InvalidToken);

@@ -678,10 +678,14 @@ async fn oidc_jwk_alg_binding(b: Backend) {
     // The same RSA key published again without `alg`.
     let mut loose = public_jwk(&iss.key, "no-alg");
     loose.as_object_mut().unwrap().remove("alg");
+    // And once more, marked as an encryption key.
+    let mut enc = loose.clone();
+    enc["kid"] = json!("enc");
+    enc["use"] = json!("enc");
     iss.jwks.lock().unwrap()["keys"]
         .as_array_mut()
         .unwrap()
-        .push(loose);
+        .extend([loose, enc]);
     let app = app_with_oidc(b, &iss).await;
     let claims = iss.claims("sub-alg");
     let sign = |alg: Algorithm, kid: &str, key: &EncodingKey| {
@@ -715,6 +719,11 @@ async fn oidc_jwk_alg_binding(b: Backend) {
         let r = app.get("/api/me", &sign(alg, "no-alg", &iss.key)).await;
         assert_eq!(r.status, StatusCode::OK, "{alg:?}: {}", r.text);
     }
+    // An encryption key never verifies a signature.
+    let r = app
+        .get("/api/me", &sign(Algorithm::RS256, "enc", &iss.key))
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "use=enc: {}", r.text);
     // An ES256 token naming an RSA key: the key type does not fit.
     let ec = EncodingKey::from_ec_pem(include_bytes!("fixtures/oidc-test-ec.pem")).unwrap();
     for kid in ["no-alg", KID] {
