@@ -12,9 +12,9 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use keygate_control_plane::config::OidcConfig;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const AUDIENCE: &str = "keygate-test";
 const KID: &str = "test-key-1";
@@ -27,6 +27,8 @@ struct Issuer {
     jwks: Arc<Mutex<Value>>,
     /// How many times the JWKS was fetched.
     fetches: Arc<AtomicUsize>,
+    /// While set, JWKS requests hang (up to 30 s) before answering.
+    hang: Arc<AtomicBool>,
     _task: tokio::task::JoinHandle<()>,
 }
 
@@ -41,6 +43,7 @@ async fn issuer() -> Issuer {
     let key = EncodingKey::from_rsa_pem(PEM).unwrap();
     let jwks = Arc::new(Mutex::new(json!({"keys": [public_jwk(&key, KID)]})));
     let fetches = Arc::new(AtomicUsize::new(0));
+    let hang = Arc::new(AtomicBool::new(false));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let discovery = json!({"issuer": url, "jwks_uri": format!("{url}/jwks")});
@@ -53,11 +56,18 @@ async fn issuer() -> Issuer {
             }),
         )
         .route("/jwks", {
-            let (jwks, fetches) = (jwks.clone(), fetches.clone());
+            let (jwks, fetches, hang) = (jwks.clone(), fetches.clone(), hang.clone());
             get(move || {
                 fetches.fetch_add(1, Ordering::SeqCst);
                 let j = jwks.lock().unwrap().clone();
-                async move { Json(j) }
+                let hang = hang.clone();
+                async move {
+                    let until = Instant::now() + Duration::from_secs(30);
+                    while hang.load(Ordering::SeqCst) && Instant::now() < until {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Json(j)
+                }
             })
         });
     let task = tokio::spawn(async move {
@@ -68,6 +78,7 @@ async fn issuer() -> Issuer {
         key,
         jwks,
         fetches,
+        hang,
         _task: task,
     }
 }
@@ -120,7 +131,8 @@ both_backends!(
     oidc_role_follows_claims,
     oidc_builtin_admin_fixed,
     oidc_builtin_admin_migration,
-    oidc_jwk_alg_binding
+    oidc_jwk_alg_binding,
+    oidc_jwks_hang
 );
 
 async fn oidc_user_lifecycle(b: Backend) {
@@ -734,4 +746,78 @@ async fn oidc_jwk_alg_binding(b: Backend) {
             "invalid or expired credentials",
         );
     }
+}
+
+/// `GET /api/me` with `token`, in its own task.
+fn spawn_me(app: &TestApp, token: String) -> tokio::task::JoinHandle<StatusCode> {
+    let rb = app
+        .http
+        .get(format!("{}/api/me", app.base))
+        .bearer_auth(token);
+    tokio::spawn(async move { rb.send().await.expect("request").status() })
+}
+
+/// While a JWKS fetch hangs, requests whose `kid` is cached answer at once,
+/// and other unknown `kid`s fail fast instead of queueing behind it.
+async fn oidc_jwks_hang(b: Backend) {
+    let iss = issuer().await;
+    let app = app_with_refetch(b, &iss, Duration::from_millis(100)).await;
+    let cached = iss.mint(&iss.claims("sub-h"));
+    assert_eq!(app.get("/api/me", &cached).await.status, StatusCode::OK);
+    assert_eq!(iss.fetches.load(Ordering::SeqCst), 1);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // The issuer now hangs; an unknown kid starts a fetch that hangs.
+    iss.hang.store(true, Ordering::SeqCst);
+    let unknown = |n: usize| {
+        let mut h = Header::new(Algorithm::RS256);
+        h.kid = Some(format!("unknown-{n}"));
+        jsonwebtoken::encode(&h, &iss.claims("sub-h"), &iss.key).unwrap()
+    };
+    let stuck = spawn_me(&app, unknown(0));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while iss.fetches.load(Ordering::SeqCst) < 2 {
+        assert!(Instant::now() < deadline, "the unknown kid never fetched");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // A cached kid does not wait on it.
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        let r = app.get("/api/me", &cached).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        assert!(
+            t0.elapsed() < Duration::from_millis(500),
+            "a cached kid waited {:?} on a hanging JWKS fetch",
+            t0.elapsed()
+        );
+    }
+
+    // Other unknown kids, concurrently: 401 soon, not one 10 s fetch each.
+    let t0 = Instant::now();
+    let waiters: Vec<_> = (1..=4).map(|n| spawn_me(&app, unknown(n))).collect();
+    for w in waiters {
+        let left = Duration::from_secs(3).saturating_sub(t0.elapsed());
+        let status = tokio::time::timeout(left, w)
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "an unknown kid still waited after {:?} behind a hanging JWKS fetch",
+                    t0.elapsed()
+                )
+            })
+            .unwrap();
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(iss.fetches.load(Ordering::SeqCst), 2, "one fetch in flight");
+    assert!(!stuck.is_finished(), "the first fetch should still hang");
+
+    // The issuer recovers: the stuck request ends (still an unknown kid).
+    iss.hang.store(false, Ordering::SeqCst);
+    let status = tokio::time::timeout(Duration::from_secs(15), stuck)
+        .await
+        .expect("the stuck request ends")
+        .unwrap();
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
