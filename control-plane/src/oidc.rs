@@ -1,5 +1,6 @@
 //! OIDC bearer JWTs: discovery, a cached JWKS (refetched on an unknown `kid`,
-//! at most once per `jwks_refetch_interval`), signature and claim verification,
+//! at most once per `jwks_refetch_interval`, one fetch at a time; a cached
+//! `kid` never waits on a fetch), signature and claim verification,
 //! and mapping the token's subject to a user created on first sight. A user
 //! whose role source is `oidc` gets the role the current token implies on
 //! every authentication, promotion and demotion alike.
@@ -29,12 +30,19 @@ const ALLOWED: &[Algorithm] = &[
     Algorithm::ES384,
 ];
 
+/// How long a request with an unknown `kid` waits for a JWKS fetch already
+/// in flight before it is refused (401). A healthy issuer answers well within
+/// it, so a rotation's first requests still succeed; a hanging one (up to the
+/// HTTP timeout) costs each further miss this much, not a fetch of its own.
+const FETCH_WAIT: Duration = Duration::from_secs(1);
+
 pub struct Oidc {
     cfg: OidcConfig,
     http: reqwest::Client,
     /// Known keys by `kid`; read on every request without waiting on a fetch.
     keys: RwLock<HashMap<String, KnownKey>>,
-    /// Held while fetching, so concurrent misses cause one fetch.
+    /// Held while fetching, so concurrent misses cause one fetch; others
+    /// wait for it at most [`FETCH_WAIT`].
     fetcher: Mutex<FetchState>,
 }
 
@@ -160,7 +168,10 @@ impl Oidc {
         if let Some(k) = self.known_key(kid) {
             return Some(k);
         }
-        let mut state = self.fetcher.lock().await;
+        let Ok(mut state) = tokio::time::timeout(FETCH_WAIT, self.fetcher.lock()).await else {
+            tracing::debug!("a JWKS fetch is still in flight; refusing an unknown kid");
+            return None;
+        };
         // Another request may have fetched while we waited for the lock.
         if let Some(k) = self.known_key(kid) {
             return Some(k);
