@@ -2,7 +2,8 @@
 //!
 //! Accepted bearers, tried in this order:
 //! - an ok1 API key (only for `GET /api/me`; everything else answers 403),
-//! - the static admin token (the built-in `admin` user, always role admin),
+//! - the static admin token (the built-in admin user, found by its
+//!   `builtin` mark and never by name; always role admin),
 //! - an OIDC JWT, when an issuer is configured.
 //!
 //! Tokens are compared in constant time (as SHA-256 digests, so lengths do

@@ -27,6 +27,9 @@ pub struct OidcConfig {
     pub audience: String,
     pub admin_emails: Vec<String>,
     pub admin_groups: Vec<String>,
+    /// Let `admin_emails` match an email the provider does not mark
+    /// `email_verified` (for providers that omit the claim). Default false.
+    pub trust_unverified_email: bool,
     /// Least time between JWKS fetches caused by an unknown `kid`, so forged
     /// tokens cannot make us hammer the issuer.
     pub jwks_refetch_interval: std::time::Duration,

@@ -51,6 +51,9 @@ struct ServeArgs {
     /// Values of the `groups` claim that get role admin.
     #[arg(long, env = "KEYGATE_OIDC_ADMIN_GROUP", value_delimiter = ',')]
     oidc_admin_group: Vec<String>,
+    /// Let --oidc-admin-email match emails without `email_verified: true`.
+    #[arg(long, env = "KEYGATE_OIDC_TRUST_UNVERIFIED_EMAIL")]
+    oidc_trust_unverified_email: bool,
     /// Feed versions the change log keeps; edges further behind get a full snapshot.
     #[arg(long, env = "KEYGATE_FEED_LOG_RETENTION", default_value_t = 100_000)]
     feed_log_retention: i64,
@@ -69,6 +72,7 @@ impl ServeArgs {
                 audience,
                 admin_emails: self.oidc_admin_email,
                 admin_groups: self.oidc_admin_group,
+                trust_unverified_email: self.oidc_trust_unverified_email,
                 jwks_refetch_interval: OidcConfig::DEFAULT_JWKS_REFETCH,
             }),
             _ => None,

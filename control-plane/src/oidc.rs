@@ -1,12 +1,15 @@
 //! OIDC bearer JWTs: discovery, a cached JWKS (refetched on an unknown `kid`,
-//! at most once per `jwks_refetch_interval`), signature and claim verification,
-//! and mapping the token's subject to a user created on first sight.
+//! at most once per `jwks_refetch_interval`, one fetch at a time; a cached
+//! `kid` never waits on a fetch), signature and claim verification,
+//! and mapping the token's subject to a user created on first sight. A user
+//! whose role source is `oidc` gets the role the current token implies on
+//! every authentication, promotion and demotion alike.
 
 use crate::config::OidcConfig;
 use crate::db::{Db, users};
-use crate::domain::{Email, Role, Username};
+use crate::domain::{Email, Role, RoleSource, Username};
 use crate::error::ApiError;
-use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::jwk::{JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -27,13 +30,36 @@ const ALLOWED: &[Algorithm] = &[
     Algorithm::ES384,
 ];
 
+/// How long a request with an unknown `kid` waits for a JWKS fetch already
+/// in flight before it is refused (401). A healthy issuer answers well within
+/// it, so a rotation's first requests still succeed; a hanging one (up to the
+/// HTTP timeout) costs each further miss this much, not a fetch of its own.
+const FETCH_WAIT: Duration = Duration::from_secs(1);
+
 pub struct Oidc {
     cfg: OidcConfig,
     http: reqwest::Client,
     /// Known keys by `kid`; read on every request without waiting on a fetch.
-    keys: RwLock<HashMap<String, DecodingKey>>,
-    /// Held while fetching, so concurrent misses cause one fetch.
+    keys: RwLock<HashMap<String, KnownKey>>,
+    /// Held while fetching, so concurrent misses cause one fetch; others
+    /// wait for it at most [`FETCH_WAIT`].
     fetcher: Mutex<FetchState>,
+}
+
+/// A JWKS key and the one algorithm its JWK allows, when it names one.
+#[derive(Clone)]
+struct KnownKey {
+    key: DecodingKey,
+    alg: Option<KeyAlgorithm>,
+}
+
+impl KnownKey {
+    /// Whether a token signed with `alg` may be checked against this key.
+    /// The key type must fit the algorithm family too; jsonwebtoken refuses
+    /// that mismatch itself (`InvalidAlgorithm`), so it is not repeated here.
+    fn allows(&self, alg: Algorithm) -> bool {
+        self.alg.is_none_or(|a| a == KeyAlgorithm::from(alg))
+    }
 }
 
 #[derive(Default)]
@@ -55,6 +81,9 @@ struct Claims {
     preferred_username: Option<String>,
     #[serde(default)]
     email: Option<String>,
+    /// A bool per the spec; some providers send the string "true".
+    #[serde(default)]
+    email_verified: Option<serde_json::Value>,
     #[serde(default)]
     groups: Option<serde_json::Value>,
 }
@@ -114,16 +143,20 @@ impl Oidc {
         let keys = set
             .keys
             .iter()
+            // Encryption keys never verify signatures.
+            .filter(|jwk| jwk.common.public_key_use != Some(PublicKeyUse::Encryption))
             .filter_map(|jwk| {
                 let kid = jwk.common.key_id.clone()?;
-                DecodingKey::from_jwk(jwk).ok().map(|k| (kid, k))
+                let key = DecodingKey::from_jwk(jwk).ok()?;
+                let alg = jwk.common.key_algorithm;
+                Some((kid, KnownKey { key, alg }))
             })
             .collect();
         *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
         Ok(())
     }
 
-    fn known_key(&self, kid: &str) -> Option<DecodingKey> {
+    fn known_key(&self, kid: &str) -> Option<KnownKey> {
         self.keys
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -131,11 +164,14 @@ impl Oidc {
             .cloned()
     }
 
-    async fn key_for(&self, kid: &str) -> Option<DecodingKey> {
+    async fn key_for(&self, kid: &str) -> Option<KnownKey> {
         if let Some(k) = self.known_key(kid) {
             return Some(k);
         }
-        let mut state = self.fetcher.lock().await;
+        let Ok(mut state) = tokio::time::timeout(FETCH_WAIT, self.fetcher.lock()).await else {
+            tracing::debug!("a JWKS fetch is still in flight; refusing an unknown kid");
+            return None;
+        };
         // Another request may have fetched while we waited for the lock.
         if let Some(k) = self.known_key(kid) {
             return Some(k);
@@ -161,12 +197,20 @@ impl Oidc {
     }
 
     fn is_admin(&self, c: &Claims) -> bool {
-        let by_email = c.email.as_deref().is_some_and(|e| {
-            self.cfg
-                .admin_emails
-                .iter()
-                .any(|a| a.eq_ignore_ascii_case(e))
-        });
+        // An unverified email can be whatever the person typed in.
+        let verified = match &c.email_verified {
+            Some(serde_json::Value::Bool(b)) => *b,
+            Some(serde_json::Value::String(s)) => s.eq_ignore_ascii_case("true"),
+            _ => false,
+        };
+        let email_counts = verified || self.cfg.trust_unverified_email;
+        let by_email = email_counts
+            && c.email.as_deref().is_some_and(|e| {
+                self.cfg
+                    .admin_emails
+                    .iter()
+                    .any(|a| a.eq_ignore_ascii_case(e))
+            });
         let groups: Vec<&str> = match &c.groups {
             Some(serde_json::Value::Array(a)) => a.iter().filter_map(|g| g.as_str()).collect(),
             Some(serde_json::Value::String(s)) => vec![s.as_str()],
@@ -186,23 +230,42 @@ impl Oidc {
         }
         let kid = header.kid.ok_or(ApiError::InvalidToken)?;
         let key = self.key_for(&kid).await.ok_or(ApiError::InvalidToken)?;
+        // A JWK that names an algorithm binds its key to it: a PS256 or
+        // RS512 token is not checked against a key published for RS256.
+        if !key.allows(header.alg) {
+            return Err(ApiError::InvalidToken);
+        }
         let claims = self
-            .verify_with(token, header.alg, &key)
+            .verify_with(token, header.alg, &key.key)
             .ok_or(ApiError::InvalidToken)?;
         if claims.sub.is_empty() {
             return Err(ApiError::InvalidToken);
         }
-        let admin = self.is_admin(&claims);
+        let role = if self.is_admin(&claims) {
+            Role::Admin
+        } else {
+            Role::User
+        };
         let mut conn = db.conn().await?;
         if let Some(u) = users::get_by_oidc_subject(&mut conn, &claims.sub).await? {
-            // Promote when the provider says admin; never demote (an admin
-            // may have granted the role through the API).
-            if admin && u.role() != Role::Admin {
-                return users::update(&mut conn, u.id, Some(Role::Admin), None)
-                    .await?
-                    .ok_or(ApiError::InvalidToken);
+            // The provider decides, both ways, unless an admin pinned the
+            // role through the API (role source `api`).
+            if u.role_source() != RoleSource::Oidc || u.role() == role {
+                return Ok(u);
             }
-            return Ok(u);
+            if users::follow_oidc_role(&mut conn, u.id, role).await? {
+                tracing::info!(
+                    user_id = u.id,
+                    old_role = u.role().as_str(),
+                    new_role = role.as_str(),
+                    source = RoleSource::Oidc.as_str(),
+                    "user role changed"
+                );
+            }
+            // Re-read: a concurrent API pin may have won.
+            return users::get(&mut conn, u.id)
+                .await?
+                .ok_or(ApiError::InvalidToken);
         }
         let email = claims
             .email
@@ -213,10 +276,11 @@ impl Oidc {
             .preferred_username
             .as_deref()
             .or(claims.email.as_deref())
-            .and_then(|n| Username::parse(n).ok());
+            .and_then(|n| Username::parse(n).ok())
+            // Never a name that could pass for the built-in admin.
+            .filter(|n| !users::is_reserved_name(n.as_str()));
         let fallback =
             Username::parse(&format!("oidc-{}", claims.sub)).map_err(|_| ApiError::InvalidToken)?;
-        let role = if admin { Role::Admin } else { Role::User };
         let mut candidates = preferred.into_iter().collect::<Vec<_>>();
         candidates.push(fallback);
         for name in candidates {
@@ -225,6 +289,7 @@ impl Oidc {
                 name.as_str(),
                 email.as_deref(),
                 role,
+                RoleSource::Oidc,
                 Some(&claims.sub),
             )
             .await

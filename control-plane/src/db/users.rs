@@ -1,11 +1,32 @@
 //! Queries on users. Deleting a user also deletes their keys and tells the feed.
+//! Each user records where their role comes from (`role_source`, see
+//! [`RoleSource`]); role writes here keep that record in step.
 
 use super::{Conn, Db, Tx, feed, is_unique_violation};
-use crate::domain::{Role, now_unix};
+use crate::domain::{Role, RoleSource, now_unix};
 use crate::error::ApiError;
 
-/// Username of the built-in user the admin token acts as.
+/// The columns every query returns, in [`UserRow`] order.
+macro_rules! columns {
+    () => {
+        "id, username, email, role, role_source, oidc_subject, created_at"
+    };
+}
+
+/// Username the built-in admin (the user the admin token acts as) gets when
+/// created; if another user already has it (an upgraded database where an
+/// OIDC sign-in took the name), `keygate-admin`, then `keygate-admin-2`, ….
+/// The built-in admin is found by its mark (`role_source = 'builtin'`),
+/// never by name.
 pub const BUILTIN_ADMIN: &str = "admin";
+const BUILTIN_ADMIN_FALLBACK: &str = "keygate-admin";
+
+/// Names an OIDC sign-in never gets, so no one can pass for the built-in
+/// admin: `admin` in any case, and `keygate-admin…`.
+pub fn is_reserved_name(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    lower == BUILTIN_ADMIN || lower.starts_with(BUILTIN_ADMIN_FALLBACK)
+}
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct UserRow {
@@ -13,6 +34,8 @@ pub struct UserRow {
     pub username: String,
     pub email: Option<String>,
     pub role: String,
+    pub role_source: String,
+    pub oidc_subject: Option<String>,
     pub created_at: i64,
 }
 
@@ -20,36 +43,45 @@ impl UserRow {
     pub fn role(&self) -> Role {
         Role::from_db(&self.role)
     }
+    pub fn role_source(&self) -> RoleSource {
+        RoleSource::from_db(&self.role_source)
+    }
 }
 
 pub async fn get(conn: &mut Conn, id: i64) -> Result<Option<UserRow>, sqlx::Error> {
-    sqlx::query_as("SELECT id, username, email, role, created_at FROM users WHERE id = $1")
+    sqlx::query_as(concat!("SELECT ", columns!(), " FROM users WHERE id = $1"))
         .bind(id)
         .fetch_optional(conn)
         .await
 }
 
-pub async fn get_by_username(conn: &mut Conn, name: &str) -> Result<Option<UserRow>, sqlx::Error> {
-    sqlx::query_as("SELECT id, username, email, role, created_at FROM users WHERE username = $1")
-        .bind(name)
-        .fetch_optional(conn)
-        .await
+/// The built-in admin, by its mark.
+pub async fn get_builtin(conn: &mut Conn) -> Result<Option<UserRow>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM users WHERE role_source = 'builtin'"
+    ))
+    .fetch_optional(conn)
+    .await
 }
 
 pub async fn get_by_oidc_subject(
     conn: &mut Conn,
     subject: &str,
 ) -> Result<Option<UserRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, username, email, role, created_at FROM users WHERE oidc_subject = $1",
-    )
+    sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM users WHERE oidc_subject = $1"
+    ))
     .bind(subject)
     .fetch_optional(conn)
     .await
 }
 
 pub async fn list(conn: &mut Conn) -> Result<Vec<UserRow>, sqlx::Error> {
-    sqlx::query_as("SELECT id, username, email, role, created_at FROM users ORDER BY id")
+    sqlx::query_as(concat!("SELECT ", columns!(), " FROM users ORDER BY id"))
         .fetch_all(conn)
         .await
 }
@@ -60,15 +92,18 @@ pub async fn create(
     username: &str,
     email: Option<&str>,
     role: Role,
+    role_source: RoleSource,
     oidc_subject: Option<&str>,
 ) -> Result<UserRow, ApiError> {
-    let res = sqlx::query_as(
-        "INSERT INTO users (username, email, role, oidc_subject, created_at) \
-         VALUES ($1, $2, $3, $4, $5) RETURNING id, username, email, role, created_at",
-    )
+    let res = sqlx::query_as(concat!(
+        "INSERT INTO users (username, email, role, role_source, oidc_subject, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING ",
+        columns!()
+    ))
     .bind(username)
     .bind(email)
     .bind(role.as_str())
+    .bind(role_source.as_str())
     .bind(oidc_subject)
     .bind(now_unix())
     .fetch_one(conn)
@@ -80,49 +115,101 @@ pub async fn create(
     }
 }
 
-/// The built-in admin user, created on first use (and again if deleted).
+/// The built-in admin user, created on first use. It cannot be deleted, so
+/// it is created once per database; its mark is unique, so concurrent
+/// replicas agree on one.
 pub async fn ensure_builtin_admin(db: &Db) -> Result<UserRow, ApiError> {
     let mut conn = db.conn().await?;
-    if let Some(u) = get_by_username(&mut conn, BUILTIN_ADMIN).await? {
+    if let Some(u) = get_builtin(&mut conn).await? {
         return Ok(u);
     }
-    match create(&mut conn, BUILTIN_ADMIN, None, Role::Admin, None).await {
-        Ok(u) => Ok(u),
-        // Another request created it first.
-        Err(ApiError::Conflict(_)) => get_by_username(&mut conn, BUILTIN_ADMIN)
-            .await?
-            .ok_or_else(|| ApiError::Internal("built-in admin vanished".into())),
-        Err(e) => Err(e),
+    let names = [BUILTIN_ADMIN.to_owned(), BUILTIN_ADMIN_FALLBACK.to_owned()]
+        .into_iter()
+        .chain((2..=20).map(|n| format!("{BUILTIN_ADMIN_FALLBACK}-{n}")));
+    for name in names {
+        match create(
+            &mut conn,
+            &name,
+            None,
+            Role::Admin,
+            RoleSource::Builtin,
+            None,
+        )
+        .await
+        {
+            Ok(u) => {
+                tracing::info!(user_id = u.id, username = %u.username, "built-in admin created");
+                return Ok(u);
+            }
+            // Another replica created it first, or the name is taken.
+            Err(ApiError::Conflict(_)) => {
+                if let Some(u) = get_builtin(&mut conn).await? {
+                    return Ok(u);
+                }
+            }
+            Err(e) => return Err(e),
+        }
     }
+    Err(ApiError::Internal(
+        "no free username for the built-in admin".into(),
+    ))
 }
 
-pub async fn update(
+/// Sets a role and where it comes from; never touches the built-in admin.
+/// Returns false when no such (non-built-in) user exists.
+pub async fn set_role(
     conn: &mut Conn,
     id: i64,
-    role: Option<Role>,
-    email: Option<&str>,
-) -> Result<Option<UserRow>, sqlx::Error> {
-    if let Some(role) = role {
-        sqlx::query("UPDATE users SET role = $1 WHERE id = $2")
-            .bind(role.as_str())
-            .bind(id)
-            .execute(&mut *conn)
-            .await?;
-    }
-    if let Some(email) = email {
-        sqlx::query("UPDATE users SET email = $1 WHERE id = $2")
-            .bind(email)
-            .bind(id)
-            .execute(&mut *conn)
-            .await?;
-    }
-    get(conn, id).await
+    role: Role,
+    source: RoleSource,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE users SET role = $1, role_source = $2 WHERE id = $3 AND role_source <> 'builtin'",
+    )
+    .bind(role.as_str())
+    .bind(source.as_str())
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
-/// Deletes a user with their keys and rule memberships. Returns false if absent.
-pub async fn delete(tx: &mut Tx, db: &Db, id: i64) -> Result<bool, sqlx::Error> {
-    if get(tx, id).await?.is_none() {
-        return Ok(false);
+/// Applies the role an OIDC token implies, only while the user's role still
+/// follows the provider (a concurrent API pin wins). True if it changed.
+pub async fn follow_oidc_role(conn: &mut Conn, id: i64, role: Role) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE users SET role = $1 WHERE id = $2 AND role_source = 'oidc' AND role <> $3",
+    )
+    .bind(role.as_str())
+    .bind(id)
+    .bind(role.as_str())
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn set_email(conn: &mut Conn, id: i64, email: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE users SET email = $1 WHERE id = $2")
+        .bind(email)
+        .bind(id)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+pub enum DeleteOutcome {
+    Deleted,
+    NotFound,
+    /// The built-in admin is never deleted.
+    Builtin,
+}
+
+/// Deletes a user with their keys and rule memberships.
+pub async fn delete(tx: &mut Tx, db: &Db, id: i64) -> Result<DeleteOutcome, sqlx::Error> {
+    match get(tx, id).await? {
+        None => return Ok(DeleteOutcome::NotFound),
+        Some(u) if u.role_source() == RoleSource::Builtin => return Ok(DeleteOutcome::Builtin),
+        Some(_) => {}
     }
     let version = feed::bump(tx, db).await?;
     feed::log_user_keys(tx, version, id).await?;
@@ -140,9 +227,9 @@ pub async fn delete(tx: &mut Tx, db: &Db, id: i64) -> Result<bool, sqlx::Error> 
         .bind(id)
         .execute(&mut **tx)
         .await?;
-    sqlx::query("DELETE FROM users WHERE id = $1")
+    sqlx::query("DELETE FROM users WHERE id = $1 AND role_source <> 'builtin'")
         .bind(id)
         .execute(&mut **tx)
         .await?;
-    Ok(true)
+    Ok(DeleteOutcome::Deleted)
 }

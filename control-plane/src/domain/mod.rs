@@ -116,6 +116,37 @@ impl Role {
     }
 }
 
+/// Where a user's role comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RoleSource {
+    /// The identity provider's claims decide, on every authentication.
+    Oidc,
+    /// Set through the API; pinned until changed again.
+    Api,
+    /// The built-in admin the static admin token acts as; always admin.
+    Builtin,
+}
+
+impl RoleSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoleSource::Oidc => "oidc",
+            RoleSource::Api => "api",
+            RoleSource::Builtin => "builtin",
+        }
+    }
+    /// Reads a stored source; anything unexpected is pinned (`api`), so
+    /// neither a token nor the built-in checks ever act on it.
+    pub fn from_db(s: &str) -> Self {
+        match s {
+            "oidc" => RoleSource::Oidc,
+            "builtin" => RoleSource::Builtin,
+            _ => RoleSource::Api,
+        }
+    }
+}
+
 /// A set of MCP servers: every server (`["*"]`), or named ones.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerSelection {

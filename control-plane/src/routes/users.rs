@@ -1,9 +1,11 @@
 //! Users (admin) and `GET /api/me` (any credential, API keys included).
+//! A role set here pins it (`roleSource: "api"`); `{"roleSource":"oidc"}`
+//! hands it back to the identity provider.
 
 use crate::AppState;
 use crate::auth::{Admin, AnyCaller};
 use crate::db::users;
-use crate::domain::{Email, Role, Username, format_time, parse_id};
+use crate::domain::{Email, Role, RoleSource, Username, format_time, parse_id};
 use crate::error::{ApiError, ApiResult};
 use crate::routes::keys::Deleted;
 use axum::Json;
@@ -26,8 +28,13 @@ pub struct CreateUserBody {
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateUserBody {
+    /// Sets the role and pins it (`roleSource` becomes `api`).
     #[serde(default)]
     pub role: Option<Role>,
+    /// `oidc` hands the role back to the identity provider (the next token
+    /// decides); `api` pins the current role.
+    #[serde(default)]
+    pub role_source: Option<RoleSource>,
     #[serde(default)]
     pub email: Option<String>,
 }
@@ -39,6 +46,9 @@ pub struct UserRecord {
     pub username: String,
     pub email: Option<String>,
     pub role: Role,
+    /// `oidc`: follows the identity provider; `api`: set through the API;
+    /// `builtin`: the built-in admin.
+    pub role_source: RoleSource,
     pub created_at: String,
 }
 
@@ -58,12 +68,16 @@ pub struct Me {
 fn record(u: users::UserRow) -> UserRecord {
     UserRecord {
         role: u.role(),
+        role_source: u.role_source(),
         id: u.id,
         username: u.username,
         email: u.email,
         created_at: format_time(u.created_at),
     }
 }
+
+const MSG_ROLE_AND_OIDC: &str = "role cannot be set while handing it to the identity provider";
+const MSG_BUILTIN_ROLE: &str = "the built-in admin's role cannot be changed";
 
 fn user_id(raw: &str) -> ApiResult<i64> {
     parse_id(raw).ok_or(ApiError::NotFound("user not found"))
@@ -105,6 +119,7 @@ pub async fn create(
         username.as_str(),
         email.as_ref().map(Email::as_str),
         b.role.unwrap_or(Role::User),
+        RoleSource::Api,
         None,
     )
     .await?;
@@ -128,7 +143,8 @@ pub async fn get(
 
 /// Change a user's role (or email). Access, and so the key table, is unaffected.
 #[utoipa::path(patch, path = "/api/users/{id}", params(("id" = i64, Path)), request_body = UpdateUserBody,
-    responses((status = 200, body = UserRecord), (status = 404, description = "not found")))]
+    responses((status = 200, body = UserRecord), (status = 404, description = "not found"),
+        (status = 409, description = "built-in admin, or no OIDC identity to follow")))]
 pub async fn update(
     State(st): State<AppState>,
     _admin: Admin,
@@ -138,8 +154,49 @@ pub async fn update(
     let id = user_id(&id)?;
     let Json(b) = body?;
     let email = b.email.as_deref().map(Email::parse).transpose()?;
+    let source = match (b.role, b.role_source) {
+        (_, Some(RoleSource::Builtin)) => {
+            return Err(ApiError::bad_request(
+                "roleSource must be \"oidc\" or \"api\"",
+            ));
+        }
+        (Some(_), Some(RoleSource::Oidc)) => {
+            return Err(ApiError::bad_request(MSG_ROLE_AND_OIDC));
+        }
+        (Some(_), _) => Some(RoleSource::Api),
+        (None, s) => s,
+    };
     let mut conn = st.db.conn().await?;
-    let row = users::update(&mut conn, id, b.role, email.as_ref().map(Email::as_str))
+    let row = users::get(&mut conn, id)
+        .await?
+        .ok_or(ApiError::NotFound("user not found"))?;
+    if let Some(source) = source {
+        if row.role_source() == RoleSource::Builtin {
+            return Err(ApiError::Conflict(MSG_BUILTIN_ROLE));
+        }
+        if source == RoleSource::Oidc && row.oidc_subject.is_none() {
+            return Err(ApiError::Conflict("user has no OIDC identity"));
+        }
+        // Handing back to the provider keeps the role until the next token.
+        let role = b.role.unwrap_or(row.role());
+        if !users::set_role(&mut conn, id, role, source).await? {
+            return Err(ApiError::NotFound("user not found"));
+        }
+        if role != row.role() || source != row.role_source() {
+            tracing::info!(
+                user_id = id,
+                old_role = row.role().as_str(),
+                new_role = role.as_str(),
+                old_source = row.role_source().as_str(),
+                source = source.as_str(),
+                "user role changed"
+            );
+        }
+    }
+    if let Some(email) = &email {
+        users::set_email(&mut conn, id, email.as_str()).await?;
+    }
+    let row = users::get(&mut conn, id)
         .await?
         .ok_or(ApiError::NotFound("user not found"))?;
     Ok(Json(record(row)))
@@ -147,7 +204,8 @@ pub async fn update(
 
 /// Delete a user and all their keys.
 #[utoipa::path(delete, path = "/api/users/{id}", params(("id" = i64, Path)),
-    responses((status = 200, body = Deleted), (status = 404, description = "not found")))]
+    responses((status = 200, body = Deleted), (status = 404, description = "not found"),
+        (status = 409, description = "the built-in admin cannot be deleted")))]
 pub async fn delete(
     State(st): State<AppState>,
     _admin: Admin,
@@ -155,8 +213,12 @@ pub async fn delete(
 ) -> ApiResult<Json<Deleted>> {
     let id = user_id(&id)?;
     let mut tx = st.db.begin_write().await?;
-    if !users::delete(&mut tx, &st.db, id).await? {
-        return Err(ApiError::NotFound("user not found"));
+    match users::delete(&mut tx, &st.db, id).await? {
+        users::DeleteOutcome::Deleted => {}
+        users::DeleteOutcome::NotFound => return Err(ApiError::NotFound("user not found")),
+        users::DeleteOutcome::Builtin => {
+            return Err(ApiError::Conflict("the built-in admin cannot be deleted"));
+        }
     }
     tx.commit().await?;
     st.feed.changed();
