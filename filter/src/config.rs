@@ -404,6 +404,28 @@ mod tests {
     }
 
     #[test]
+    fn reserved_names_match_with_underscores_read_as_dashes() {
+        // Upstreams that fold `_` into `-` (CGI, WSGI, several frameworks)
+        // would read these as the identity headers.
+        let json = r#"{"controlPlaneCluster":"cp","dataPlaneToken":"t","identityHeaders":{"userId":"x-user"}}"#;
+        let c = Config::from_json(json.as_bytes()).unwrap();
+        for name in [
+            "x_keygate_user_id",
+            "X_Keygate-Key_Id",
+            "x-keygate_server",
+            "X_KEYGATE_ANYTHING",
+            "x_keygate_",
+            "x_user",
+            "X_User",
+        ] {
+            assert!(c.is_reserved_header(name), "{name} must be reserved");
+        }
+        for name in ["x_other", "x_keygate", "x__keygate_user_id", "x_user_", "xuser", ""] {
+            assert!(!c.is_reserved_header(name), "{name} must not be reserved");
+        }
+    }
+
+    #[test]
     fn debug_never_shows_the_token() {
         let c = Config::from_json(MINIMAL.as_bytes()).unwrap();
         let shown = format!("{c:?}");
