@@ -6,6 +6,9 @@
 //! (`x_keygate_user_id`) never reach an upstream: the filter drops them even
 //! where Envoy lets underscores through, and the shipped config and every
 //! example refuse header names with underscores outright.
+//! Finding 7: the shipped config's access log never shows a query string or
+//! a path chosen by a client header, and Envoy's own `x-envoy-*` request
+//! headers sent by a client never reach an upstream.
 
 use std::time::{Duration, Instant};
 
@@ -178,5 +181,119 @@ async fn wait_until_open(edge: &Edge, path: &str, key: &str) {
             "{path} not open with a new key within 10 s: {response:?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// Finding 7: the access log shows the path the client asked for, without
+// its query string and never a path a client header chose, and the shipped
+// Envoy strips Envoy's own `x-envoy-*` request headers sent by clients.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_never_shows_a_query_or_a_client_chosen_path() {
+    let shipped = ShippedEdge::start("access-log").await;
+    let (_, key) = shipped.echo_key().await;
+    let edge = shipped.edge();
+
+    // A key in the query string (a client mistake) never lands in the log.
+    let tag = unique_name("logged");
+    let target = format!("/mcp-connect/echo/{tag}?key={}", key.key);
+    let response = edge.raw("GET", &target, &[], "").await;
+    assert_eq!(response.status, 401, "{response:?}");
+    let line = wait_for_access_line(&shipped, |line| line.contains(&tag)).await;
+    assert!(
+        line.contains(&format!("\"GET /mcp-connect/echo/{tag} ")),
+        "the line must show the path: {line}"
+    );
+    assert!(
+        !line.contains('?') && !line.contains("ok1-") && !line.contains(&key.key),
+        "the query string (and the key in it) reached the access log: {line}"
+    );
+
+    // A client-sent x-envoy-original-path never decides the logged path.
+    let fake = unique_name("fake");
+    let fake_path = format!("/api/{fake}");
+    let bearer = format!("Bearer {}", key.key);
+    let response = edge
+        .raw(
+            "GET",
+            "/api/me",
+            &[
+                ("authorization", bearer.as_str()),
+                ("x-envoy-original-path", fake_path.as_str()),
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(response.status, 200, "{response:?}");
+    let line = wait_for_access_line(&shipped, |line| {
+        line.contains(&fake) || line.contains("\"GET /api/me ")
+    })
+    .await;
+    assert!(
+        line.contains("\"GET /api/me ") && !line.contains(&fake),
+        "the access log shows a path the client chose: {line}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_sent_envoy_headers_never_reach_the_upstream() {
+    let shipped = ShippedEdge::start("envoy-headers").await;
+    let (_, key) = shipped.echo_key().await;
+    let bearer = format!("Bearer {}", key.key);
+    // Headers Envoy acts on or forwards as its own; a client must not set them.
+    let spoofed = [
+        ("x-envoy-internal", "true"),
+        ("x-envoy-original-path", "/api/spoofed"),
+        ("x-envoy-external-address", "203.0.113.9"),
+        ("x-envoy-decorator-operation", "spoofed"),
+        ("x-envoy-downstream-service-cluster", "spoofed"),
+        ("x-envoy-downstream-service-node", "spoofed"),
+        ("x-envoy-ip-tags", "spoofed"),
+        ("x-envoy-force-trace", "true"),
+        ("x-envoy-retry-on", "5xx"),
+        ("x-envoy-max-retries", "9"),
+        ("x-envoy-upstream-rq-timeout-ms", "1"),
+        ("x-envoy-upstream-rq-per-try-timeout-ms", "1"),
+        ("x-envoy-hedge-on-per-try-timeout", "true"),
+        ("x-envoy-upstream-alt-stat-name", "spoofed"),
+    ];
+    let mut headers = vec![("authorization", bearer.as_str())];
+    headers.extend_from_slice(&spoofed);
+    let path = "/mcp-connect/echo/envoy-headers";
+    let response = shipped.edge().raw("GET", path, &headers, "").await;
+    assert_eq!(response.status, 200, "{response:?}");
+    let seen = Seen::parse(&response.body);
+    for (name, value) in spoofed {
+        assert!(
+            !seen.values(name).contains(&value),
+            "the client's {name}: {value} reached the upstream: {seen:?}"
+        );
+    }
+    // Envoy sets this one itself on a rewritten route: the real path.
+    assert!(
+        seen.values("x-envoy-original-path")
+            .iter()
+            .all(|v| *v == path),
+        "{seen:?}"
+    );
+}
+
+/// Waits for an access log line that `matches` and returns it.
+async fn wait_for_access_line(shipped: &ShippedEdge, matches: impl Fn(&str) -> bool) -> String {
+    let start = Instant::now();
+    loop {
+        if let Some(line) = shipped
+            .access_log_lines()
+            .into_iter()
+            .find(|line| matches(line))
+        {
+            return line;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "no such access log line within 15 s; the log:\n{}",
+            shipped.access_log_lines().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
