@@ -342,7 +342,13 @@ impl Config {
 
 /// Header names that are equal once ASCII case is ignored and `_` is read as `-`.
 fn same_header_name(a: &str, b: &str) -> bool {
-    let fold = |c: u8| if c == b'_' { b'-' } else { c.to_ascii_lowercase() };
+    let fold = |c: u8| {
+        if c == b'_' {
+            b'-'
+        } else {
+            c.to_ascii_lowercase()
+        }
+    };
     a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| fold(x) == fold(y))
 }
 
@@ -428,7 +434,14 @@ mod tests {
         ] {
             assert!(c.is_reserved_header(name), "{name} must be reserved");
         }
-        for name in ["x_other", "x_keygate", "x__keygate_user_id", "x_user_", "xuser", ""] {
+        for name in [
+            "x_other",
+            "x_keygate",
+            "x__keygate_user_id",
+            "x_user_",
+            "xuser",
+            "",
+        ] {
             assert!(!c.is_reserved_header(name), "{name} must not be reserved");
         }
     }

@@ -110,7 +110,12 @@ async fn shipped_config_rejects_header_names_with_underscores() {
         ("/api/me", "x_keygate_user_id"),
     ] {
         let response = edge
-            .raw("GET", path, &[("authorization", bearer.as_str()), (name, "4")], "")
+            .raw(
+                "GET",
+                path,
+                &[("authorization", bearer.as_str()), (name, "4")],
+                "",
+            )
             .await;
         assert_eq!(
             response.status,
