@@ -324,18 +324,32 @@ impl Config {
     }
 
     /// True for headers a client may never send: the `x-keygate-*` family and
-    /// the configured identity headers, whatever they are named.
+    /// the configured identity headers, whatever they are named, in any case
+    /// and with `_` read as `-`: upstreams that fold `_` into `-` (CGI, WSGI,
+    /// several frameworks) read `x_keygate_user_id` as `x-keygate-user-id`.
     /// Runs for every header of every request, so it compares without
     /// allocating.
     pub fn is_reserved_header(&self, name: &str) -> bool {
         let prefix = keygate_protocol::IDENTITY_HEADER_PREFIX;
         let ids = &self.identity_headers;
         name.get(..prefix.len())
-            .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+            .is_some_and(|p| same_header_name(p, prefix))
             || [&ids.user_id, &ids.key_id, &ids.server]
                 .iter()
-                .any(|h| name.eq_ignore_ascii_case(h))
+                .any(|h| same_header_name(name, h))
     }
+}
+
+/// Header names that are equal once ASCII case is ignored and `_` is read as `-`.
+fn same_header_name(a: &str, b: &str) -> bool {
+    let fold = |c: u8| {
+        if c == b'_' {
+            b'-'
+        } else {
+            c.to_ascii_lowercase()
+        }
+    };
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| fold(x) == fold(y))
 }
 
 #[cfg(test)]
@@ -401,6 +415,35 @@ mod tests {
         assert!(c.is_reserved_header("X-User"));
         assert!(c.is_reserved_header("x-keygate-anything"));
         assert!(!c.is_reserved_header("x-other"));
+    }
+
+    #[test]
+    fn reserved_names_match_with_underscores_read_as_dashes() {
+        // Upstreams that fold `_` into `-` (CGI, WSGI, several frameworks)
+        // would read these as the identity headers.
+        let json = r#"{"controlPlaneCluster":"cp","dataPlaneToken":"t","identityHeaders":{"userId":"x-user"}}"#;
+        let c = Config::from_json(json.as_bytes()).unwrap();
+        for name in [
+            "x_keygate_user_id",
+            "X_Keygate-Key_Id",
+            "x-keygate_server",
+            "X_KEYGATE_ANYTHING",
+            "x_keygate_",
+            "x_user",
+            "X_User",
+        ] {
+            assert!(c.is_reserved_header(name), "{name} must be reserved");
+        }
+        for name in [
+            "x_other",
+            "x_keygate",
+            "x__keygate_user_id",
+            "x_user_",
+            "xuser",
+            "",
+        ] {
+            assert!(!c.is_reserved_header(name), "{name} must not be reserved");
+        }
     }
 
     #[test]

@@ -94,6 +94,31 @@ mod tests {
     }
 
     #[test]
+    fn underscore_spellings_of_identity_headers_are_removed() {
+        let ops = edits(
+            &cfg(""),
+            [
+                "x_keygate_user_id",
+                "X_Keygate-Key_Id",
+                "x-keygate_server",
+                "x_other",
+            ],
+            &allow(Some("alpha"), false),
+        );
+        assert_eq!(
+            ops,
+            vec![
+                HeaderOp::Remove("x_keygate_user_id".into()),
+                HeaderOp::Remove("x_keygate-key_id".into()),
+                HeaderOp::Remove("x-keygate_server".into()),
+                HeaderOp::Set("x-keygate-user-id".into(), "10".into()),
+                HeaderOp::Set("x-keygate-key-id".into(), "3".into()),
+                HeaderOp::Set("x-keygate-server".into(), "alpha".into()),
+            ]
+        );
+    }
+
+    #[test]
     fn allow_strips_key_and_sets_identity() {
         let ops = edits(
             &cfg(""),

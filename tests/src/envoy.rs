@@ -444,6 +444,11 @@ impl Envoy {
         &self.config_path
     }
 
+    /// The file holding Envoy's stdout and stderr (its access log included).
+    pub fn log_path(&self) -> &Path {
+        self.process.log_path()
+    }
+
     /// Base URL of the listener, e.g. `http://127.0.0.1:41234`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.listener_port)

@@ -11,6 +11,8 @@
 //! - [`admin`]: the control plane's API; [`edge`] and [`raw_http`]: requests
 //!   through Envoy; [`mcp_client`]: an rmcp client; [`keys`]: key variants;
 //!   [`spelling`]: path spellings that must not widen a key's scope.
+//! - [`header_echo`]: an upstream that shows the headers it received;
+//!   [`shipped`]: the shipped `envoy/envoy.yaml` in front of it.
 
 pub mod admin;
 pub mod control_plane;
@@ -18,6 +20,7 @@ pub mod dirs;
 pub mod edge;
 pub mod env;
 pub mod envoy;
+pub mod header_echo;
 pub mod keys;
 pub mod mcp_client;
 pub mod mcp_server;
@@ -25,6 +28,7 @@ pub mod ports;
 pub mod postgres;
 pub mod process;
 pub mod raw_http;
+pub mod shipped;
 pub mod spelling;
 pub mod stack;
 
