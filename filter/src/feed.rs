@@ -720,6 +720,33 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshot_that_keeps_failing_mid_paging_leaves_the_table_to_go_stale() {
+        let s = MemoryStore::default();
+        let c = paged_cfg(2);
+        let mut f = Feed::new();
+        f.next_request(&c, &s, 0).unwrap();
+        f.on_response(&s, Some(200), Some(&page(1, &[1, 2], None)), 1_000);
+        // The log no longer reaches version 1, and the control plane breaks
+        // every snapshot after its first page (here: a cursor that does not
+        // move forward), so each attempt starts over with a good first page.
+        let mut now = 1_000;
+        while now < 60_000 {
+            let r = f.next_request(&c, &s, now).unwrap();
+            let path = r.header(":path").unwrap();
+            let answer = if path.contains("after=") {
+                page(9, &[5], Some(1))
+            } else {
+                page(9, &[1, 2, 3], Some(3))
+            };
+            f.on_response(&s, Some(200), Some(&answer), now);
+            now += 500;
+        }
+        // Freshness means a complete table: the last one was at 1 s, so a
+        // request now (60 s later, staleness limit 30 s) fails closed.
+        assert_eq!(TableReader::new(&s).last_sync_unix(), Some(1));
+    }
+
+    #[test]
     fn an_older_control_plane_gets_whole_snapshots() {
         let s = MemoryStore::default();
         let c = cfg();

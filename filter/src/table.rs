@@ -903,6 +903,21 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshot_in_progress_does_not_refresh_freshness() {
+        let s = MemoryStore::default();
+        let mut known = BTreeSet::new();
+        apply(&s, &snapshot(1, &[1]), None, 1_000, &mut known).unwrap();
+        let mut writer = SnapshotWriter::begin(&s, 2, 50_000).unwrap();
+        assert_eq!(TableReader::new(&s).last_sync_unix(), Some(1), "begin");
+        let mut page = snapshot(2, &[1, 2]);
+        page.next = Some(2);
+        writer.write_page(&s, &page, 60_000).unwrap();
+        assert_eq!(TableReader::new(&s).last_sync_unix(), Some(1), "a page");
+        writer.finish(&s, 70_000, &mut known).unwrap();
+        assert_eq!(TableReader::new(&s).last_sync_unix(), Some(70), "flipped");
+    }
+
+    #[test]
     fn entry_under_wrong_slot_is_ignored() {
         let s = MemoryStore::default();
         let mut known = BTreeSet::new();
