@@ -300,7 +300,7 @@ impl Feed {
         now_ms: u64,
     ) -> Result<FeedEvent, ApplyError> {
         self.paging = None;
-        let writer = SnapshotWriter::begin(store, page.version, now_ms)?;
+        let writer = SnapshotWriter::begin(store, page.version)?;
         self.page(store, writer, page, i64::MIN, now_ms)
     }
 
@@ -328,7 +328,7 @@ impl Feed {
         after: i64,
         now_ms: u64,
     ) -> Result<FeedEvent, ApplyError> {
-        writer.write_page(store, page, now_ms)?;
+        writer.write_page(store, page)?;
         match page.next {
             // A cursor that does not move forward would never end.
             Some(next) if next <= after => Err(ApplyError::NotBasedOnTable),
@@ -599,7 +599,8 @@ mod tests {
         assert_eq!(ev, FeedEvent::PageApplied { written: 2 });
         let meta = TableReader::new(&s).meta().unwrap();
         assert_eq!((meta.g, meta.v, meta.p), (1, 1, Some(2)));
-        assert_eq!(TableReader::new(&s).last_sync_unix(), Some(2));
+        // A page is not a sync: freshness is that of the last complete table.
+        assert_eq!(TableReader::new(&s).last_sync_unix(), Some(1));
         // The next page is asked for at once, with the cursor.
         let r = f.next_request(&c, &s, 2_000).unwrap();
         assert_eq!(
@@ -608,8 +609,7 @@ mod tests {
         );
         let ev = f.on_response(&spy, Some(200), Some(&page(10, &[5, 7], Some(7))), 3_000);
         assert_eq!(ev, FeedEvent::PageApplied { written: 4 });
-        // Each page counts as a sync: a long snapshot never looks stale.
-        assert_eq!(TableReader::new(&s).last_sync_unix(), Some(3));
+        assert_eq!(TableReader::new(&s).last_sync_unix(), Some(1));
         assert_eq!(live(&s, 1..=9), vec![1, 2, 3, 4, 5, 6, 7]);
         // A failed page is asked for again, not the whole snapshot.
         let r = f.next_request(&c, &s, 3_000).unwrap();
@@ -628,7 +628,9 @@ mod tests {
             matches!(ev, FeedEvent::Applied(a) if a.version == 9 && a.key_count == 5),
             "{ev:?}"
         );
-        // Flipped to the reserved generation at the FIRST page's version.
+        // Flipped to the reserved generation at the FIRST page's version,
+        // which counts as the sync.
+        assert_eq!(TableReader::new(&s).last_sync_unix(), Some(4));
         let meta = TableReader::new(&s).meta().unwrap();
         assert_eq!((meta.g, meta.v, meta.n, meta.p), (2, 9, 5, None));
         assert_eq!(live(&s, 1..=9), vec![2, 3, 5, 7, 8]);

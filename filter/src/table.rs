@@ -327,8 +327,8 @@ pub fn apply(
     known_ids: &mut BTreeSet<i64>,
 ) -> Result<Applied, ApplyError> {
     if table.full {
-        let mut writer = SnapshotWriter::begin(store, table.version, now_ms)?;
-        writer.write_page(store, table, now_ms)?;
+        let mut writer = SnapshotWriter::begin(store, table.version)?;
+        writer.write_page(store, table)?;
         writer.finish(store, now_ms, known_ids)
     } else {
         let (meta, meta_cas) = read_meta(store);
@@ -346,9 +346,8 @@ pub fn apply(
 ///
 /// [`begin`](Self::begin) reserves generation `max(g, p) + 1` in meta before
 /// any entry is written; each page writes its entries under it (live at once:
-/// readers accept `entry.g >= meta.g`) and refreshes the last-sync time;
-/// [`finish`](Self::finish) flips meta to the new generation at the first
-/// page's version. Every meta write checks, by compare-and-swap, that the
+/// readers accept `entry.g >= meta.g`); [`finish`](Self::finish) flips meta
+/// to the new generation at the first page's version and records the sync. Every meta write checks, by compare-and-swap, that the
 /// reservation is still this writer's and the table has not moved meanwhile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotWriter {
@@ -365,15 +364,17 @@ pub struct SnapshotWriter {
 
 impl SnapshotWriter {
     /// Reserves a generation for a snapshot whose first page is at `version`.
-    pub fn begin(store: &dyn SharedStore, version: u64, now_ms: u64) -> Result<Self, ApplyError> {
+    pub fn begin(store: &dyn SharedStore, version: u64) -> Result<Self, ApplyError> {
         let (meta, cas) = read_meta(store);
         let base = meta.map_or(0, |m| m.g);
         let reserved = meta.and_then(|m| m.p).unwrap_or(0);
         let generation = base.max(reserved).saturating_add(1);
+        // The last sync stays that of the last complete table: a snapshot
+        // counts as a sync only once it is flipped in (see `finish`).
         let reservation = Meta {
             g: base,
             v: meta.map_or(0, |m| m.v),
-            s: now_ms,
+            s: meta.map_or(0, |m| m.s),
             n: meta.map_or(0, |m| m.n),
             p: Some(generation),
         };
@@ -400,14 +401,14 @@ impl SnapshotWriter {
         }
     }
 
-    /// Writes one page's entries under the reserved generation, then records
-    /// the page as a successful sync (so a long snapshot does not make the
-    /// table look stale).
+    /// Writes one page's entries under the reserved generation. A page is not
+    /// a sync: the table's freshness is that of the last complete table, so a
+    /// control plane that keeps failing mid-paging cannot keep a half-written
+    /// table counted as fresh.
     pub fn write_page(
         &mut self,
         store: &dyn SharedStore,
         page: &KeyTable,
-        now_ms: u64,
     ) -> Result<(), ApplyError> {
         self.check(store)?;
         for entry in &page.upserts {
@@ -421,8 +422,7 @@ impl SnapshotWriter {
             self.writes += 1;
         }
         // Removals in a snapshot are redundant (absent is removed) but harmless.
-        let (meta, cas) = self.check(store)?;
-        write_meta(store, &Meta { s: now_ms, ..meta }, cas)
+        self.check(store).map(|_| ())
     }
 
     /// Flips the table to the new generation, which kills every entry the
@@ -907,11 +907,11 @@ mod tests {
         let s = MemoryStore::default();
         let mut known = BTreeSet::new();
         apply(&s, &snapshot(1, &[1]), None, 1_000, &mut known).unwrap();
-        let mut writer = SnapshotWriter::begin(&s, 2, 50_000).unwrap();
+        let mut writer = SnapshotWriter::begin(&s, 2).unwrap();
         assert_eq!(TableReader::new(&s).last_sync_unix(), Some(1), "begin");
         let mut page = snapshot(2, &[1, 2]);
         page.next = Some(2);
-        writer.write_page(&s, &page, 60_000).unwrap();
+        writer.write_page(&s, &page).unwrap();
         assert_eq!(TableReader::new(&s).last_sync_unix(), Some(1), "a page");
         writer.finish(&s, 70_000, &mut known).unwrap();
         assert_eq!(TableReader::new(&s).last_sync_unix(), Some(70), "flipped");
