@@ -18,7 +18,8 @@
 //! closed, and the first good answer brings it back.
 
 use crate::config::Config;
-use crate::table::{Applied, ApplyError, SharedStore, SnapshotWriter, apply, read_table_meta};
+use crate::store::SharedStore;
+use crate::table::{Applied, ApplyError, SnapshotWriter, apply_delta, read_table_meta};
 use keygate_protocol::KeyTable;
 use std::collections::BTreeSet;
 
@@ -168,7 +169,7 @@ impl Feed {
         }
         let asked = match (&self.paging, read_table_meta(store)) {
             (Some(p), _) => Asked::Page(p.next),
-            (None, Some(m)) => Asked::Since(m.v),
+            (None, Some(m)) => Asked::Since(m.version),
             (None, None) => Asked::Snapshot,
         };
         let limit = if self.unpaged {
@@ -269,7 +270,7 @@ impl Feed {
             Asked::Page(after) => self.continue_snapshot(store, &table, after, now_ms),
             _ if table.full => self.start_snapshot(store, &table, now_ms),
             Asked::Since(v) => {
-                apply(store, &table, Some(v), now_ms, &mut self.known_ids).map(FeedEvent::Applied)
+                apply_delta(store, &table, v, now_ms, &mut self.known_ids).map(FeedEvent::Applied)
             }
             Asked::Snapshot => Err(ApplyError::NotBasedOnTable),
         };
@@ -349,8 +350,8 @@ impl Feed {
 mod tests {
     use super::*;
     use crate::decision::KeyLookup;
+    use crate::store::memory::{MemoryStore, Spy};
     use crate::table::TableReader;
-    use crate::table::memory::{MemoryStore, Spy};
     use keygate_protocol::{KeyEntry, Secret, ServerScope};
 
     fn cfg() -> Config {
@@ -598,7 +599,10 @@ mod tests {
         let ev = f.on_response(&spy, Some(200), Some(&page(9, &[2, 3], Some(3))), 2_000);
         assert_eq!(ev, FeedEvent::PageApplied { written: 2 });
         let meta = TableReader::new(&s).meta().unwrap();
-        assert_eq!((meta.g, meta.v, meta.p), (1, 1, Some(2)));
+        assert_eq!(
+            (meta.generation, meta.version, meta.reserved),
+            (1, 1, Some(2))
+        );
         // A page is not a sync: freshness is that of the last complete table.
         assert_eq!(TableReader::new(&s).last_sync_unix(), Some(1));
         // The next page is asked for at once, with the cursor.
@@ -632,7 +636,10 @@ mod tests {
         // which counts as the sync.
         assert_eq!(TableReader::new(&s).last_sync_unix(), Some(4));
         let meta = TableReader::new(&s).meta().unwrap();
-        assert_eq!((meta.g, meta.v, meta.n, meta.p), (2, 9, 5, None));
+        assert_eq!(
+            (meta.generation, meta.version, meta.key_count, meta.reserved),
+            (2, 9, 5, None)
+        );
         assert_eq!(live(&s, 1..=9), vec![2, 3, 5, 7, 8]);
         // Then long polling resumes from there.
         let r = f.next_request(&c, &s, 4_000).unwrap();
@@ -670,7 +677,7 @@ mod tests {
         );
         // It flipped past the aborted snapshot's generation, so key 3's
         // partial entry is dead rather than reused.
-        assert_eq!(TableReader::new(&s).meta().unwrap().g, 3);
+        assert_eq!(TableReader::new(&s).meta().unwrap().generation, 3);
         assert_eq!(live(&s, 1..=5), vec![1, 2]);
         // The abandoned writer does not resume.
         let r = a.next_request(&c, &s, 200).unwrap();
@@ -699,7 +706,7 @@ mod tests {
         assert_eq!(ev, FeedEvent::Skipped(ApplyError::Conflict));
         assert!(!a.snapshot_in_progress());
         assert_eq!(live(&s, 1..=9), vec![9]);
-        assert_eq!(TableReader::new(&s).meta().unwrap().v, 4);
+        assert_eq!(TableReader::new(&s).meta().unwrap().version, 4);
     }
 
     #[test]

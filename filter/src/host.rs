@@ -14,8 +14,9 @@ use crate::decision::{Decision, Reason, Request, decide};
 use crate::feed::{FeedEvent, HttpRequest, callout_status};
 use crate::headers::{HeaderOp, edits};
 use crate::metrics::{self, DecisionCounts};
+use crate::store::{SharedStore, StoreError};
 use crate::sync::{Syncer, TICK_MS};
-use crate::table::{SharedStore, StoreError, TableCache, TableReader};
+use crate::table::{TableCache, TableReader};
 use crate::usage::UsageBatch;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -196,9 +197,12 @@ impl Root {
 
     fn record_gauges(shared: &Shared, now: u64) {
         if let Some(meta) = shared.table.refresh(&HostStore, now) {
-            Metrics::set(shared.metrics.table_version, meta.v);
-            Metrics::set(shared.metrics.table_keys, meta.n);
-            Metrics::set(shared.metrics.table_age, now.saturating_sub(meta.s) / 1000);
+            Metrics::set(shared.metrics.table_version, meta.version);
+            Metrics::set(shared.metrics.table_keys, meta.key_count);
+            Metrics::set(
+                shared.metrics.table_age,
+                now.saturating_sub(meta.synced_at_ms) / 1000,
+            );
         }
     }
 }
@@ -230,7 +234,7 @@ impl Context for Root {
                 .flatten();
             let event = self
                 .syncer
-                .on_response_timed(&HostStore, status, body.as_deref(), &now_ms);
+                .on_response(&HostStore, status, body.as_deref(), &now_ms);
             // Free the page before the next one arrives.
             drop(body);
             // This VM's requests see what it just wrote at once.

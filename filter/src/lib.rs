@@ -5,8 +5,10 @@
 //! - [`config`]: the plugin configuration (contract 4), validated.
 //! - [`path`], [`keys`], [`decision`]: what happens to one request.
 //! - [`headers`]: the header edits for a request that goes on.
-//! - [`table`] (slots encoded by [`slot`]), [`lease`], [`feed`], [`sync`]:
-//!   the shared key table, who fetches it, and how.
+//! - [`store`]: the shared-data calls, as a trait with in-memory fakes.
+//! - [`table`] (layout; [`table::reader`], [`table::writer`]; slots encoded
+//!   by [`slot`]), [`lease`], [`feed`], [`sync`]: the shared key table, who
+//!   fetches it, and how.
 //! - [`usage`]: batched last-use reports.
 //! - [`metrics`]: metric names.
 //!
@@ -21,6 +23,7 @@ pub mod lease;
 pub mod metrics;
 pub mod path;
 pub mod slot;
+pub mod store;
 pub mod sync;
 pub mod table;
 pub mod usage;
