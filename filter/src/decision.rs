@@ -249,7 +249,7 @@ pub fn decide(req: &Request<'_>, cfg: &Config, now_unix: i64, table: &dyn KeyLoo
         }
         (PathClass::Other | PathClass::Me, Presented::None) => return Decision::Pass,
         (PathClass::Protected { .. }, Presented::None) => return deny(Reason::MissingKey),
-        (_, Presented::Malformed(_)) => return deny(Reason::Malformed),
+        (_, Presented::Malformed) => return deny(Reason::Malformed),
         (_, Presented::Conflict) => return deny(Reason::ConflictingKeys),
         (_, Presented::Key(t)) => t,
         // Bad was handled above; Other/Me with a key are handled by the guards.

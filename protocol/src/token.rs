@@ -39,19 +39,6 @@ pub enum TokenError {
     BadSecret,
 }
 
-impl TokenError {
-    /// Stable label for metrics and logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TokenError::TooLong => "too_long",
-            TokenError::BadPrefix => "bad_prefix",
-            TokenError::BadUserId => "bad_user_id",
-            TokenError::BadKeyId => "bad_key_id",
-            TokenError::BadSecret => "bad_secret",
-        }
-    }
-}
-
 impl fmt::Display for TokenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("malformed API key")
