@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::store::SharedStore;
 use crate::table::{Applied, ApplyError, SnapshotWriter, apply_delta, read_table_meta};
 use keygate_protocol::KeyTable;
+use secrecy::{ExposeSecret, SecretString};
 use std::collections::BTreeSet;
 
 pub const INITIAL_BACKOFF_MS: u64 = 250;
@@ -28,43 +29,60 @@ pub const MAX_BACKOFF_MS: u64 = 5_000;
 /// Headroom on top of the long-poll wait before a callout counts as failed.
 pub const CALLOUT_SLACK_MS: u64 = 5_000;
 
-/// A request the adapter should dispatch to the control-plane cluster. Its
-/// `Debug` never shows the `authorization` value (the data-plane token).
-#[derive(Clone, PartialEq, Eq)]
+/// A request the adapter should dispatch to the control-plane cluster. The
+/// `authorization` value carries the data-plane token, so it is held apart
+/// from the other headers in a [`SecretString`] and never shown by `Debug`.
+#[derive(Debug, Clone)]
 pub struct HttpRequest {
+    /// Every header but `authorization`.
     pub headers: Vec<(String, String)>,
+    pub authorization: SecretString,
     pub body: Option<Vec<u8>>,
     pub timeout_ms: u64,
 }
 
-impl std::fmt::Debug for HttpRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let headers: Vec<(&str, &str)> = self
-            .headers
-            .iter()
-            .map(|(n, v)| {
-                let shown = if n.eq_ignore_ascii_case("authorization") {
-                    "<redacted>"
-                } else {
-                    v.as_str()
-                };
-                (n.as_str(), shown)
-            })
-            .collect();
-        f.debug_struct("HttpRequest")
-            .field("headers", &headers)
-            .field("body_len", &self.body.as_ref().map(Vec::len))
-            .field("timeout_ms", &self.timeout_ms)
-            .finish()
-    }
-}
-
 impl HttpRequest {
+    /// A request to the control plane: pseudo-headers, the data-plane token
+    /// as a bearer, and `extra` headers.
+    pub fn to_control_plane(
+        cfg: &Config,
+        method: &str,
+        path: String,
+        extra: (&str, &str),
+        body: Option<Vec<u8>>,
+        timeout_ms: u64,
+    ) -> Self {
+        Self {
+            headers: vec![
+                (":method".into(), method.into()),
+                (":path".into(), path),
+                (
+                    ":authority".into(),
+                    cfg.control_plane_authority().to_owned(),
+                ),
+                (extra.0.into(), extra.1.into()),
+            ],
+            authorization: format!("Bearer {}", cfg.data_plane_token.expose_secret()).into(),
+            body,
+            timeout_ms,
+        }
+    }
+
+    /// A header other than `authorization`.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
+    }
+
+    /// Every header, `authorization` included, as the host sends them.
+    pub fn header_pairs(&self) -> Vec<(&str, &str)> {
+        self.headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .chain([("authorization", self.authorization.expose_secret())])
+            .collect()
     }
 }
 
@@ -188,20 +206,14 @@ impl Feed {
             Asked::Snapshot => format!("/internal/v1/key-table?{limit}"),
         };
         self.in_flight = Some((asked, now_ms));
-        Some(HttpRequest {
-            headers: vec![
-                (":method".into(), "GET".into()),
-                (":path".into(), path),
-                (":authority".into(), cfg.control_plane_authority.clone()),
-                (
-                    "authorization".into(),
-                    format!("Bearer {}", cfg.data_plane_token),
-                ),
-                ("accept".into(), "application/json".into()),
-            ],
-            body: None,
+        Some(HttpRequest::to_control_plane(
+            cfg,
+            "GET",
+            path,
+            ("accept", "application/json"),
+            None,
             timeout_ms,
-        })
+        ))
     }
 
     /// Forgets the poll in flight without applying its answer, and any
@@ -392,10 +404,14 @@ mod tests {
             Some("/internal/v1/key-table?limit=50000")
         );
         assert_eq!(r.header(":authority"), Some("cp.local:8081"));
-        assert_eq!(r.header("authorization"), Some("Bearer dp-token"));
+        assert_eq!(r.authorization.expose_secret(), "Bearer dp-token");
+        assert!(
+            r.header_pairs()
+                .contains(&("authorization", "Bearer dp-token"))
+        );
         assert_eq!(r.timeout_ms, 25_000);
         // Only one poll at a time.
-        assert_eq!(f.next_request(&c, &s, 10), None);
+        assert!(f.next_request(&c, &s, 10).is_none());
         let ev = f.on_response(&s, Some(200), Some(&body(4, true, &[1, 2], &[])), 100);
         assert!(matches!(ev, FeedEvent::Applied(a) if a.version == 4 && a.key_count == 2));
         let r = f.next_request(&c, &s, 100).unwrap();

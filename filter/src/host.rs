@@ -152,11 +152,7 @@ impl Root {
     }
 
     fn dispatch(cfg: &Config, req: &HttpRequest) -> Result<u32, Status> {
-        let headers: Vec<(&str, &str)> = req
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str()))
-            .collect();
+        let headers = req.header_pairs();
         hostcalls::dispatch_http_call(
             &cfg.control_plane_cluster,
             headers,

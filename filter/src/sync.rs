@@ -16,7 +16,7 @@ pub const LEASE_TTL_MS: u64 = 2_000;
 pub const TICK_MS: u64 = 200;
 
 /// What a tick asks of the adapter.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct Tick {
     /// Send this poll to the control-plane cluster.
     pub poll: Option<HttpRequest>,
