@@ -2,7 +2,7 @@
 //! `on_configure` so the request path never meets a half-valid setting.
 //!
 //! A setting is one field of [`Config`]: its name, type, default and doc
-//! comment in one place, plus a rule in [`Config::validate`] if it needs one.
+//! comment in one place, plus a rule in `Config::validate` if it needs one.
 
 use keygate_protocol::{HEADER_KEY_ID, HEADER_SERVER, HEADER_USER_ID, MCP_CONNECT_PREFIX};
 use secrecy::{ExposeSecret, SecretString};

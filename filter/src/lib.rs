@@ -11,8 +11,11 @@
 //!   fetches it, and how.
 //! - [`usage`]: batched last-use reports.
 //! - [`metrics`]: metric names.
+//! - [`plugin`]: what happens on each host event, behind a small `Host`
+//!   trait (dispatch, reply, header edits, metrics, logs) faked in tests.
 //!
-//! The Proxy-Wasm adapter (`host`, wasm32 only) wires these to Envoy.
+//! The Proxy-Wasm adapter (`host`, wasm32 only) reads what Envoy hands it
+//! and forwards to [`plugin`].
 
 pub mod config;
 pub mod decision;
@@ -22,6 +25,7 @@ pub mod keys;
 pub mod lease;
 pub mod metrics;
 pub mod path;
+pub mod plugin;
 pub mod slot;
 pub mod store;
 pub mod sync;

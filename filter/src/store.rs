@@ -1,5 +1,5 @@
 //! The few shared-data calls the filter makes, as a trait: Envoy's shared
-//! data in the adapter, an in-memory map in tests ([`memory`]). The key table
+//! data in the adapter, an in-memory map in tests (`memory`). The key table
 //! ([`crate::table`]) and the fetch lease ([`crate::lease`]) are both written
 //! through it.
 
