@@ -119,6 +119,12 @@ pub enum FeedEvent {
     Failed,
 }
 
+impl FeedEvent {
+    /// The answer arrived after this VM lost the fetch lease (see
+    /// [`crate::sync`]): dropped unread.
+    pub const LEASE_LOST: FeedEvent = FeedEvent::Skipped(ApplyError::LeaseLost);
+}
+
 /// What the poll in flight asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Asked {

@@ -7,7 +7,6 @@ use crate::config::Config;
 use crate::feed::{Feed, FeedEvent, HttpRequest};
 use crate::lease;
 use crate::store::{SharedStore, StoreError};
-use crate::table::ApplyError;
 use std::cell::Cell;
 
 /// A holder that stops ticking loses the lease after this long (10 ticks).
@@ -152,7 +151,7 @@ impl Syncer {
         let now_ms = clock();
         if !lease::is_held_by(store, self.owner_id, now_ms) {
             self.feed.drop_in_flight(now_ms);
-            return FeedEvent::Skipped(ApplyError::LeaseLost);
+            return FeedEvent::LEASE_LOST;
         }
         let keeping = LeaseKeepingStore {
             inner: store,
@@ -167,7 +166,7 @@ impl Syncer {
         let event = self.feed.on_response(&keeping, status, body, now_ms);
         if keeping.lost.get() {
             self.feed.abandon_snapshot();
-            return FeedEvent::Skipped(ApplyError::LeaseLost);
+            return FeedEvent::LEASE_LOST;
         }
         event
     }
@@ -236,7 +235,7 @@ mod tests {
         };
         let body = serde_json::to_vec(&stale).unwrap();
         let ev = a.on_response(&s, Some(200), Some(&body), &|| later + 20);
-        assert_eq!(ev, FeedEvent::Skipped(ApplyError::LeaseLost));
+        assert_eq!(ev, FeedEvent::LEASE_LOST);
         let r = TableReader::new(&s);
         assert_eq!(r.meta().unwrap().version, 10);
         assert!(r.entry(2).is_none());
@@ -345,7 +344,7 @@ mod tests {
             at: 100,
         };
         let ev = a.on_response(&store, Some(200), Some(&body), &|| 1_000_300);
-        assert_eq!(ev, FeedEvent::Skipped(ApplyError::LeaseLost));
+        assert_eq!(ev, FeedEvent::LEASE_LOST);
         // Stopped at the next renewal, long before the end; meta never flipped.
         assert!(store.writes.get() < 200, "{}", store.writes.get());
         assert!(TableReader::new(&s).meta().is_none());
