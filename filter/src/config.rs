@@ -1,8 +1,13 @@
-//! The plugin configuration (JSON, camelCase; contract 4), validated once in
+//! The plugin configuration (JSON, camelCase), validated once in
 //! `on_configure` so the request path never meets a half-valid setting.
+//!
+//! A setting is one field of [`Config`]: its name, type, default and doc
+//! comment in one place, plus a rule in `Config::validate` if it needs one.
 
 use keygate_protocol::{HEADER_KEY_ID, HEADER_SERVER, HEADER_USER_ID, MCP_CONNECT_PREFIX};
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use serde_inline_default::serde_inline_default;
 use std::fmt;
 
 /// Longest long-poll wait the control plane accepts (`wait=0..=60`).
@@ -12,143 +17,71 @@ pub const MAX_SNAPSHOT_PAGE_SIZE: u32 = 50_000;
 /// Longest a VM may keep its decoded view of the key table.
 pub const MAX_TABLE_CACHE_MILLIS: u64 = 1_000;
 
-/// The configuration as written by the operator, before validation. No
-/// `Debug`: it holds the data-plane token.
-#[derive(Deserialize)]
+/// A validated configuration, read straight from the operator's JSON. Its
+/// `Debug` never shows the data-plane token (held in a [`SecretString`]).
+#[serde_inline_default]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct RawConfig {
-    control_plane_cluster: String,
+pub struct Config {
+    /// The Envoy cluster that reaches the control plane (required).
+    pub control_plane_cluster: String,
+    /// `:authority` of calls to the control plane; the cluster name when
+    /// unset (see [`Config::control_plane_authority`]).
     #[serde(default)]
     control_plane_authority: Option<String>,
-    data_plane_token: String,
-    #[serde(default = "default_feed_wait")]
-    feed_wait_seconds: u64,
-    #[serde(default = "default_max_staleness")]
-    max_staleness_seconds: u64,
-    #[serde(default = "default_usage_flush")]
-    usage_flush_seconds: u64,
-    #[serde(default = "default_prefixes")]
-    protected_path_prefixes: Vec<String>,
-    #[serde(default = "default_me_path")]
-    me_path: String,
-    #[serde(default = "default_key_headers")]
-    key_headers: Vec<String>,
+    /// Bearer token of the control plane's data-plane endpoints (required).
+    pub data_plane_token: SecretString,
+    /// How long a key-table long poll waits for a change.
+    #[serde_inline_default(20)]
+    pub feed_wait_seconds: u64,
+    /// A table older than this fails closed (503).
+    #[serde_inline_default(30)]
+    pub max_staleness_seconds: u64,
+    /// How often last-use times are posted at most.
+    #[serde_inline_default(5)]
+    pub usage_flush_seconds: u64,
+    /// Paths under which `<prefix><server>/…` needs a key for `<server>`.
+    #[serde_inline_default(vec![MCP_CONNECT_PREFIX.to_owned()])]
+    pub protected_path_prefixes: Vec<String>,
+    /// The control plane's "who am I" path, where a key may also be used.
+    #[serde_inline_default("/api/me".to_owned())]
+    pub me_path: String,
+    /// Lowercase header names; `authorization` is read as `Bearer <key>`,
+    /// any other as the bare key.
+    #[serde_inline_default(vec!["authorization".to_owned()])]
+    pub key_headers: Vec<String>,
+    /// Header names the filter sets for the upstream on allow.
     #[serde(default)]
-    identity_headers: RawIdentityHeaders,
-    #[serde(default = "default_true")]
-    strip_key: bool,
-    #[serde(default = "default_snapshot_page_size")]
-    snapshot_page_size: u32,
-    #[serde(default = "default_table_cache_millis")]
-    table_cache_millis: u64,
+    pub identity_headers: IdentityHeaders,
+    /// Remove the key headers before the upstream on allow.
+    #[serde_inline_default(true)]
+    pub strip_key: bool,
+    /// Keys per page of a full snapshot (`limit=`).
+    #[serde_inline_default(50_000)]
+    pub snapshot_page_size: u32,
+    /// How long each VM serves requests from its decoded view of the table
+    /// before checking the shared table again; 0 checks on every request.
+    #[serde_inline_default(10)]
+    pub table_cache_millis: u64,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct RawIdentityHeaders {
-    #[serde(default = "default_user_header")]
-    user_id: String,
-    #[serde(default = "default_key_header")]
-    key_id: String,
-    #[serde(default = "default_server_header")]
-    server: String,
-}
-
-impl Default for RawIdentityHeaders {
-    fn default() -> Self {
-        Self {
-            user_id: default_user_header(),
-            key_id: default_key_header(),
-            server: default_server_header(),
-        }
-    }
-}
-
-fn default_feed_wait() -> u64 {
-    20
-}
-fn default_max_staleness() -> u64 {
-    30
-}
-fn default_usage_flush() -> u64 {
-    5
-}
-fn default_prefixes() -> Vec<String> {
-    vec![MCP_CONNECT_PREFIX.to_owned()]
-}
-fn default_me_path() -> String {
-    "/api/me".to_owned()
-}
-fn default_key_headers() -> Vec<String> {
-    vec!["authorization".to_owned()]
-}
-fn default_snapshot_page_size() -> u32 {
-    50_000
-}
-fn default_table_cache_millis() -> u64 {
-    10
-}
-fn default_true() -> bool {
-    true
-}
-fn default_user_header() -> String {
-    HEADER_USER_ID.to_owned()
-}
-fn default_key_header() -> String {
-    HEADER_KEY_ID.to_owned()
-}
-fn default_server_header() -> String {
-    HEADER_SERVER.to_owned()
-}
-
-/// Header names the filter sets for the upstream on allow.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Header names the filter sets for the upstream on allow (lowercase once
+/// validated).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct IdentityHeaders {
     pub user_id: String,
     pub key_id: String,
     pub server: String,
 }
 
-/// A validated configuration. Its `Debug` never shows the data-plane token.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Config {
-    pub control_plane_cluster: String,
-    pub control_plane_authority: String,
-    pub data_plane_token: String,
-    pub feed_wait_seconds: u64,
-    pub max_staleness_seconds: u64,
-    pub usage_flush_seconds: u64,
-    pub protected_path_prefixes: Vec<String>,
-    pub me_path: String,
-    /// Lowercase header names; `authorization` is read as `Bearer <key>`,
-    /// any other as the bare key.
-    pub key_headers: Vec<String>,
-    pub identity_headers: IdentityHeaders,
-    pub strip_key: bool,
-    /// Keys per page of a full snapshot (`limit=`).
-    pub snapshot_page_size: u32,
-    /// How long each VM serves requests from its decoded view of the table
-    /// before checking the shared table again; 0 checks on every request.
-    pub table_cache_millis: u64,
-}
-
-impl fmt::Debug for Config {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config")
-            .field("control_plane_cluster", &self.control_plane_cluster)
-            .field("control_plane_authority", &self.control_plane_authority)
-            .field("data_plane_token", &"<redacted>")
-            .field("feed_wait_seconds", &self.feed_wait_seconds)
-            .field("max_staleness_seconds", &self.max_staleness_seconds)
-            .field("usage_flush_seconds", &self.usage_flush_seconds)
-            .field("protected_path_prefixes", &self.protected_path_prefixes)
-            .field("me_path", &self.me_path)
-            .field("key_headers", &self.key_headers)
-            .field("identity_headers", &self.identity_headers)
-            .field("strip_key", &self.strip_key)
-            .field("snapshot_page_size", &self.snapshot_page_size)
-            .field("table_cache_millis", &self.table_cache_millis)
-            .finish()
+impl Default for IdentityHeaders {
+    fn default() -> Self {
+        Self {
+            user_id: HEADER_USER_ID.to_owned(),
+            key_id: HEADER_KEY_ID.to_owned(),
+            server: HEADER_SERVER.to_owned(),
+        }
     }
 }
 
@@ -194,7 +127,7 @@ fn is_plain_path(s: &str) -> bool {
 impl Config {
     /// Parses and validates the plugin configuration bytes.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
-        let raw: RawConfig = serde_json::from_slice(bytes).map_err(|e| {
+        let config: Config = serde_json::from_slice(bytes).map_err(|e| {
             // serde_json quotes offending *values* in type errors ("invalid
             // type: integer `123`"), which could be the token; only messages
             // that name fields are passed on.
@@ -212,48 +145,54 @@ impl Config {
                 ))
             }
         })?;
-        Self::validate(raw)
+        config.validate()
     }
 
-    fn validate(raw: RawConfig) -> Result<Self, ConfigError> {
-        if !is_header_value(&raw.control_plane_cluster) {
+    /// `:authority` of calls to the control plane.
+    pub fn control_plane_authority(&self) -> &str {
+        self.control_plane_authority
+            .as_deref()
+            .unwrap_or(&self.control_plane_cluster)
+    }
+
+    /// The rules settings must meet, and header names made lowercase.
+    fn validate(mut self) -> Result<Self, ConfigError> {
+        if !is_header_value(&self.control_plane_cluster) {
             return Err(err("controlPlaneCluster must be a non-empty cluster name"));
         }
-        let authority = raw
-            .control_plane_authority
-            .unwrap_or_else(|| raw.control_plane_cluster.clone());
-        if !is_header_value(&authority) || authority.contains(' ') {
+        let authority = self.control_plane_authority();
+        if !is_header_value(authority) || authority.contains(' ') {
             return Err(err("controlPlaneAuthority must be a host[:port]"));
         }
-        if !is_header_value(&raw.data_plane_token) {
+        if !is_header_value(self.data_plane_token.expose_secret()) {
             return Err(err(
                 "dataPlaneToken must be non-empty printable ASCII (value not shown)",
             ));
         }
-        if raw.feed_wait_seconds > MAX_FEED_WAIT_SECONDS {
+        if self.feed_wait_seconds > MAX_FEED_WAIT_SECONDS {
             return Err(err("feedWaitSeconds must be between 0 and 60"));
         }
         // An idle but healthy feed refreshes the table once per long poll, so
         // the wait must be shorter than the staleness limit or a quiet
         // control plane would look dead.
-        if raw.max_staleness_seconds <= raw.feed_wait_seconds {
+        if self.max_staleness_seconds <= self.feed_wait_seconds {
             return Err(err(
                 "maxStalenessSeconds must be greater than feedWaitSeconds",
             ));
         }
-        if !(1..=MAX_SNAPSHOT_PAGE_SIZE).contains(&raw.snapshot_page_size) {
+        if !(1..=MAX_SNAPSHOT_PAGE_SIZE).contains(&self.snapshot_page_size) {
             return Err(err("snapshotPageSize must be between 1 and 50000"));
         }
-        if raw.table_cache_millis > MAX_TABLE_CACHE_MILLIS {
+        if self.table_cache_millis > MAX_TABLE_CACHE_MILLIS {
             return Err(err("tableCacheMillis must be between 0 and 1000"));
         }
-        if raw.usage_flush_seconds == 0 {
+        if self.usage_flush_seconds == 0 {
             return Err(err("usageFlushSeconds must be at least 1"));
         }
-        if raw.protected_path_prefixes.is_empty() {
+        if self.protected_path_prefixes.is_empty() {
             return Err(err("protectedPathPrefixes must not be empty"));
         }
-        for p in &raw.protected_path_prefixes {
+        for p in &self.protected_path_prefixes {
             if !is_plain_path(p) || !p.ends_with('/') || p.len() < 3 {
                 return Err(err(format!(
                     "protectedPathPrefixes entry {p:?} must look like \"/name/\" (plain characters, ending in '/')"
@@ -265,39 +204,30 @@ impl Config {
                 )));
             }
         }
-        if !is_plain_path(&raw.me_path) {
+        if !is_plain_path(&self.me_path) {
             return Err(err("mePath must be a plain absolute path"));
         }
-        if raw.key_headers.is_empty() {
+        if self.key_headers.is_empty() {
             return Err(err("keyHeaders must not be empty"));
         }
-        let key_headers: Vec<String> = raw
-            .key_headers
-            .iter()
-            .map(|h| h.to_ascii_lowercase())
-            .collect();
-        for h in &key_headers {
+        for h in &mut self.key_headers {
+            h.make_ascii_lowercase();
             if !is_header_name(h) || h.starts_with(':') {
                 return Err(err(format!("keyHeaders entry {h:?} is not a header name")));
             }
         }
-        let identity_headers = IdentityHeaders {
-            user_id: raw.identity_headers.user_id.to_ascii_lowercase(),
-            key_id: raw.identity_headers.key_id.to_ascii_lowercase(),
-            server: raw.identity_headers.server.to_ascii_lowercase(),
-        };
-        let names = [
-            &identity_headers.user_id,
-            &identity_headers.key_id,
-            &identity_headers.server,
-        ];
+        let ids = &mut self.identity_headers;
+        for h in [&mut ids.user_id, &mut ids.key_id, &mut ids.server] {
+            h.make_ascii_lowercase();
+        }
+        let names = [&ids.user_id, &ids.key_id, &ids.server];
         for h in names {
             if !is_header_name(h) {
                 return Err(err(format!(
                     "identityHeaders entry {h:?} is not a header name"
                 )));
             }
-            if key_headers.contains(h) {
+            if self.key_headers.contains(h) {
                 return Err(err(format!(
                     "identityHeaders entry {h:?} is also a key header"
                 )));
@@ -306,21 +236,7 @@ impl Config {
         if names[0] == names[1] || names[0] == names[2] || names[1] == names[2] {
             return Err(err("identityHeaders names must differ"));
         }
-        Ok(Self {
-            control_plane_cluster: raw.control_plane_cluster,
-            control_plane_authority: authority,
-            data_plane_token: raw.data_plane_token,
-            feed_wait_seconds: raw.feed_wait_seconds,
-            max_staleness_seconds: raw.max_staleness_seconds,
-            usage_flush_seconds: raw.usage_flush_seconds,
-            protected_path_prefixes: raw.protected_path_prefixes,
-            me_path: raw.me_path,
-            key_headers,
-            identity_headers,
-            strip_key: raw.strip_key,
-            snapshot_page_size: raw.snapshot_page_size,
-            table_cache_millis: raw.table_cache_millis,
-        })
+        Ok(self)
     }
 
     /// True for headers a client may never send: the `x-keygate-*` family and
@@ -363,7 +279,7 @@ mod tests {
     fn minimal_config_gets_contract_defaults() {
         let c = Config::from_json(MINIMAL.as_bytes()).unwrap();
         assert_eq!(c.control_plane_cluster, "cp");
-        assert_eq!(c.control_plane_authority, "cp");
+        assert_eq!(c.control_plane_authority(), "cp");
         assert_eq!(c.feed_wait_seconds, 20);
         assert_eq!(c.max_staleness_seconds, 30);
         assert_eq!(c.usage_flush_seconds, 5);
@@ -406,7 +322,7 @@ mod tests {
             "tableCacheMillis": 0
         }"#;
         let c = Config::from_json(json.as_bytes()).unwrap();
-        assert_eq!(c.control_plane_authority, "127.0.0.1:8081");
+        assert_eq!(c.control_plane_authority(), "127.0.0.1:8081");
         assert_eq!(c.key_headers, vec!["authorization", "x-api-key"]);
         assert_eq!(c.identity_headers.user_id, "x-user");
         assert!(!c.strip_key);

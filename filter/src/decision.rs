@@ -162,6 +162,18 @@ const BEARER_INVALID: &str = "Bearer error=\"invalid_token\"";
 const BEARER_SCOPE: &str = "Bearer error=\"insufficient_scope\"";
 
 fn deny(reason: Reason) -> Decision {
+    Decision::Deny(denial(reason))
+}
+
+/// The 503 every request gets while keys cannot be checked: a stale or
+/// missing table, and the adapter's own failures (no configuration, a header
+/// map it cannot read or edit), so clients see one answer for "try later".
+pub fn unavailable() -> Deny {
+    denial(Reason::NoTable)
+}
+
+/// The local reply for a deny reason.
+fn denial(reason: Reason) -> Deny {
     let (status, www, body) = match reason {
         Reason::MissingKey => (401, Some(BEARER), r#"{"error":"API key required"}"#),
         Reason::Malformed
@@ -192,13 +204,13 @@ fn deny(reason: Reason) -> Decision {
         }
     };
     let retry_after_seconds = matches!(reason, Reason::NoTable | Reason::StaleTable).then_some(5);
-    Decision::Deny(Deny {
+    Deny {
         status,
         www_authenticate: www,
         retry_after_seconds,
         body,
         reason,
-    })
+    }
 }
 
 /// Checks a well-formed key against the table. `Ok(entry)` when it is valid
@@ -249,7 +261,7 @@ pub fn decide(req: &Request<'_>, cfg: &Config, now_unix: i64, table: &dyn KeyLoo
         }
         (PathClass::Other | PathClass::Me, Presented::None) => return Decision::Pass,
         (PathClass::Protected { .. }, Presented::None) => return deny(Reason::MissingKey),
-        (_, Presented::Malformed(_)) => return deny(Reason::Malformed),
+        (_, Presented::Malformed) => return deny(Reason::Malformed),
         (_, Presented::Conflict) => return deny(Reason::ConflictingKeys),
         (_, Presented::Key(t)) => t,
         // Bad was handled above; Other/Me with a key are handled by the guards.
@@ -645,6 +657,24 @@ mod tests {
                 "{path}: {d:?}"
             );
         }
+    }
+
+    #[test]
+    fn unavailable_is_the_ordinary_stale_table_denial() {
+        let Decision::Deny(stale) = deny(Reason::StaleTable) else {
+            unreachable!()
+        };
+        let u = unavailable();
+        assert_eq!(
+            (u.status, u.www_authenticate, u.retry_after_seconds, u.body),
+            (
+                stale.status,
+                stale.www_authenticate,
+                stale.retry_after_seconds,
+                stale.body
+            )
+        );
+        assert_eq!((u.status, u.retry_after_seconds), (503, Some(5)));
     }
 
     #[test]

@@ -18,8 +18,10 @@
 //! closed, and the first good answer brings it back.
 
 use crate::config::Config;
-use crate::table::{Applied, ApplyError, SharedStore, SnapshotWriter, apply, read_table_meta};
+use crate::store::SharedStore;
+use crate::table::{Applied, ApplyError, SnapshotWriter, apply_delta, read_table_meta};
 use keygate_protocol::KeyTable;
+use secrecy::{ExposeSecret, SecretString};
 use std::collections::BTreeSet;
 
 pub const INITIAL_BACKOFF_MS: u64 = 250;
@@ -27,43 +29,60 @@ pub const MAX_BACKOFF_MS: u64 = 5_000;
 /// Headroom on top of the long-poll wait before a callout counts as failed.
 pub const CALLOUT_SLACK_MS: u64 = 5_000;
 
-/// A request the adapter should dispatch to the control-plane cluster. Its
-/// `Debug` never shows the `authorization` value (the data-plane token).
-#[derive(Clone, PartialEq, Eq)]
+/// A request the adapter should dispatch to the control-plane cluster. The
+/// `authorization` value carries the data-plane token, so it is held apart
+/// from the other headers in a [`SecretString`] and never shown by `Debug`.
+#[derive(Debug, Clone)]
 pub struct HttpRequest {
+    /// Every header but `authorization`.
     pub headers: Vec<(String, String)>,
+    pub authorization: SecretString,
     pub body: Option<Vec<u8>>,
     pub timeout_ms: u64,
 }
 
-impl std::fmt::Debug for HttpRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let headers: Vec<(&str, &str)> = self
-            .headers
-            .iter()
-            .map(|(n, v)| {
-                let shown = if n.eq_ignore_ascii_case("authorization") {
-                    "<redacted>"
-                } else {
-                    v.as_str()
-                };
-                (n.as_str(), shown)
-            })
-            .collect();
-        f.debug_struct("HttpRequest")
-            .field("headers", &headers)
-            .field("body_len", &self.body.as_ref().map(Vec::len))
-            .field("timeout_ms", &self.timeout_ms)
-            .finish()
-    }
-}
-
 impl HttpRequest {
+    /// A request to the control plane: pseudo-headers, the data-plane token
+    /// as a bearer, and `extra` headers.
+    pub fn to_control_plane(
+        cfg: &Config,
+        method: &str,
+        path: String,
+        extra: (&str, &str),
+        body: Option<Vec<u8>>,
+        timeout_ms: u64,
+    ) -> Self {
+        Self {
+            headers: vec![
+                (":method".into(), method.into()),
+                (":path".into(), path),
+                (
+                    ":authority".into(),
+                    cfg.control_plane_authority().to_owned(),
+                ),
+                (extra.0.into(), extra.1.into()),
+            ],
+            authorization: format!("Bearer {}", cfg.data_plane_token.expose_secret()).into(),
+            body,
+            timeout_ms,
+        }
+    }
+
+    /// A header other than `authorization`.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
+    }
+
+    /// Every header, `authorization` included, as the host sends them.
+    pub fn header_pairs(&self) -> Vec<(&str, &str)> {
+        self.headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .chain([("authorization", self.authorization.expose_secret())])
+            .collect()
     }
 }
 
@@ -98,6 +117,12 @@ pub enum FeedEvent {
     },
     /// Transport error, timeout, non-200 or undecodable body.
     Failed,
+}
+
+impl FeedEvent {
+    /// The answer arrived after this VM lost the fetch lease (see
+    /// [`crate::sync`]): dropped unread.
+    pub const LEASE_LOST: FeedEvent = FeedEvent::Skipped(ApplyError::LeaseLost);
 }
 
 /// What the poll in flight asked for.
@@ -168,7 +193,7 @@ impl Feed {
         }
         let asked = match (&self.paging, read_table_meta(store)) {
             (Some(p), _) => Asked::Page(p.next),
-            (None, Some(m)) => Asked::Since(m.v),
+            (None, Some(m)) => Asked::Since(m.version),
             (None, None) => Asked::Snapshot,
         };
         let limit = if self.unpaged {
@@ -187,20 +212,14 @@ impl Feed {
             Asked::Snapshot => format!("/internal/v1/key-table?{limit}"),
         };
         self.in_flight = Some((asked, now_ms));
-        Some(HttpRequest {
-            headers: vec![
-                (":method".into(), "GET".into()),
-                (":path".into(), path),
-                (":authority".into(), cfg.control_plane_authority.clone()),
-                (
-                    "authorization".into(),
-                    format!("Bearer {}", cfg.data_plane_token),
-                ),
-                ("accept".into(), "application/json".into()),
-            ],
-            body: None,
+        Some(HttpRequest::to_control_plane(
+            cfg,
+            "GET",
+            path,
+            ("accept", "application/json"),
+            None,
             timeout_ms,
-        })
+        ))
     }
 
     /// Forgets the poll in flight without applying its answer, and any
@@ -269,7 +288,7 @@ impl Feed {
             Asked::Page(after) => self.continue_snapshot(store, &table, after, now_ms),
             _ if table.full => self.start_snapshot(store, &table, now_ms),
             Asked::Since(v) => {
-                apply(store, &table, Some(v), now_ms, &mut self.known_ids).map(FeedEvent::Applied)
+                apply_delta(store, &table, v, now_ms, &mut self.known_ids).map(FeedEvent::Applied)
             }
             Asked::Snapshot => Err(ApplyError::NotBasedOnTable),
         };
@@ -300,7 +319,7 @@ impl Feed {
         now_ms: u64,
     ) -> Result<FeedEvent, ApplyError> {
         self.paging = None;
-        let writer = SnapshotWriter::begin(store, page.version, now_ms)?;
+        let writer = SnapshotWriter::begin(store, page.version)?;
         self.page(store, writer, page, i64::MIN, now_ms)
     }
 
@@ -328,7 +347,7 @@ impl Feed {
         after: i64,
         now_ms: u64,
     ) -> Result<FeedEvent, ApplyError> {
-        writer.write_page(store, page, now_ms)?;
+        writer.write_page(store, page)?;
         match page.next {
             // A cursor that does not move forward would never end.
             Some(next) if next <= after => Err(ApplyError::NotBasedOnTable),
@@ -349,8 +368,8 @@ impl Feed {
 mod tests {
     use super::*;
     use crate::decision::KeyLookup;
+    use crate::store::memory::{MemoryStore, Spy};
     use crate::table::TableReader;
-    use crate::table::memory::{MemoryStore, Spy};
     use keygate_protocol::{KeyEntry, Secret, ServerScope};
 
     fn cfg() -> Config {
@@ -391,10 +410,14 @@ mod tests {
             Some("/internal/v1/key-table?limit=50000")
         );
         assert_eq!(r.header(":authority"), Some("cp.local:8081"));
-        assert_eq!(r.header("authorization"), Some("Bearer dp-token"));
+        assert_eq!(r.authorization.expose_secret(), "Bearer dp-token");
+        assert!(
+            r.header_pairs()
+                .contains(&("authorization", "Bearer dp-token"))
+        );
         assert_eq!(r.timeout_ms, 25_000);
         // Only one poll at a time.
-        assert_eq!(f.next_request(&c, &s, 10), None);
+        assert!(f.next_request(&c, &s, 10).is_none());
         let ev = f.on_response(&s, Some(200), Some(&body(4, true, &[1, 2], &[])), 100);
         assert!(matches!(ev, FeedEvent::Applied(a) if a.version == 4 && a.key_count == 2));
         let r = f.next_request(&c, &s, 100).unwrap();
@@ -598,8 +621,12 @@ mod tests {
         let ev = f.on_response(&spy, Some(200), Some(&page(9, &[2, 3], Some(3))), 2_000);
         assert_eq!(ev, FeedEvent::PageApplied { written: 2 });
         let meta = TableReader::new(&s).meta().unwrap();
-        assert_eq!((meta.g, meta.v, meta.p), (1, 1, Some(2)));
-        assert_eq!(TableReader::new(&s).last_sync_unix(), Some(2));
+        assert_eq!(
+            (meta.generation, meta.version, meta.reserved),
+            (1, 1, Some(2))
+        );
+        // A page is not a sync: freshness is that of the last complete table.
+        assert_eq!(TableReader::new(&s).last_sync_unix(), Some(1));
         // The next page is asked for at once, with the cursor.
         let r = f.next_request(&c, &s, 2_000).unwrap();
         assert_eq!(
@@ -608,8 +635,7 @@ mod tests {
         );
         let ev = f.on_response(&spy, Some(200), Some(&page(10, &[5, 7], Some(7))), 3_000);
         assert_eq!(ev, FeedEvent::PageApplied { written: 4 });
-        // Each page counts as a sync: a long snapshot never looks stale.
-        assert_eq!(TableReader::new(&s).last_sync_unix(), Some(3));
+        assert_eq!(TableReader::new(&s).last_sync_unix(), Some(1));
         assert_eq!(live(&s, 1..=9), vec![1, 2, 3, 4, 5, 6, 7]);
         // A failed page is asked for again, not the whole snapshot.
         let r = f.next_request(&c, &s, 3_000).unwrap();
@@ -628,9 +654,14 @@ mod tests {
             matches!(ev, FeedEvent::Applied(a) if a.version == 9 && a.key_count == 5),
             "{ev:?}"
         );
-        // Flipped to the reserved generation at the FIRST page's version.
+        // Flipped to the reserved generation at the FIRST page's version,
+        // which counts as the sync.
+        assert_eq!(TableReader::new(&s).last_sync_unix(), Some(4));
         let meta = TableReader::new(&s).meta().unwrap();
-        assert_eq!((meta.g, meta.v, meta.n, meta.p), (2, 9, 5, None));
+        assert_eq!(
+            (meta.generation, meta.version, meta.key_count, meta.reserved),
+            (2, 9, 5, None)
+        );
         assert_eq!(live(&s, 1..=9), vec![2, 3, 5, 7, 8]);
         // Then long polling resumes from there.
         let r = f.next_request(&c, &s, 4_000).unwrap();
@@ -668,7 +699,7 @@ mod tests {
         );
         // It flipped past the aborted snapshot's generation, so key 3's
         // partial entry is dead rather than reused.
-        assert_eq!(TableReader::new(&s).meta().unwrap().g, 3);
+        assert_eq!(TableReader::new(&s).meta().unwrap().generation, 3);
         assert_eq!(live(&s, 1..=5), vec![1, 2]);
         // The abandoned writer does not resume.
         let r = a.next_request(&c, &s, 200).unwrap();
@@ -697,7 +728,7 @@ mod tests {
         assert_eq!(ev, FeedEvent::Skipped(ApplyError::Conflict));
         assert!(!a.snapshot_in_progress());
         assert_eq!(live(&s, 1..=9), vec![9]);
-        assert_eq!(TableReader::new(&s).meta().unwrap().v, 4);
+        assert_eq!(TableReader::new(&s).meta().unwrap().version, 4);
     }
 
     #[test]
@@ -717,6 +748,33 @@ mod tests {
         );
         f.on_response(&s, Some(200), Some(&page(2, &[2], None)), 0);
         assert_eq!(live(&s, 1..=3), vec![1, 2]);
+    }
+
+    #[test]
+    fn a_snapshot_that_keeps_failing_mid_paging_leaves_the_table_to_go_stale() {
+        let s = MemoryStore::default();
+        let c = paged_cfg(2);
+        let mut f = Feed::new();
+        f.next_request(&c, &s, 0).unwrap();
+        f.on_response(&s, Some(200), Some(&page(1, &[1, 2], None)), 1_000);
+        // The log no longer reaches version 1, and the control plane breaks
+        // every snapshot after its first page (here: a cursor that does not
+        // move forward), so each attempt starts over with a good first page.
+        let mut now = 1_000;
+        while now < 60_000 {
+            let r = f.next_request(&c, &s, now).unwrap();
+            let path = r.header(":path").unwrap();
+            let answer = if path.contains("after=") {
+                page(9, &[5], Some(1))
+            } else {
+                page(9, &[1, 2, 3], Some(3))
+            };
+            f.on_response(&s, Some(200), Some(&answer), now);
+            now += 500;
+        }
+        // Freshness means a complete table: the last one was at 1 s, so a
+        // request now (60 s later, staleness limit 30 s) fails closed.
+        assert_eq!(TableReader::new(&s).last_sync_unix(), Some(1));
     }
 
     #[test]

@@ -6,14 +6,16 @@
 //! own logins pass untouched. Anything that looks like an ok1 key but is not a
 //! well-formed one is malformed, and two different keys are a conflict.
 
-use keygate_protocol::{ApiKeyToken, TokenError};
+use keygate_protocol::ApiKeyToken;
 
 /// The key a request presents, if any.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Presented {
     None,
     Key(ApiKeyToken),
-    Malformed(TokenError),
+    /// Something meant as an ok1 key that is not a well-formed one. Why it is
+    /// malformed is not kept: the client and the metrics see one reason.
+    Malformed,
     /// Several headers (or repeated headers) carry different keys.
     Conflict,
 }
@@ -87,7 +89,7 @@ where
     I: IntoIterator<Item = (&'a str, &'a [u8])>,
 {
     let mut found: Option<&[u8]> = None;
-    let mut malformed: Option<TokenError> = None;
+    let mut malformed = false;
     for (name, value) in headers {
         if !key_headers.iter().any(|h| h.eq_ignore_ascii_case(name)) {
             continue;
@@ -99,21 +101,21 @@ where
         };
         match candidate {
             Candidate::NotAKey => {}
-            Candidate::Malformed => malformed = Some(TokenError::BadPrefix),
+            Candidate::Malformed => malformed = true,
             Candidate::Key(k) => match found {
                 Some(prev) if prev != k => return Presented::Conflict,
                 _ => found = Some(k),
             },
         }
     }
-    if let Some(e) = malformed {
-        return Presented::Malformed(e);
+    if malformed {
+        return Presented::Malformed;
     }
     match found {
         None => Presented::None,
         Some(k) => match ApiKeyToken::parse(k) {
             Ok(t) => Presented::Key(t),
-            Err(e) => Presented::Malformed(e),
+            Err(_) => Presented::Malformed,
         },
     }
 }
@@ -202,7 +204,7 @@ mod tests {
             assert!(
                 matches!(
                     find(&[("authorization", &v)], &["authorization"]),
-                    Presented::Malformed(_)
+                    Presented::Malformed
                 ),
                 "{v:?}"
             );
@@ -220,7 +222,7 @@ mod tests {
             format!("\t{k}"),
         ] {
             assert!(
-                matches!(find(&[("x-api-key", &v)], &both), Presented::Malformed(_)),
+                matches!(find(&[("x-api-key", &v)], &both), Presented::Malformed),
                 "{v:?}"
             );
         }
@@ -263,7 +265,7 @@ mod tests {
         );
         assert!(matches!(
             find(&[("x-api-key", &format!(" {k}"))], &both),
-            Presented::Malformed(_)
+            Presented::Malformed
         ));
         // A second, different (even if broken) key is a conflict.
         assert_eq!(
@@ -275,7 +277,7 @@ mod tests {
         );
         assert!(matches!(
             find(&[("authorization", "Bearer ok1-garbage")], &both),
-            Presented::Malformed(_)
+            Presented::Malformed
         ));
     }
 }

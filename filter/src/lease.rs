@@ -7,18 +7,22 @@
 //! *written* on one tick and *used* from the next one, after a CAS renewal
 //! has confirmed that this worker's write is the one that stuck.
 
-use crate::table::{SharedStore, StoreError};
+use crate::store::{SharedStore, StoreError};
 use serde::{Deserialize, Serialize};
 
 /// Versioned with the table layout (see [`crate::table`]).
 pub const LEASE_KEY: &str = "kg2/lease";
 
+/// Who may fetch the key table, and until when. Stored as JSON with
+/// one-letter field names, like the table's meta.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
     /// The holder's random id.
-    pub o: u64,
+    #[serde(rename = "o")]
+    pub owner: u64,
     /// Unix milliseconds after which anyone may take the lease.
-    pub x: u64,
+    #[serde(rename = "x")]
+    pub expires_at_ms: u64,
 }
 
 fn read(store: &dyn SharedStore) -> (Option<Lease>, Option<u32>) {
@@ -38,12 +42,12 @@ fn write(store: &dyn SharedStore, lease: Lease, cas: Option<u32>) -> Result<(), 
 pub fn hold(store: &dyn SharedStore, me: u64, now_ms: u64, ttl_ms: u64) -> bool {
     let (lease, cas) = read(store);
     let renewed = Lease {
-        o: me,
-        x: now_ms.saturating_add(ttl_ms),
+        owner: me,
+        expires_at_ms: now_ms.saturating_add(ttl_ms),
     };
     match (lease, cas) {
         // Ours, or free to take: compare-and-swap so only one worker wins.
-        (Some(l), Some(cas)) if l.o == me || l.x <= now_ms => {
+        (Some(l), Some(cas)) if l.owner == me || l.expires_at_ms <= now_ms => {
             write(store, renewed, Some(cas)).is_ok()
         }
         // Someone else holds a live lease.
@@ -61,16 +65,23 @@ pub fn hold(store: &dyn SharedStore, me: u64, now_ms: u64, ttl_ms: u64) -> bool 
 /// lease moved on meanwhile, another VM is writing the table and this answer
 /// may be older than what it wrote.
 pub fn is_held_by(store: &dyn SharedStore, me: u64, now_ms: u64) -> bool {
-    matches!(read(store).0, Some(l) if l.o == me && l.x > now_ms)
+    matches!(read(store).0, Some(l) if l.owner == me && l.expires_at_ms > now_ms)
 }
 
 /// Gives the lease up (on VM shutdown) so another worker need not wait for
 /// it to expire.
 pub fn release(store: &dyn SharedStore, me: u64) {
     if let (Some(l), Some(cas)) = read(store)
-        && l.o == me
+        && l.owner == me
     {
-        let _ = write(store, Lease { o: me, x: 0 }, Some(cas));
+        let _ = write(
+            store,
+            Lease {
+                owner: me,
+                expires_at_ms: 0,
+            },
+            Some(cas),
+        );
     }
 }
 
@@ -78,7 +89,7 @@ pub fn release(store: &dyn SharedStore, me: u64) {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::table::memory::MemoryStore;
+    use crate::store::memory::MemoryStore;
 
     const TTL: u64 = 3_000;
 
@@ -123,9 +134,13 @@ mod tests {
         hold(&s, 1, 0, TTL);
         // Workers 2 and 3 both read the expired lease before either writes.
         let (lease, cas) = read(&s);
-        assert!(lease.unwrap().x <= 5_000);
-        let w2 = write(&s, Lease { o: 2, x: 8_000 }, cas);
-        let w3 = write(&s, Lease { o: 3, x: 8_000 }, cas);
+        assert!(lease.unwrap().expires_at_ms <= 5_000);
+        let lease = |owner| Lease {
+            owner,
+            expires_at_ms: 8_000,
+        };
+        let w2 = write(&s, lease(2), cas);
+        let w3 = write(&s, lease(3), cas);
         assert!(w2.is_ok());
         assert_eq!(w3, Err(StoreError::CasMismatch));
         assert!(hold(&s, 2, 5_100, TTL));
@@ -141,5 +156,15 @@ mod tests {
         assert!(!hold(&s, 2, 20, TTL));
         release(&s, 1);
         assert!(hold(&s, 2, 30, TTL));
+    }
+
+    #[test]
+    fn lease_keeps_its_compact_field_names() {
+        let lease = Lease {
+            owner: 7,
+            expires_at_ms: 9,
+        };
+        let json = serde_json::to_string(&lease).unwrap();
+        assert_eq!(json, r#"{"o":7,"x":9}"#);
     }
 }

@@ -5,12 +5,17 @@
 //! - [`config`]: the plugin configuration (contract 4), validated.
 //! - [`path`], [`keys`], [`decision`]: what happens to one request.
 //! - [`headers`]: the header edits for a request that goes on.
-//! - [`table`] (slots encoded by [`slot`]), [`lease`], [`feed`], [`sync`]:
-//!   the shared key table, who fetches it, and how.
+//! - [`store`]: the shared-data calls, as a trait with in-memory fakes.
+//! - [`table`] (layout; [`table::reader`], [`table::writer`]; slots encoded
+//!   by [`slot`]), [`lease`], [`feed`], [`sync`]: the shared key table, who
+//!   fetches it, and how.
 //! - [`usage`]: batched last-use reports.
 //! - [`metrics`]: metric names.
+//! - [`plugin`]: what happens on each host event, behind a small `Host`
+//!   trait (dispatch, reply, header edits, metrics, logs) faked in tests.
 //!
-//! The Proxy-Wasm adapter (`host`, wasm32 only) wires these to Envoy.
+//! The Proxy-Wasm adapter (`host`, wasm32 only) reads what Envoy hands it
+//! and forwards to [`plugin`].
 
 pub mod config;
 pub mod decision;
@@ -20,7 +25,9 @@ pub mod keys;
 pub mod lease;
 pub mod metrics;
 pub mod path;
+pub mod plugin;
 pub mod slot;
+pub mod store;
 pub mod sync;
 pub mod table;
 pub mod usage;

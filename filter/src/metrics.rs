@@ -30,6 +30,82 @@ pub const FEED_UPDATES: &str = "keygate_feed_updates_total";
 /// Counter: usage reports that failed to post (they are retried).
 pub const USAGE_FLUSH_FAILURES: &str = "keygate_usage_flush_failures_total";
 
+/// Whether Envoy adds to a metric or sets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+}
+
+/// Every metric the filter reports, so the adapter can define them all up
+/// front and the logic can name one without knowing the host's ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Metric {
+    Decisions(Reason),
+    TableVersion,
+    TableKeys,
+    TableAgeSeconds,
+    FeedFailures,
+    FeedUpdates,
+    UsageFlushFailures,
+}
+
+impl Metric {
+    /// The metrics that are not decision counters, in [`Metric::index`] order.
+    const OTHERS: [Metric; 6] = [
+        Metric::TableVersion,
+        Metric::TableKeys,
+        Metric::TableAgeSeconds,
+        Metric::FeedFailures,
+        Metric::FeedUpdates,
+        Metric::UsageFlushFailures,
+    ];
+
+    /// How many metrics there are: one past the largest [`Metric::index`].
+    pub const COUNT: usize = Reason::ALL.len() + Self::OTHERS.len();
+
+    /// Every metric, in [`Metric::index`] order.
+    pub fn all() -> impl Iterator<Item = Metric> {
+        Reason::ALL
+            .into_iter()
+            .map(Metric::Decisions)
+            .chain(Self::OTHERS)
+    }
+
+    /// A dense position (`0..COUNT`), for the adapter's table of host ids.
+    pub fn index(self) -> usize {
+        let others = Reason::ALL.len();
+        match self {
+            Metric::Decisions(r) => r.index(),
+            Metric::TableVersion => others,
+            Metric::TableKeys => others + 1,
+            Metric::TableAgeSeconds => others + 2,
+            Metric::FeedFailures => others + 3,
+            Metric::FeedUpdates => others + 4,
+            Metric::UsageFlushFailures => others + 5,
+        }
+    }
+
+    pub fn name(self) -> String {
+        match self {
+            Metric::Decisions(r) => decision_counter(r),
+            Metric::TableVersion => TABLE_VERSION.to_owned(),
+            Metric::TableKeys => TABLE_KEYS.to_owned(),
+            Metric::TableAgeSeconds => TABLE_AGE_SECONDS.to_owned(),
+            Metric::FeedFailures => FEED_FAILURES.to_owned(),
+            Metric::FeedUpdates => FEED_UPDATES.to_owned(),
+            Metric::UsageFlushFailures => USAGE_FLUSH_FAILURES.to_owned(),
+        }
+    }
+
+    pub fn kind(self) -> MetricKind {
+        match self {
+            Metric::TableVersion | Metric::TableKeys | Metric::TableAgeSeconds => MetricKind::Gauge,
+            _ => MetricKind::Counter,
+        }
+    }
+}
+
 /// Decisions counted in the VM's own memory and handed to Envoy's counters
 /// on the tick (and when the VM stops): one host call per request saved, at
 /// the price of counters that lag by at most one tick.
@@ -77,19 +153,23 @@ mod tests {
     }
 
     #[test]
-    fn names_are_unique_and_prometheus_safe() {
-        let mut names: Vec<String> = Reason::ALL.iter().map(|r| decision_counter(*r)).collect();
-        names.extend(
-            [
-                TABLE_VERSION,
-                TABLE_KEYS,
-                TABLE_AGE_SECONDS,
-                FEED_FAILURES,
-                FEED_UPDATES,
-                USAGE_FLUSH_FAILURES,
-            ]
-            .map(String::from),
+    fn metric_indexes_are_dense_and_in_order() {
+        let all: Vec<Metric> = Metric::all().collect();
+        assert_eq!(all.len(), Metric::COUNT);
+        for (i, m) in all.iter().enumerate() {
+            assert_eq!(m.index(), i, "{m:?}");
+        }
+        assert_eq!(Metric::TableKeys.kind(), MetricKind::Gauge);
+        assert_eq!(Metric::FeedFailures.kind(), MetricKind::Counter);
+        assert_eq!(
+            Metric::Decisions(Reason::Allowed).kind(),
+            MetricKind::Counter
         );
+    }
+
+    #[test]
+    fn names_are_unique_and_prometheus_safe() {
+        let names: Vec<String> = Metric::all().map(Metric::name).collect();
         let mut sorted = names.clone();
         sorted.sort();
         sorted.dedup();

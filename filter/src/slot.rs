@@ -9,8 +9,8 @@
 //! | bytes | field |
 //! | --- | --- |
 //! | 1 | tag: 1 = entry, 2 = tombstone |
-//! | 8 | `g`: generation (u64) |
-//! | 8 | `v`: table version written at (u64) |
+//! | 8 | generation (u64) |
+//! | 8 | table version written at (u64) |
 //! | 8 | entry only: key id (i64) |
 //! | 8 | user id (i64) |
 //! | 32 | SHA-256 of the secret |
@@ -35,14 +35,14 @@ const SCOPE_NAMED: u8 = 1;
 
 pub fn encode(slot: &StoredEntry) -> Vec<u8> {
     let mut out = Vec::with_capacity(96);
-    out.push(if slot.e.is_some() {
+    out.push(if slot.entry.is_some() {
         TAG_ENTRY
     } else {
         TAG_TOMBSTONE
     });
-    out.extend_from_slice(&slot.g.to_le_bytes());
-    out.extend_from_slice(&slot.v.to_le_bytes());
-    let Some(e) = &slot.e else {
+    out.extend_from_slice(&slot.generation.to_le_bytes());
+    out.extend_from_slice(&slot.version.to_le_bytes());
+    let Some(e) = &slot.entry else {
         return out;
     };
     out.extend_from_slice(&e.id.to_le_bytes());
@@ -101,14 +101,18 @@ impl<'a> Cursor<'a> {
 pub fn decode(bytes: &[u8]) -> Option<StoredEntry> {
     let mut c = Cursor(bytes);
     let tag = c.u8()?;
-    let g = c.u64()?;
-    let v = c.u64()?;
-    let e = match tag {
+    let generation = c.u64()?;
+    let version = c.u64()?;
+    let entry = match tag {
         TAG_TOMBSTONE => None,
         TAG_ENTRY => Some(decode_entry(&mut c)?),
         _ => return None,
     };
-    c.0.is_empty().then_some(StoredEntry { g, v, e })
+    c.0.is_empty().then_some(StoredEntry {
+        generation,
+        version,
+        entry,
+    })
 }
 
 fn decode_entry(c: &mut Cursor<'_>) -> Option<KeyEntry> {
@@ -158,9 +162,9 @@ mod tests {
 
     fn slot(e: Option<KeyEntry>) -> StoredEntry {
         StoredEntry {
-            g: 3,
-            v: 1_234_567,
-            e,
+            generation: 3,
+            version: 1_234_567,
+            entry: e,
         }
     }
 
@@ -205,7 +209,7 @@ mod tests {
         )));
         let back = decode(&encode(&s)).unwrap();
         assert_eq!(
-            back.e.unwrap().servers,
+            back.entry.unwrap().servers,
             ServerScope::Named(vec!["beta".into()])
         );
     }
@@ -249,7 +253,7 @@ mod tests {
             hash in any::<[u8; 32]>(), exp in any::<Option<i64>>(),
             names in proptest::option::of(proptest::collection::vec("[a-z0-9][a-z0-9-]{0,62}", 0..5)),
         ) {
-            let s = StoredEntry { g, v, e: Some(KeyEntry {
+            let s = StoredEntry { generation: g, version: v, entry: Some(KeyEntry {
                 id, user_id: user, secret_hash: SecretHash::from_bytes(hash), expires_at: exp,
                 servers: names.map_or(ServerScope::All, ServerScope::Named),
             }) };

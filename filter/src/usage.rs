@@ -61,20 +61,14 @@ impl UsageBatch {
         let body = serde_json::to_vec(&report).ok()?;
         self.in_flight = Some(report.items);
         self.last_flush_ms = now_ms;
-        Some(HttpRequest {
-            headers: vec![
-                (":method".into(), "POST".into()),
-                (":path".into(), "/internal/v1/usage".into()),
-                (":authority".into(), cfg.control_plane_authority.clone()),
-                (
-                    "authorization".into(),
-                    format!("Bearer {}", cfg.data_plane_token),
-                ),
-                ("content-type".into(), "application/json".into()),
-            ],
-            body: Some(body),
-            timeout_ms: USAGE_TIMEOUT_MS,
-        })
+        Some(HttpRequest::to_control_plane(
+            cfg,
+            "POST",
+            "/internal/v1/usage".to_owned(),
+            ("content-type", "application/json"),
+            Some(body),
+            USAGE_TIMEOUT_MS,
+        ))
     }
 
     /// The post in flight finished; on failure its items go back into the

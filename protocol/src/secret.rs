@@ -100,6 +100,7 @@ impl<'de> serde::Deserialize<'de> for SecretHash {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

@@ -39,19 +39,6 @@ pub enum TokenError {
     BadSecret,
 }
 
-impl TokenError {
-    /// Stable label for metrics and logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TokenError::TooLong => "too_long",
-            TokenError::BadPrefix => "bad_prefix",
-            TokenError::BadUserId => "bad_user_id",
-            TokenError::BadKeyId => "bad_key_id",
-            TokenError::BadSecret => "bad_secret",
-        }
-    }
-}
-
 impl fmt::Display for TokenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("malformed API key")
@@ -62,7 +49,7 @@ impl std::error::Error for TokenError {}
 
 /// Parses a decimal id: ASCII digits only, no leading zero, 1..=i64::MAX.
 fn parse_id(s: &[u8]) -> Option<i64> {
-    if s.is_empty() || s.len() > 19 || s[0] == b'0' {
+    if s.len() > 19 || s.first().is_none_or(|&first| first == b'0') {
         return None;
     }
     let mut n: i64 = 0;
@@ -78,7 +65,8 @@ fn parse_id(s: &[u8]) -> Option<i64> {
 /// Splits at the first `-`, returning the part before it and the rest after it.
 fn split_dash(s: &[u8]) -> Option<(&[u8], &[u8])> {
     let i = s.iter().position(|&b| b == b'-')?;
-    Some((&s[..i], &s[i + 1..]))
+    let (before, dash_and_rest) = s.split_at_checked(i)?;
+    Some((before, dash_and_rest.get(1..)?))
 }
 
 impl ApiKeyToken {
@@ -138,6 +126,7 @@ impl fmt::Debug for ApiKeyToken {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

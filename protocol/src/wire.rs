@@ -109,6 +109,7 @@ pub struct UsageItem {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use crate::secret::Secret;

@@ -1,0 +1,472 @@
+//! The key table's write path, used by the lease holder only: a delta
+//! applied in place ([`apply_delta`]), or a full snapshot written page by
+//! page under a reserved generation and flipped in at the end
+//! ([`SnapshotWriter`]).
+
+use super::{META_KEY, Meta, StoredEntry, entry_key, read_entry, read_meta};
+use crate::slot;
+use crate::store::{SharedStore, StoreError};
+use keygate_protocol::KeyTable;
+use std::collections::BTreeSet;
+
+/// Why an answer from the control plane was not applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplyError {
+    /// A delta that does not start where the table is (another writer moved
+    /// it, or the table is gone): poll again from the current version.
+    NotBasedOnTable,
+    /// Meta changed while applying; entries written are version-guarded, so
+    /// polling again from the current version converges.
+    Conflict,
+    Store,
+    /// The answer arrived after this VM lost the fetch lease: another VM may
+    /// already have written a newer table, so this one is dropped unread.
+    LeaseLost,
+}
+
+/// What an applied answer did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    pub version: u64,
+    pub key_count: u64,
+    /// Entries written (upserts, removals, and dead slots cleared).
+    pub writes: usize,
+}
+
+fn is_live(stored: Option<&StoredEntry>, generation: u64) -> bool {
+    stored.is_some_and(|s| s.entry.is_some() && s.generation >= generation)
+}
+
+/// Writes one slot unless it already holds a newer write. Returns whether
+/// the slot was live (at `generation`) before.
+fn put_entry(
+    store: &dyn SharedStore,
+    id: i64,
+    new: &StoredEntry,
+    generation: u64,
+) -> Result<bool, ApplyError> {
+    let key = entry_key(id);
+    let value = slot::encode(new);
+    for _ in 0..4 {
+        let (old, cas) = read_entry(store, id);
+        let was_live = is_live(old.as_ref(), generation);
+        if old
+            .as_ref()
+            .is_some_and(|o| o.generation >= new.generation && o.version > new.version)
+        {
+            return Ok(was_live);
+        }
+        match store.set(&key, &value, cas) {
+            Ok(()) => return Ok(was_live),
+            Err(StoreError::CasMismatch) => continue,
+            Err(StoreError::Host) => return Err(ApplyError::Store),
+        }
+    }
+    Err(ApplyError::Conflict)
+}
+
+fn write_meta(store: &dyn SharedStore, meta: &Meta, cas: Option<u32>) -> Result<(), ApplyError> {
+    let value = serde_json::to_vec(meta).map_err(|_| ApplyError::Store)?;
+    match store.set(META_KEY, &value, cas) {
+        Ok(()) => Ok(()),
+        Err(StoreError::CasMismatch) => Err(ApplyError::Conflict),
+        Err(StoreError::Host) => Err(ApplyError::Store),
+    }
+}
+
+/// Applies a delta answer of the key-table feed, asked for with
+/// `since=<since>`, and records the sync. Full snapshots go through
+/// [`SnapshotWriter`].
+///
+/// `known_ids` is the writer's memory of the ids the table holds, which a
+/// later snapshot uses to give back the memory of the keys it drops.
+pub fn apply_delta(
+    store: &dyn SharedStore,
+    table: &KeyTable,
+    since: u64,
+    now_ms: u64,
+    known_ids: &mut BTreeSet<i64>,
+) -> Result<Applied, ApplyError> {
+    let (meta, meta_cas) = read_meta(store);
+    let meta = meta
+        .filter(|m| m.generation > 0)
+        .ok_or(ApplyError::NotBasedOnTable)?;
+    if table.full || since != meta.version || table.version < meta.version {
+        return Err(ApplyError::NotBasedOnTable);
+    }
+    let mut count = i128::from(meta.key_count);
+    let mut writes = 0;
+    for entry in &table.upserts {
+        let stored = StoredEntry {
+            generation: meta.generation,
+            version: table.version,
+            entry: Some(entry.clone()),
+        };
+        if !put_entry(store, entry.id, &stored, meta.generation)? {
+            count += 1;
+        }
+        known_ids.insert(entry.id);
+        writes += 1;
+    }
+    let tombstone = StoredEntry {
+        generation: meta.generation,
+        version: table.version,
+        entry: None,
+    };
+    for id in &table.removals {
+        if put_entry(store, *id, &tombstone, meta.generation)? {
+            count -= 1;
+        }
+        known_ids.remove(id);
+        writes += 1;
+    }
+    let new_meta = Meta {
+        generation: meta.generation,
+        version: table.version,
+        synced_at_ms: now_ms,
+        key_count: u64::try_from(count.max(0)).unwrap_or(0),
+        // A reservation left by an aborted snapshot stays reserved.
+        reserved: meta.reserved,
+    };
+    write_meta(store, &new_meta, meta_cas)?;
+    Ok(Applied {
+        version: new_meta.version,
+        key_count: new_meta.key_count,
+        writes,
+    })
+}
+
+/// A full snapshot being written page by page under a reserved generation.
+///
+/// [`begin`](Self::begin) reserves generation `max(generation, reserved) + 1`
+/// in meta before any entry is written; each page writes its entries under it
+/// (live at once: readers accept `entry.generation >= meta.generation`);
+/// [`finish`](Self::finish) flips meta to the new generation at the first
+/// page's version and records the sync. Every meta write checks, by
+/// compare-and-swap, that the reservation is still this writer's and the
+/// table has not moved meanwhile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotWriter {
+    /// `meta.generation` when the snapshot began.
+    base: u64,
+    /// The reserved generation.
+    generation: u64,
+    /// The first page's version: the table's version once flipped.
+    version: u64,
+    /// Ids written so far (pages come in id order; sorted again at the end).
+    ids: Vec<i64>,
+    writes: usize,
+}
+
+impl SnapshotWriter {
+    /// Reserves a generation for a snapshot whose first page is at `version`.
+    pub fn begin(store: &dyn SharedStore, version: u64) -> Result<Self, ApplyError> {
+        let (meta, cas) = read_meta(store);
+        let base = meta.map_or(0, |m| m.generation);
+        let reserved = meta.and_then(|m| m.reserved).unwrap_or(0);
+        let generation = base.max(reserved).saturating_add(1);
+        // The last sync stays that of the last complete table: a snapshot
+        // counts as a sync only once it is flipped in (see `finish`).
+        let reservation = Meta {
+            generation: base,
+            version: meta.map_or(0, |m| m.version),
+            synced_at_ms: meta.map_or(0, |m| m.synced_at_ms),
+            key_count: meta.map_or(0, |m| m.key_count),
+            reserved: Some(generation),
+        };
+        write_meta(store, &reservation, cas)?;
+        Ok(Self {
+            base,
+            generation,
+            version,
+            ids: Vec::new(),
+            writes: 0,
+        })
+    }
+
+    /// Keys written so far.
+    pub fn written(&self) -> u64 {
+        self.ids.len() as u64
+    }
+
+    /// Meta and its CAS token, if the table is still as this snapshot left it.
+    fn check(&self, store: &dyn SharedStore) -> Result<(Meta, Option<u32>), ApplyError> {
+        match read_meta(store) {
+            (Some(m), cas) if m.generation == self.base && m.reserved == Some(self.generation) => {
+                Ok((m, cas))
+            }
+            _ => Err(ApplyError::Conflict),
+        }
+    }
+
+    /// Writes one page's entries under the reserved generation. A page is not
+    /// a sync: the table's freshness is that of the last complete table, so a
+    /// control plane that keeps failing mid-paging cannot keep a half-written
+    /// table counted as fresh.
+    pub fn write_page(
+        &mut self,
+        store: &dyn SharedStore,
+        page: &KeyTable,
+    ) -> Result<(), ApplyError> {
+        self.check(store)?;
+        for entry in &page.upserts {
+            let stored = StoredEntry {
+                generation: self.generation,
+                version: page.version,
+                entry: Some(entry.clone()),
+            };
+            put_entry(store, entry.id, &stored, self.generation)?;
+            self.ids.push(entry.id);
+            self.writes += 1;
+        }
+        // Removals in a snapshot are redundant (absent is removed) but harmless.
+        self.check(store).map(|_| ())
+    }
+
+    /// Flips the table to the new generation, which kills every entry the
+    /// snapshot did not write, then clears the slots of known ids it dropped.
+    /// (A new lease holder starts with an empty memory; entries it never saw
+    /// stay dead, not live, until overwritten.)
+    pub fn finish(
+        mut self,
+        store: &dyn SharedStore,
+        now_ms: u64,
+        known_ids: &mut BTreeSet<i64>,
+    ) -> Result<Applied, ApplyError> {
+        let (_, cas) = self.check(store)?;
+        self.ids.sort_unstable();
+        self.ids.dedup();
+        let ids: BTreeSet<i64> = self.ids.into_iter().collect();
+        let new_meta = Meta {
+            generation: self.generation,
+            version: self.version,
+            synced_at_ms: now_ms,
+            key_count: ids.len() as u64,
+            reserved: None,
+        };
+        write_meta(store, &new_meta, cas)?;
+        let tombstone = StoredEntry {
+            generation: self.generation,
+            version: self.version,
+            entry: None,
+        };
+        let mut writes = self.writes;
+        for id in known_ids.difference(&ids) {
+            put_entry(store, *id, &tombstone, self.generation)?;
+            writes += 1;
+        }
+        *known_ids = ids;
+        Ok(Applied {
+            version: self.version,
+            key_count: new_meta.key_count,
+            writes,
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::decision::KeyLookup;
+    use crate::store::memory::{MemoryStore, Spy};
+    use crate::table::TableReader;
+    use crate::table::testing::{delta, entry, snapshot, write_snapshot};
+    use keygate_protocol::ServerScope;
+
+    fn live_ids(store: &MemoryStore, range: std::ops::Range<i64>) -> Vec<i64> {
+        let r = TableReader::new(store);
+        range.filter(|i| r.entry(*i).is_some()).collect()
+    }
+
+    #[test]
+    fn snapshot_then_deltas() {
+        let s = MemoryStore::default();
+        let mut known = BTreeSet::new();
+        let a = write_snapshot(&s, &snapshot(5, &[1, 2, 3]), 7_000, &mut known).unwrap();
+        assert_eq!((a.version, a.key_count), (5, 3));
+        assert_eq!(live_ids(&s, 0..10), vec![1, 2, 3]);
+        assert_eq!(TableReader::new(&s).last_sync_unix(), Some(7));
+
+        let change = delta(8, vec![entry(4, "beta"), entry(2, "beta")], vec![1, 99]);
+        let a = apply_delta(&s, &change, 5, 9_000, &mut known).unwrap();
+        assert_eq!((a.version, a.key_count, a.writes), (8, 3, 4));
+        assert_eq!(live_ids(&s, 0..10), vec![2, 3, 4]);
+        let r = TableReader::new(&s);
+        assert_eq!(
+            r.entry(2).unwrap().servers,
+            ServerScope::Named(vec!["beta".into()])
+        );
+        assert_eq!(r.meta().unwrap().version, 8);
+
+        // An empty long-poll answer only refreshes the sync time.
+        apply_delta(&s, &delta(8, vec![], vec![]), 8, 20_000, &mut known).unwrap();
+        assert_eq!(TableReader::new(&s).last_sync_unix(), Some(20));
+        assert_eq!(TableReader::new(&s).meta().unwrap().key_count, 3);
+    }
+
+    #[test]
+    fn delta_of_k_changes_costs_o_k() {
+        let s = MemoryStore::default();
+        let mut known = BTreeSet::new();
+        let ids: Vec<i64> = (1..=500).collect();
+        write_snapshot(&s, &snapshot(1, &ids), 0, &mut known).unwrap();
+        let before = s.data.borrow().len();
+        *s.reads.borrow_mut() = 0;
+        let change = delta(2, vec![entry(7, "beta")], vec![9]);
+        let a = apply_delta(&s, &change, 1, 0, &mut known).unwrap();
+        assert_eq!(a.writes, 2);
+        // meta + one read per changed slot.
+        assert_eq!(*s.reads.borrow(), 3);
+        assert_eq!(s.data.borrow().len(), before);
+    }
+
+    #[test]
+    fn delta_not_based_on_table_is_refused() {
+        let s = MemoryStore::default();
+        let mut known = BTreeSet::new();
+        let change = delta(3, vec![entry(1, "a")], vec![]);
+        assert_eq!(
+            apply_delta(&s, &change, 2, 0, &mut known),
+            Err(ApplyError::NotBasedOnTable)
+        );
+        write_snapshot(&s, &snapshot(5, &[1]), 0, &mut known).unwrap();
+        assert_eq!(
+            apply_delta(&s, &change, 2, 0, &mut known),
+            Err(ApplyError::NotBasedOnTable)
+        );
+        assert_eq!(
+            apply_delta(&s, &change, 5, 0, &mut known),
+            Err(ApplyError::NotBasedOnTable)
+        );
+        // A snapshot is never applied as a delta.
+        assert_eq!(
+            apply_delta(&s, &snapshot(6, &[2]), 5, 0, &mut known),
+            Err(ApplyError::NotBasedOnTable)
+        );
+        assert_eq!(live_ids(&s, 0..5), vec![1]);
+    }
+
+    #[test]
+    fn snapshot_replacement_has_no_window() {
+        let s = MemoryStore::default();
+        let mut known = BTreeSet::new();
+        write_snapshot(&s, &snapshot(1, &[1, 2, 3, 4]), 0, &mut known).unwrap();
+        // The new snapshot keeps 2 and 3 (3 with a new scope), drops 1 and 4, adds 5.
+        let mut next = snapshot(9, &[2, 5]);
+        next.upserts.push(entry(3, "beta"));
+        let check = |st: &MemoryStore| {
+            let r = TableReader::new(st);
+            // Keys valid before and after are valid at every instant.
+            assert!(r.entry(2).is_some(), "key 2 vanished mid-snapshot");
+            assert!(r.entry(3).is_some(), "key 3 vanished mid-snapshot");
+        };
+        let spy = Spy {
+            inner: &s,
+            on_set: &check,
+        };
+        let a = write_snapshot(&spy, &next, 0, &mut known).unwrap();
+        assert_eq!((a.version, a.key_count), (9, 3));
+        assert_eq!(live_ids(&s, 0..10), vec![2, 3, 5]);
+        // Dropped slots were cleared, not left holding data.
+        let (raw, _) = s.get(&entry_key(1));
+        let stored = slot::decode(&raw.unwrap()).unwrap();
+        assert_eq!(stored.entry, None);
+    }
+
+    #[test]
+    fn new_writer_snapshot_kills_entries_it_never_saw() {
+        let s = MemoryStore::default();
+        let mut first_owner = BTreeSet::new();
+        write_snapshot(&s, &snapshot(1, &[1, 2]), 0, &mut first_owner).unwrap();
+        let mut second_owner = BTreeSet::new();
+        write_snapshot(&s, &snapshot(4, &[2]), 0, &mut second_owner).unwrap();
+        assert_eq!(live_ids(&s, 0..5), vec![2]);
+    }
+
+    #[test]
+    fn older_write_never_overwrites_newer() {
+        let s = MemoryStore::default();
+        let mut known = BTreeSet::new();
+        write_snapshot(&s, &snapshot(1, &[1]), 0, &mut known).unwrap();
+        // A newer writer removed key 1 at version 3...
+        apply_delta(&s, &delta(3, vec![], vec![1]), 1, 0, &mut known).unwrap();
+        // ...and a slow writer's stale upsert of version 2 arrives after.
+        let generation = TableReader::new(&s).meta().unwrap().generation;
+        let stale = StoredEntry {
+            generation,
+            version: 2,
+            entry: Some(entry(1, "alpha")),
+        };
+        put_entry(&s, 1, &stale, generation).unwrap();
+        assert_eq!(TableReader::new(&s).entry(1), None);
+    }
+
+    #[test]
+    fn meta_conflict_is_reported() {
+        let s = MemoryStore::default();
+        let mut known = BTreeSet::new();
+        write_snapshot(&s, &snapshot(1, &[1]), 0, &mut known).unwrap();
+        let bump = |st: &MemoryStore| {
+            // Another writer touches meta between our read and our write.
+            let (m, _) = read_meta(st);
+            let mut m = m.unwrap();
+            if m.synced_at_ms == 0 {
+                m.synced_at_ms = 1;
+                st.set(META_KEY, &serde_json::to_vec(&m).unwrap(), None)
+                    .unwrap();
+            }
+        };
+        let spy = Spy {
+            inner: &s,
+            on_set: &bump,
+        };
+        let change = delta(2, vec![entry(2, "a")], vec![]);
+        assert_eq!(
+            apply_delta(&spy, &change, 1, 0, &mut known),
+            Err(ApplyError::Conflict)
+        );
+    }
+
+    #[test]
+    fn slots_are_compact() {
+        // What one key costs in Envoy's shared data (the value; see docs for
+        // the map's own overhead). The JSON form took ~170-190 bytes.
+        let s = MemoryStore::default();
+        let mut known = BTreeSet::new();
+        write_snapshot(&s, &snapshot(1_234_567, &[734_512]), 0, &mut known).unwrap();
+        let (raw, _) = s.get(&entry_key(734_512));
+        let len = raw.unwrap().len();
+        assert!(len <= 90, "{len} bytes per key");
+    }
+
+    #[test]
+    fn meta_keeps_its_compact_field_names() {
+        let meta = Meta {
+            generation: 2,
+            version: 9,
+            synced_at_ms: 4_000,
+            key_count: 5,
+            reserved: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&meta).unwrap(),
+            r#"{"g":2,"v":9,"s":4000,"n":5}"#
+        );
+    }
+
+    #[test]
+    fn a_snapshot_in_progress_does_not_refresh_freshness() {
+        let s = MemoryStore::default();
+        let mut known = BTreeSet::new();
+        write_snapshot(&s, &snapshot(1, &[1]), 1_000, &mut known).unwrap();
+        let mut writer = SnapshotWriter::begin(&s, 2).unwrap();
+        assert_eq!(TableReader::new(&s).last_sync_unix(), Some(1), "begin");
+        let mut page = snapshot(2, &[1, 2]);
+        page.next = Some(2);
+        writer.write_page(&s, &page).unwrap();
+        assert_eq!(TableReader::new(&s).last_sync_unix(), Some(1), "a page");
+        writer.finish(&s, 70_000, &mut known).unwrap();
+        assert_eq!(TableReader::new(&s).last_sync_unix(), Some(70), "flipped");
+    }
+}
