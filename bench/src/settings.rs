@@ -341,8 +341,16 @@ mod tests {
             "{}",
             quick.out.display()
         );
-        assert!(!quick.out.starts_with(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs")));
+        assert!(
+            !quick
+                .out
+                .starts_with(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs"))
+        );
         let full = parse_args(Vec::new()).unwrap();
-        assert!(full.out.ends_with("docs/benchmarks.md"), "{}", full.out.display());
+        assert!(
+            full.out.ends_with("docs/benchmarks.md"),
+            "{}",
+            full.out.display()
+        );
     }
 }

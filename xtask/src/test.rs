@@ -58,9 +58,10 @@ fn run_steps(args: &TestArgs) -> Result<()> {
     }
     let artifacts = artifacts::build(&workspace)?;
     // Lives until the tests are done; a throwaway server stops on drop.
-    let postgres = step("find PostgreSQL for the tests, or start a throwaway one", || {
-        postgres::find_or_start(&workspace, &venv, args.throwaway_postgres)
-    })?;
+    let postgres = step(
+        "find PostgreSQL for the tests, or start a throwaway one",
+        || postgres::find_or_start(&workspace, &venv, args.throwaway_postgres),
+    )?;
     step(
         "validate envoy/envoy.yaml and envoy/examples/wasm-from-url.yaml (envoy --mode validate)",
         || validate_envoy_config(&workspace, &venv, &artifacts),
