@@ -292,6 +292,9 @@ async fn run(nice: Option<i32>) -> Result<()> {
             .map(|(_, k)| k.trim_start_matches('\n').to_owned())
             .unwrap_or_default();
         let doc = report.document(&plan, &machine, &kept);
+        if let Some(parent) = plan.out.parent() {
+            std::fs::create_dir_all(parent).context(|| format!("creating {}", parent.display()))?;
+        }
         std::fs::write(&plan.out, doc).context(|| format!("writing {}", plan.out.display()))?;
         println!("wrote {}", plan.out.display());
     }

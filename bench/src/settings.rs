@@ -142,6 +142,7 @@ impl Plan {
 }
 
 const USAGE: &str = "usage: keygate-bench [--quick] [--out FILE] [--no-doc]
+       (a full run writes docs/benchmarks.md, a quick one target/bench/benchmarks-quick.md)
        [--sections edge,tables,revocation,control-plane,probe]
        [--configs floor,noop,native,keygate,keygate-uncached,authz-cp,authz-instant]
        [--repeats N] [--seconds S] [--rate RPS] [--edge-keys N] [--table-sizes 1000,100000,1000000]
@@ -183,7 +184,7 @@ pub fn parse_args(args: Vec<String>) -> Result<Plan> {
             revocations: 20,
             rule_changes: 10,
             control_plane_seconds: 3,
-            out: default_out(),
+            out: default_out(quick),
             write_doc: true,
             command,
         }
@@ -203,7 +204,7 @@ pub fn parse_args(args: Vec<String>) -> Result<Plan> {
             revocations: 60,
             rule_changes: 50,
             control_plane_seconds: 8,
-            out: default_out(),
+            out: default_out(quick),
             write_doc: true,
             command,
         }
@@ -259,8 +260,19 @@ pub fn parse_args(args: Vec<String>) -> Result<Plan> {
     Ok(plan)
 }
 
-fn default_out() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks.md")
+/// Only a full run rewrites the published `docs/benchmarks.md`; a quick
+/// run's rough figures go under the target directory, so trying it leaves the
+/// checkout clean.
+fn default_out(quick: bool) -> PathBuf {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    if quick {
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo.join("target"));
+        target.join("bench").join("benchmarks-quick.md")
+    } else {
+        repo.join("docs").join("benchmarks.md")
+    }
 }
 
 /// Paths to the binaries under test, from the environment.
@@ -315,4 +327,30 @@ pub fn parts(plan: &Plan) -> Result<Parts> {
         control_plane,
         wrk,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_full_run_writes_the_published_figures() {
+        let quick = parse_args(vec!["--quick".into()]).unwrap();
+        assert!(
+            quick.out.ends_with("bench/benchmarks-quick.md"),
+            "{}",
+            quick.out.display()
+        );
+        assert!(
+            !quick
+                .out
+                .starts_with(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs"))
+        );
+        let full = parse_args(Vec::new()).unwrap();
+        assert!(
+            full.out.ends_with("docs/benchmarks.md"),
+            "{}",
+            full.out.display()
+        );
+    }
 }

@@ -40,13 +40,33 @@ pub async fn serve_on(
         Arc::new(LocalSessionManager::default()),
         config,
     );
-    let router = axum::Router::new().nest_service(MCP_PATH, service);
+    let router = axum::Router::new()
+        .nest_service(MCP_PATH, service)
+        .layer(axum::middleware::from_fn(session_end_is_no_content));
     axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             shutdown.await;
             cancel.cancel();
         })
         .await
+}
+
+/// rmcp answers a session's `DELETE` with 202, which the Streamable HTTP
+/// transport does not list for it: clients accept 200, 204, or 405 (servers
+/// that do not support termination), and the official Python SDK logs
+/// "Session termination failed: 202" on close. The session is gone either way,
+/// so say so with 204.
+async fn session_end_is_no_content(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let is_delete = request.method() == http::Method::DELETE;
+    let mut response = next.run(request).await;
+    if is_delete && response.status() == http::StatusCode::ACCEPTED {
+        *response.status_mut() = http::StatusCode::NO_CONTENT;
+        *response.body_mut() = axum::body::Body::empty();
+    }
+    response
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -79,10 +99,20 @@ mod tests {
 
     /// One HTTP/1.1 POST over a raw socket; returns (head, body).
     async fn post(addr: SocketAddr, headers: &[(&str, &str)], body: &str) -> (String, String) {
+        request(addr, "POST", headers, body).await
+    }
+
+    /// One HTTP/1.1 request to /mcp over a raw socket; returns (head, body).
+    async fn request(
+        addr: SocketAddr,
+        method: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (String, String) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         let mut request = format!(
-            "POST /mcp HTTP/1.1\r\nhost: 127.0.0.1:{}\r\ncontent-type: application/json\r\naccept: application/json, text/event-stream\r\ncontent-length: {}\r\nconnection: close\r\n",
+            "{method} /mcp HTTP/1.1\r\nhost: 127.0.0.1:{}\r\ncontent-type: application/json\r\naccept: application/json, text/event-stream\r\ncontent-length: {}\r\nconnection: close\r\n",
             addr.port(),
             body.len()
         );
@@ -159,6 +189,17 @@ mod tests {
         assert!(
             !body.contains("not-a-real-secret"),
             "key value echoed: {body}"
+        );
+
+        // Ending the session: a status the transport lists for DELETE, then
+        // the session is gone.
+        let (head, body) = request(addr, "DELETE", &session_headers, "").await;
+        assert!(head.starts_with("HTTP/1.1 204"), "{head}");
+        assert!(body.is_empty(), "{body}");
+        let (head, _) = post(addr, &session_headers, call).await;
+        assert!(
+            head.starts_with("HTTP/1.1 404"),
+            "session still open: {head}"
         );
 
         stop.send(()).unwrap();

@@ -5,7 +5,8 @@ Used by tests/tests/mcp.rs: it connects over Streamable HTTP with
 and `whoami`, and prints one JSON object on stdout. On any failure it prints
 `{"error": "..."}` and exits 2, so the Rust test can assert both outcomes.
 Either way the output carries `httpStatuses`: every HTTP status the SDK got
-back (with the `WWW-Authenticate` challenge, if any), because the SDK reports
+back, with the request's method and the `WWW-Authenticate` challenge, if
+any (a session's closing `DELETE` shows there too), because the SDK reports
 an edge refusal only as a generic MCP error.
 
 Usage: mcp_client.py URL [MODE]   (MODE: "auto", the SDK's default, or
@@ -34,6 +35,7 @@ async def run(url: str, mode: str, key: str, seen: list) -> dict:
 
     async def record(response):
         seen.append({
+            "method": response.request.method,
             "status": response.status_code,
             "wwwAuthenticate": response.headers.get("www-authenticate"),
         })

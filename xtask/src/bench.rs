@@ -1,7 +1,9 @@
 //! `cargo xtask bench [--quick]`: builds what the benchmarks measure (release
 //! binaries and both Wasm filters), makes sure Envoy and the load generator
-//! are there, then runs the `keygate-bench` driver, which prints the table
-//! and rewrites `docs/benchmarks.md`.
+//! are there, then runs the `keygate-bench` driver, which prints the table.
+//! A full run rewrites the published `docs/benchmarks.md`; a quick run writes
+//! its rough figures to `target/bench/benchmarks-quick.md` and leaves the
+//! checkout alone.
 
 use std::process::Command;
 
@@ -17,7 +19,8 @@ use crate::{
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Run the quick subset (under 3 minutes) for regressions.
+    /// Run the quick subset (under 3 minutes) for regressions; the report
+    /// goes to target/bench/benchmarks-quick.md, not docs/.
     #[arg(long)]
     pub quick: bool,
 }

@@ -10,6 +10,7 @@ mod artifacts;
 mod bench;
 mod demo;
 mod failure;
+mod postgres;
 mod procs;
 mod step;
 mod test;

@@ -41,13 +41,3 @@ pub fn print_timeline(total_seconds: f64) {
     });
     println!("  total  {total_seconds:>7.1}s");
 }
-
-/// A warning that must not scroll by unnoticed.
-pub fn loud_warning(lines: &[&str]) {
-    let bar = "!".repeat(78);
-    eprintln!("{bar}");
-    for line in lines {
-        eprintln!("!! {line}");
-    }
-    eprintln!("{bar}");
-}

