@@ -13,6 +13,7 @@ both_backends!(
     snapshot_delta_removal,
     stale_since_gets_full_snapshot,
     effective_servers_follow_access,
+    deltas_and_snapshots_agree_on_every_rule_shape,
     long_poll_wakes_on_change,
     long_poll_times_out_empty,
     feed_auth_and_params,
@@ -133,6 +134,73 @@ async fn stale_since_gets_full_snapshot(b: Backend) {
     let d = app.table(&format!("?since={v}")).await;
     assert_eq!(d["full"], true);
     assert!(!upsert_ids(&d).contains(&ids[0]));
+}
+
+/// The edge's view built from deltas equals a fresh snapshot after every
+/// change, for every shape of rule: both paths decide access the same way.
+async fn deltas_and_snapshots_agree_on_every_rule_shape(b: Backend) {
+    let app = TestApp::start(b).await;
+    let base = app.table("").await;
+    let mut local = std::collections::BTreeMap::new();
+    apply(&mut local, &base);
+    let mut version = base["version"].as_u64().unwrap();
+    for s in ["a", "b", "c"] {
+        app.server(s).await;
+    }
+    let (u1, u2, u3) = (
+        app.user("u1").await,
+        app.user("u2").await,
+        app.user("u3").await,
+    );
+    let subject = |u: i64| format!("user:{u}");
+    let everyone_a = app.rule(&["a"], &["*"]).await;
+    let u1_b = app.rule(&["b"], &[&subject(u1)]).await;
+    let u2_all = app.rule(&["*"], &[&subject(u2)]).await;
+    let u1_u3_c = app.rule(&["c"], &[&subject(u1), &subject(u3)]).await;
+    for (user, scope) in [
+        (u1, vec!["*"]),
+        (u1, vec!["a", "b"]),
+        (u2, vec!["*"]),
+        (u2, vec!["a", "b", "c"]),
+        (u3, vec!["*"]),
+        (u3, vec!["a", "c"]),
+    ] {
+        app.key_for(user, &scope).await;
+    }
+    let mut check = async |what: &str| {
+        let delta = app.table(&format!("?since={version}")).await;
+        apply(&mut local, &delta);
+        version = delta["version"].as_u64().unwrap();
+        let snapshot = app.table("").await;
+        let mut fresh = std::collections::BTreeMap::new();
+        apply(&mut fresh, &snapshot);
+        assert_eq!(local, fresh, "after {what}: deltas and snapshot disagree");
+        fresh
+    };
+    let view = check("creating keys").await;
+    assert_eq!(view.len(), 6);
+    for (what, path) in [
+        (
+            "deleting u2's all-servers rule",
+            format!("/api/access-rules/{u2_all}"),
+        ),
+        (
+            "deleting u1's rule for b",
+            format!("/api/access-rules/{u1_b}"),
+        ),
+        (
+            "deleting the rule for everyone",
+            format!("/api/access-rules/{everyone_a}"),
+        ),
+        (
+            "deleting the rule for u1 and u3",
+            format!("/api/access-rules/{u1_u3_c}"),
+        ),
+    ] {
+        app.delete(&path, ADMIN).await;
+        check(what).await;
+    }
+    assert!(check("every rule gone").await.is_empty());
 }
 
 async fn effective_servers_follow_access(b: Backend) {

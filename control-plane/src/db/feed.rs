@@ -1,13 +1,16 @@
 //! The key-table feed's storage: the version counter, the change log, and
-//! building the edge's view of keys (effective servers = scope ∩ access).
+//! building the edge's view of keys (effective servers = scope ∩ access, as
+//! decided by [`crate::domain::access`]; this file only loads rules).
 //!
 //! Writers call [`bump`] inside their transaction: the `UPDATE … RETURNING`
 //! takes the single `feed_state` row lock, so versions are handed out in
 //! commit order and a reader that sees version V has every change ≤ V.
 
 use super::{Backend, Conn, Db, Tx};
+use crate::domain::Subjects;
+use crate::domain::access::{AccessRule, access_of, effective};
 use keygate_protocol::{KeyEntry, SecretHash, ServerScope};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 /// Bumps the feed version, prunes the change log to the retention window and,
 /// on PostgreSQL, queues a NOTIFY that other replicas receive on commit.
@@ -79,45 +82,82 @@ pub async fn changed_since(conn: &mut Conn, since: i64) -> Result<Vec<i64>, sqlx
         .await
 }
 
-/// Which servers a user can reach through access rules.
+/// Which servers a user can reach: [`access_of`] over the rules that apply
+/// to them. Only those rules are read (the ones for everyone, and the ones
+/// naming this user); the decision itself is the pure function's.
 pub async fn user_access(conn: &mut Conn, user_id: i64) -> Result<ServerScope, sqlx::Error> {
-    let all: Option<i64> = sqlx::query_scalar(
-        "SELECT r.id FROM access_rules r WHERE r.all_servers = 1 AND (r.all_subjects = 1 OR \
-         EXISTS (SELECT 1 FROM access_rule_subjects s WHERE s.rule_id = r.id AND s.user_id = $1)) \
-         LIMIT 1",
-    )
-    .bind(user_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if all.is_some() {
-        return Ok(ServerScope::All);
-    }
-    let names: Vec<String> = sqlx::query_scalar(
-        "SELECT DISTINCT rs.server_name FROM access_rule_servers rs \
-         JOIN access_rules r ON r.id = rs.rule_id WHERE r.all_subjects = 1 OR \
-         EXISTS (SELECT 1 FROM access_rule_subjects s WHERE s.rule_id = r.id AND s.user_id = $1) \
-         ORDER BY rs.server_name",
+    let rules: Vec<(i64, i64, i64)> = sqlx::query_as(
+        "SELECT r.id, r.all_servers, r.all_subjects FROM access_rules r WHERE r.all_subjects = 1 \
+         OR EXISTS (SELECT 1 FROM access_rule_subjects s WHERE s.rule_id = r.id AND s.user_id = $1)",
     )
     .bind(user_id)
     .fetch_all(&mut *conn)
     .await?;
-    Ok(ServerScope::Named(names))
+    let rule_servers: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT rs.rule_id, rs.server_name FROM access_rule_servers rs \
+         JOIN access_rules r ON r.id = rs.rule_id WHERE r.all_servers = 0 AND (r.all_subjects = 1 \
+         OR EXISTS (SELECT 1 FROM access_rule_subjects s WHERE s.rule_id = r.id AND s.user_id = $1))",
+    )
+    .bind(user_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    // The rules were read because they apply to this user: a listed rule's
+    // subjects are, as far as this decision goes, just this user.
+    let rules = assemble_rules(rules, rule_servers, |_| vec![user_id]);
+    Ok(access_of(&rules, user_id))
 }
 
-/// Scope ∩ access. A `*` key follows its owner's access; a named key keeps
-/// only servers its owner can still reach.
-pub fn effective(scope: &ServerScope, access: &ServerScope) -> ServerScope {
-    match (scope, access) {
-        (ServerScope::All, a) => a.clone(),
-        (s, ServerScope::All) => s.clone(),
-        (ServerScope::Named(s), ServerScope::Named(a)) => {
-            let a: BTreeSet<&String> = a.iter().collect();
-            let mut v: Vec<String> = s.iter().filter(|n| a.contains(n)).cloned().collect();
-            v.sort();
-            v.dedup();
-            ServerScope::Named(v)
-        }
+/// Every access rule, for deciding many users at once (a snapshot page):
+/// rules are few, keys are many.
+async fn all_rules(conn: &mut Conn) -> Result<Vec<AccessRule>, sqlx::Error> {
+    let rules: Vec<(i64, i64, i64)> =
+        sqlx::query_as("SELECT id, all_servers, all_subjects FROM access_rules")
+            .fetch_all(&mut *conn)
+            .await?;
+    let rule_servers: Vec<(i64, String)> =
+        sqlx::query_as("SELECT rule_id, server_name FROM access_rule_servers")
+            .fetch_all(&mut *conn)
+            .await?;
+    let rule_subjects: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT rule_id, user_id FROM access_rule_subjects")
+            .fetch_all(&mut *conn)
+            .await?;
+    let mut subjects_of_rule: HashMap<i64, Vec<i64>> = HashMap::new();
+    for (rule, user) in rule_subjects {
+        subjects_of_rule.entry(rule).or_default().push(user);
     }
+    Ok(assemble_rules(rules, rule_servers, |rule| {
+        subjects_of_rule.remove(&rule).unwrap_or_default()
+    }))
+}
+
+/// Rows `(id, all_servers, all_subjects)` and `(rule_id, server)` as rules;
+/// `users_of` gives a rule's listed users.
+fn assemble_rules(
+    rules: Vec<(i64, i64, i64)>,
+    rule_servers: Vec<(i64, String)>,
+    mut users_of: impl FnMut(i64) -> Vec<i64>,
+) -> Vec<AccessRule> {
+    let mut servers_of_rule: HashMap<i64, Vec<String>> = HashMap::new();
+    for (rule, server) in rule_servers {
+        servers_of_rule.entry(rule).or_default().push(server);
+    }
+    rules
+        .into_iter()
+        .map(|(id, all_servers, all_subjects)| {
+            let servers = if all_servers == 1 {
+                ServerScope::All
+            } else {
+                ServerScope::Named(servers_of_rule.remove(&id).unwrap_or_default())
+            };
+            let subjects = if all_subjects == 1 {
+                Subjects::Everyone
+            } else {
+                Subjects::Users(users_of(id))
+            };
+            AccessRule::new(servers, subjects)
+        })
+        .collect()
 }
 
 #[derive(sqlx::FromRow)]
@@ -178,64 +218,6 @@ pub async fn entry(
     Ok(make_entry(row, &scope, &access))
 }
 
-/// Every user's access, resolved in memory from all access rules (rules are
-/// few, keys are many).
-struct AccessRules {
-    servers_of_rule: HashMap<i64, Vec<String>>,
-    rules_of_user: HashMap<i64, Vec<i64>>,
-    rule_all_servers: HashMap<i64, bool>,
-    everyone_rules: Vec<i64>,
-}
-
-impl AccessRules {
-    async fn load(conn: &mut Conn) -> Result<Self, sqlx::Error> {
-        let rules: Vec<(i64, i64, i64)> =
-            sqlx::query_as("SELECT id, all_servers, all_subjects FROM access_rules")
-                .fetch_all(&mut *conn)
-                .await?;
-        let rule_servers: Vec<(i64, String)> =
-            sqlx::query_as("SELECT rule_id, server_name FROM access_rule_servers")
-                .fetch_all(&mut *conn)
-                .await?;
-        let rule_subjects: Vec<(i64, i64)> =
-            sqlx::query_as("SELECT rule_id, user_id FROM access_rule_subjects")
-                .fetch_all(&mut *conn)
-                .await?;
-        let mut servers_of_rule: HashMap<i64, Vec<String>> = HashMap::new();
-        for (r, s) in rule_servers {
-            servers_of_rule.entry(r).or_default().push(s);
-        }
-        let mut rules_of_user: HashMap<i64, Vec<i64>> = HashMap::new();
-        for (r, u) in rule_subjects {
-            rules_of_user.entry(u).or_default().push(r);
-        }
-        Ok(Self {
-            servers_of_rule,
-            rules_of_user,
-            rule_all_servers: rules.iter().map(|r| (r.0, r.1 == 1)).collect(),
-            everyone_rules: rules.iter().filter(|r| r.2 == 1).map(|r| r.0).collect(),
-        })
-    }
-
-    fn of(&self, user: i64) -> ServerScope {
-        let mut names = BTreeSet::new();
-        let own = self
-            .rules_of_user
-            .get(&user)
-            .map(Vec::as_slice)
-            .unwrap_or(&[]);
-        for r in self.everyone_rules.iter().chain(own) {
-            if self.rule_all_servers.get(r).copied().unwrap_or(false) {
-                return ServerScope::All;
-            }
-            if let Some(s) = self.servers_of_rule.get(r) {
-                names.extend(s.iter().cloned());
-            }
-        }
-        ServerScope::Named(names.into_iter().collect())
-    }
-}
-
 /// One page of the full snapshot: the keys with `id > after` (all keys when
 /// `after` is `None`) in id order, at most `limit` of them (no limit when
 /// `None`), as edge entries; keys that open nothing are left out. Also
@@ -269,7 +251,7 @@ pub async fn snapshot_page(
     let Some(last) = keys.last().map(|k| k.id) else {
         return Ok((Vec::new(), None));
     };
-    let access = AccessRules::load(conn).await?;
+    let rules = all_rules(conn).await?;
     let key_servers: Vec<(i64, String)> = sqlx::query_as(
         "SELECT key_id, server_name FROM api_key_servers WHERE key_id > $1 AND key_id <= $2",
     )
@@ -291,34 +273,10 @@ pub async fn snapshot_page(
         };
         let access = access_cache
             .entry(row.user_id)
-            .or_insert_with(|| access.of(row.user_id));
+            .or_insert_with(|| access_of(&rules, row.user_id));
         if let Some(e) = make_entry(row, &scope, access) {
             out.push(e);
         }
     }
     Ok((out, next))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn named(v: &[&str]) -> ServerScope {
-        ServerScope::Named(v.iter().map(|s| s.to_string()).collect())
-    }
-
-    #[test]
-    fn effective_is_scope_intersect_access() {
-        assert_eq!(
-            effective(&ServerScope::All, &ServerScope::All),
-            ServerScope::All
-        );
-        assert_eq!(effective(&ServerScope::All, &named(&["a"])), named(&["a"]));
-        assert_eq!(effective(&named(&["a"]), &ServerScope::All), named(&["a"]));
-        assert_eq!(
-            effective(&named(&["a", "b"]), &named(&["b", "c"])),
-            named(&["b"])
-        );
-        assert!(effective(&named(&["a"]), &named(&[])).is_empty());
-    }
 }

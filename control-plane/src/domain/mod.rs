@@ -1,6 +1,8 @@
 //! Validated domain types. Each constructor checks its input once, so code
 //! holding one of these never re-validates; errors carry the stable 400 message.
 
+pub mod access;
+
 use crate::error::ApiError;
 use keygate_protocol::ServerName;
 use serde::{Deserialize, Serialize};
