@@ -128,3 +128,114 @@ async fn invented_methods_count_as_other() {
         .sum();
     assert_eq!(other, 300, "{metrics}");
 }
+
+// ---- 4(b): header-read timeout and connection cap ----
+
+/// Reads until the server closes the connection (EOF or reset), or `limit` passes.
+/// Returns what was read, or None if the connection was still open at `limit`.
+async fn read_until_closed(s: &mut tokio::net::TcpStream, limit: Duration) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let res = tokio::time::timeout(limit, async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    res.ok().map(|_| got)
+}
+
+async fn healthz_ok(http: &reqwest::Client, base: &str) {
+    let r = tokio::time::timeout(
+        Duration::from_secs(5),
+        http.get(format!("{base}/healthz")).send(),
+    )
+    .await
+    .expect("a normal request is answered promptly")
+    .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_headers_are_cut_off() {
+    use tokio::io::AsyncWriteExt;
+    let bin = Binary::start("slow", &[("KEYGATE_HEADER_READ_TIMEOUT_SECONDS", "1")]);
+    let http = client();
+    let partial: [&[u8]; 3] = [
+        b"GET /hea",                                          // half a request line
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n",              // headers never end
+        b"POST /api/api-keys HTTP/1.1\r\nHost: x\r\nAuthori", // half a header
+    ];
+    let started = std::time::Instant::now();
+    let mut slow = Vec::new();
+    for p in partial {
+        let mut s = tokio::net::TcpStream::connect(&bin.addr).await.unwrap();
+        s.write_all(p).await.unwrap();
+        slow.push(s);
+    }
+    // One that sends nothing at all.
+    slow.push(tokio::net::TcpStream::connect(&bin.addr).await.unwrap());
+    // Served while the slow ones hang.
+    healthz_ok(&http, &bin.base).await;
+    for (i, s) in slow.iter_mut().enumerate() {
+        let closed = read_until_closed(s, Duration::from_secs(6)).await;
+        assert!(
+            closed.is_some(),
+            "slow client {i} still open {:?} after connecting (header-read timeout 1 s)",
+            started.elapsed()
+        );
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900),
+        "closed before the timeout: {took:?}"
+    );
+    // And served after.
+    healthz_ok(&http, &bin.base).await;
+    println!("slow clients closed after {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_cap_holds_extra_connections_until_one_closes() {
+    use tokio::io::AsyncWriteExt;
+    let bin = Binary::start(
+        "cap",
+        &[
+            ("KEYGATE_MAX_CONNECTIONS", "20"),
+            ("KEYGATE_HEADER_READ_TIMEOUT_SECONDS", "60"),
+        ],
+    );
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        idle.push(tokio::net::TcpStream::connect(&bin.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The 21st: the kernel completes the handshake, but nobody reads it.
+    let mut extra = tokio::net::TcpStream::connect(&bin.addr).await.unwrap();
+    extra
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let early = read_until_closed(&mut extra, Duration::from_millis(1500)).await;
+    assert!(
+        early.is_none(),
+        "the 21st connection was served while 20 were open: {:?}",
+        early.map(|b| String::from_utf8_lossy(&b).into_owned())
+    );
+    // One closes: the waiting connection is accepted and answered.
+    drop(idle.pop());
+    let answer = read_until_closed(&mut extra, Duration::from_secs(5))
+        .await
+        .expect("the 21st connection is served once one closes");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        bin.log().contains("connection limit"),
+        "the start-up log names the limits:\n{}",
+        bin.log()
+    );
+}
