@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use reqwest::StatusCode;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -238,4 +239,115 @@ async fn connection_cap_holds_extra_connections_until_one_closes() {
         "the start-up log names the limits:\n{}",
         bin.log()
     );
+}
+
+// ---- 5: keys per user ----
+
+both_backends!(key_limit_per_user, key_limit_holds_under_concurrent_creates);
+
+const LIMIT_MSG: &str = "key limit reached (100)";
+
+async fn own_key(app: &TestApp, name: &str) -> Resp {
+    app.post(
+        "/api/api-keys",
+        ADMIN,
+        serde_json::json!({"name": name, "mcpServerIds": ["*"]}),
+    )
+    .await
+}
+
+async fn admin_key_for(app: &TestApp, user: i64, name: &str) -> Resp {
+    app.post(
+        "/api/admin-api-keys",
+        ADMIN,
+        serde_json::json!({"userId": user, "name": name, "mcpServerIds": ["*"]}),
+    )
+    .await
+}
+
+/// The default limit, 100, on both create routes; a deleted key frees a slot.
+async fn key_limit_per_user(b: Backend) {
+    let app = TestApp::start(b).await;
+    let admin_id = app.get("/api/me", ADMIN).await.body["id"].as_i64().unwrap();
+    let bob = app.user("bob").await;
+    for i in 0..100 {
+        let r = own_key(&app, &format!("own{i}")).await;
+        assert_eq!(r.status, StatusCode::CREATED, "own key {i}: {}", r.text);
+        let r = admin_key_for(&app, bob, &format!("bob{i}")).await;
+        assert_eq!(r.status, StatusCode::CREATED, "bob's key {i}: {}", r.text);
+    }
+    assert_error(
+        &own_key(&app, "one too many").await,
+        StatusCode::CONFLICT,
+        LIMIT_MSG,
+    );
+    assert_error(
+        &admin_key_for(&app, admin_id, "one too many").await,
+        StatusCode::CONFLICT,
+        LIMIT_MSG,
+    );
+    assert_error(
+        &admin_key_for(&app, bob, "one too many").await,
+        StatusCode::CONFLICT,
+        LIMIT_MSG,
+    );
+    // The limit is per user: a third user still gets keys.
+    let carol = app.user("carol").await;
+    let r = admin_key_for(&app, carol, "first").await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+
+    let keys = app.get("/api/api-keys", ADMIN).await;
+    assert_eq!(keys.body["items"].as_array().unwrap().len(), 100);
+    let id = keys.body["items"][0]["id"].as_i64().unwrap();
+    let r = app.delete(&format!("/api/api-keys/{id}"), ADMIN).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = own_key(&app, "after delete").await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_error(
+        &own_key(&app, "again too many").await,
+        StatusCode::CONFLICT,
+        LIMIT_MSG,
+    );
+}
+
+/// 30 creates at once with 10 slots left, through both routes: exactly 10 win.
+async fn key_limit_holds_under_concurrent_creates(b: Backend) {
+    let app = TestApp::start(b).await;
+    let admin_id = app.get("/api/me", ADMIN).await.body["id"].as_i64().unwrap();
+    for i in 0..90 {
+        let r = own_key(&app, &format!("k{i}")).await;
+        assert_eq!(r.status, StatusCode::CREATED, "key {i}: {}", r.text);
+    }
+    let app = Arc::new(app);
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = if i % 2 == 0 {
+                own_key(&app, &format!("burst{i}")).await
+            } else {
+                admin_key_for(&app, admin_id, &format!("burst{i}")).await
+            };
+            (r.status, r.text)
+        }));
+    }
+    let (mut created, mut refused) = (0, 0);
+    for t in tasks {
+        let (status, text) = t.await.unwrap();
+        match status {
+            StatusCode::CREATED => created += 1,
+            StatusCode::CONFLICT => {
+                assert!(text.contains(LIMIT_MSG), "{text}");
+                refused += 1
+            }
+            other => panic!("unexpected {other}: {text}"),
+        }
+    }
+    let keys = app.get("/api/api-keys", ADMIN).await;
+    let n = keys.body["items"].as_array().unwrap().len();
+    assert_eq!(
+        n, 100,
+        "keys after the burst ({created} created, {refused} refused)"
+    );
+    assert_eq!((created, refused), (10, 20));
 }
