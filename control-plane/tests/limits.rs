@@ -351,3 +351,152 @@ async fn key_limit_holds_under_concurrent_creates(b: Backend) {
     );
     assert_eq!((created, refused), (10, 20));
 }
+
+// ---- 8 (second bullet): control and bidi characters in stored text ----
+
+both_backends!(control_and_bidi_characters_are_refused);
+
+/// NUL, other C0 (tab and newline included), DEL, C1, and every bidi-format character.
+const BAD: &[char] = &[
+    '\0', '\u{1}', '\t', '\n', '\r', '\u{1b}', '\u{7f}', '\u{80}', '\u{85}', '\u{9f}', '\u{61c}',
+    '\u{200e}', '\u{200f}', '\u{202a}', '\u{202b}', '\u{202c}', '\u{202d}', '\u{202e}', '\u{2066}',
+    '\u{2067}', '\u{2068}', '\u{2069}',
+];
+
+fn refused(r: &Resp, field: &str) {
+    assert_error(
+        r,
+        StatusCode::BAD_REQUEST,
+        &format!("{field} must not contain control or bidirectional-formatting characters"),
+    );
+}
+
+async fn control_and_bidi_characters_are_refused(b: Backend) {
+    use serde_json::json;
+    let app = TestApp::start(b).await;
+    app.server("alpha").await;
+    let rule = app.rule(&["*"], &["*"]).await;
+    let admin_id = app.get("/api/me", ADMIN).await.body["id"].as_i64().unwrap();
+    for &c in BAD {
+        let bad = format!("a{c}b");
+        let r = app
+            .post(
+                "/api/api-keys",
+                ADMIN,
+                json!({"name": bad, "mcpServerIds": ["*"]}),
+            )
+            .await;
+        refused(&r, "name");
+        let r = app
+            .post(
+                "/api/api-keys",
+                ADMIN,
+                json!({"name": "k", "description": bad, "mcpServerIds": ["*"]}),
+            )
+            .await;
+        refused(&r, "description");
+        let r = app
+            .post(
+                "/api/admin-api-keys",
+                ADMIN,
+                json!({"userId": admin_id, "name": bad, "mcpServerIds": ["*"]}),
+            )
+            .await;
+        refused(&r, "name");
+        let r = app
+            .post(
+                "/api/admin-api-keys",
+                ADMIN,
+                json!({"userId": admin_id, "name": "k", "description": bad, "mcpServerIds": ["*"]}),
+            )
+            .await;
+        refused(&r, "description");
+        let r = app
+            .post(
+                "/api/access-rules",
+                ADMIN,
+                json!({"name": bad, "mcpServerIds": ["*"], "subjects": ["*"]}),
+            )
+            .await;
+        refused(&r, "name");
+        let r = app
+            .put(
+                &format!("/api/access-rules/{rule}"),
+                ADMIN,
+                json!({"name": bad, "mcpServerIds": ["*"], "subjects": ["*"]}),
+            )
+            .await;
+        refused(&r, "name");
+        let r = app
+            .post(
+                "/api/mcp-servers",
+                ADMIN,
+                json!({"name": "beta", "displayName": bad}),
+            )
+            .await;
+        refused(&r, "displayName");
+        let r = app
+            .post(
+                "/api/mcp-servers",
+                ADMIN,
+                json!({"name": "beta", "description": bad}),
+            )
+            .await;
+        refused(&r, "description");
+        let r = app
+            .put("/api/mcp-servers/alpha", ADMIN, json!({"displayName": bad}))
+            .await;
+        refused(&r, "displayName");
+        let r = app
+            .put("/api/mcp-servers/alpha", ADMIN, json!({"description": bad}))
+            .await;
+        refused(&r, "description");
+        let r = app
+            .post("/api/users", ADMIN, json!({"username": bad}))
+            .await;
+        assert_error_contains(&r, StatusCode::BAD_REQUEST, "username");
+        let r = app
+            .post(
+                "/api/users",
+                ADMIN,
+                json!({"username": format!("u{}", c as u32), "email": format!("a{c}@b.c")}),
+            )
+            .await;
+        assert_error_contains(&r, StatusCode::BAD_REQUEST, "email");
+    }
+    // Nothing was stored.
+    let keys = app.get("/api/api-keys", ADMIN).await;
+    assert_eq!(
+        keys.body["items"].as_array().unwrap().len(),
+        0,
+        "{}",
+        keys.text
+    );
+    let servers = app.get("/api/mcp-servers", ADMIN).await;
+    assert_eq!(
+        servers.body["items"].as_array().unwrap().len(),
+        1,
+        "{}",
+        servers.text
+    );
+    assert_eq!(servers.body["items"][0]["displayName"], "alpha");
+    // Ordinary non-ASCII text, spaces and emoji stay allowed.
+    let fine = "Café 東京 — ok 🙂 עברית";
+    let r = app
+        .post(
+            "/api/api-keys",
+            ADMIN,
+            json!({"name": fine, "description": fine, "mcpServerIds": ["*"]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["name"], fine);
+    let r = app
+        .put(
+            "/api/mcp-servers/alpha",
+            ADMIN,
+            json!({"displayName": fine, "description": fine}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+}
