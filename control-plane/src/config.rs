@@ -19,6 +19,8 @@ pub struct Config {
     /// How often a waiting long poll re-checks the database even without a
     /// wake-up, so a lost notification never stalls an edge.
     pub feed_recheck: std::time::Duration,
+    /// Keys one user may hold (not counting revoked ones, once revocation exists).
+    pub max_keys_per_user: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -37,6 +39,8 @@ impl OidcConfig {
 }
 
 impl Config {
+    pub const DEFAULT_MAX_KEYS_PER_USER: u32 = 100;
+
     /// A configuration with defaults for everything but the database.
     pub fn new(database_url: impl Into<String>) -> Self {
         Self {
@@ -47,6 +51,7 @@ impl Config {
             oidc: None,
             feed_log_retention: 100_000,
             feed_recheck: std::time::Duration::from_secs(1),
+            max_keys_per_user: Self::DEFAULT_MAX_KEYS_PER_USER,
         }
     }
 }
@@ -65,6 +70,7 @@ impl std::fmt::Debug for Config {
             .field("oidc", &self.oidc)
             .field("feed_log_retention", &self.feed_log_retention)
             .field("feed_recheck", &self.feed_recheck)
+            .field("max_keys_per_user", &self.max_keys_per_user)
             .finish()
     }
 }

@@ -36,6 +36,8 @@ pub struct AppState {
     pub data_plane_token: Option<StaticToken>,
     pub oidc: Option<Arc<oidc::Oidc>>,
     pub feed_recheck: Duration,
+    /// Checked when a key is created, inside the write transaction.
+    pub max_keys_per_user: u32,
 }
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -92,6 +94,7 @@ pub async fn build_state(config: &Config) -> Result<AppState, BoxError> {
         data_plane_token: config.data_plane_token.as_deref().map(StaticToken::new),
         oidc,
         feed_recheck: config.feed_recheck,
+        max_keys_per_user: config.max_keys_per_user,
     };
     if state.admin_token.is_some() {
         db::users::ensure_builtin_admin(&state.db).await?;

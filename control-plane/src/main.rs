@@ -54,6 +54,10 @@ struct ServeArgs {
     /// Feed versions the change log keeps; edges further behind get a full snapshot.
     #[arg(long, env = "KEYGATE_FEED_LOG_RETENTION", default_value_t = 100_000)]
     feed_log_retention: i64,
+    /// Keys one user may hold, on both create routes (409 beyond it).
+    #[arg(long, env = "KEYGATE_MAX_KEYS_PER_USER", default_value_t = Config::DEFAULT_MAX_KEYS_PER_USER,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_keys_per_user: u32,
 }
 
 impl ServeArgs {
@@ -63,6 +67,7 @@ impl ServeArgs {
         c.admin_token = self.admin_token.filter(|t| !t.is_empty());
         c.data_plane_token = self.data_plane_token.filter(|t| !t.is_empty());
         c.feed_log_retention = self.feed_log_retention;
+        c.max_keys_per_user = self.max_keys_per_user;
         c.oidc = match (self.oidc_issuer, self.oidc_audience) {
             (Some(issuer), Some(audience)) => Some(OidcConfig {
                 issuer,

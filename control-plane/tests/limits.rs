@@ -243,7 +243,11 @@ async fn connection_cap_holds_extra_connections_until_one_closes() {
 
 // ---- 5: keys per user ----
 
-both_backends!(key_limit_per_user, key_limit_holds_under_concurrent_creates);
+both_backends!(
+    key_limit_per_user,
+    key_limit_holds_under_concurrent_creates,
+    key_limit_is_configurable
+);
 
 const LIMIT_MSG: &str = "key limit reached (100)";
 
@@ -307,6 +311,20 @@ async fn key_limit_per_user(b: Backend) {
         &own_key(&app, "again too many").await,
         StatusCode::CONFLICT,
         LIMIT_MSG,
+    );
+}
+
+/// `max_keys_per_user` (the `--max-keys-per-user` flag) sets the limit and its message.
+async fn key_limit_is_configurable(b: Backend) {
+    let app = TestApp::start_with(b, |c| c.max_keys_per_user = 3).await;
+    for i in 0..3 {
+        let r = own_key(&app, &format!("k{i}")).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    }
+    assert_error(
+        &own_key(&app, "k3").await,
+        StatusCode::CONFLICT,
+        "key limit reached (3)",
     );
 }
 
