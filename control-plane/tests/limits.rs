@@ -200,6 +200,57 @@ async fn slow_headers_are_cut_off() {
     println!("slow clients closed after {took:?}");
 }
 
+/// What Envoy's pooled connections see: the timeout also ends a keep-alive
+/// connection idle that long after a response, while a long poll that runs
+/// far past it is answered (the timeout only covers reading request headers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_timeout_ends_idle_keep_alive_but_not_long_polls() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let bin = Binary::start("idle", &[("KEYGATE_HEADER_READ_TIMEOUT_SECONDS", "1")]);
+    let mut s = tokio::net::TcpStream::connect(&bin.addr).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let idle_from = std::time::Instant::now();
+    let rest = read_until_closed(&mut s, Duration::from_secs(6))
+        .await
+        .expect("an idle keep-alive connection is closed after the timeout");
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    let idle = idle_from.elapsed();
+    assert!(idle >= Duration::from_millis(900), "closed after {idle:?}");
+
+    let http = client();
+    let t: serde_json::Value = http
+        .get(format!("{}/internal/v1/key-table", bin.base))
+        .bearer_auth(DATA_PLANE)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let v = t["version"].as_u64().unwrap();
+    let started = std::time::Instant::now();
+    let r = http
+        .get(format!(
+            "{}/internal/v1/key-table?since={v}&wait=3",
+            bin.base
+        ))
+        .bearer_auth(DATA_PLANE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        started.elapsed() >= Duration::from_millis(2500),
+        "the long poll returned early: {:?}",
+        started.elapsed()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_cap_holds_extra_connections_until_one_closes() {
     use tokio::io::AsyncWriteExt;
