@@ -155,7 +155,10 @@ async fn serve(
     max_connections: usize,
     mut stop: oneshot::Receiver<()>,
 ) -> std::io::Result<()> {
-    let slots = Arc::new(Semaphore::new(max_connections));
+    // Clamped: 0 would never serve, and Semaphore panics above MAX_PERMITS.
+    let slots = Arc::new(Semaphore::new(
+        max_connections.clamp(1, Semaphore::MAX_PERMITS),
+    ));
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     // The timer is what makes hyper enforce the timeout at all. hyper also
