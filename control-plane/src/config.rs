@@ -19,6 +19,13 @@ pub struct Config {
     /// How often a waiting long poll re-checks the database even without a
     /// wake-up, so a lost notification never stalls an edge.
     pub feed_recheck: std::time::Duration,
+    /// Keys one user may hold (not counting revoked ones, once revocation exists).
+    pub max_keys_per_user: u32,
+    /// A connection whose request headers are not complete this long after
+    /// it opens, or after its previous response (idle keep-alive), is closed.
+    pub header_read_timeout: std::time::Duration,
+    /// Open connections served at once; beyond it, new ones wait unaccepted.
+    pub max_connections: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -40,6 +47,11 @@ impl OidcConfig {
 }
 
 impl Config {
+    pub const DEFAULT_MAX_KEYS_PER_USER: u32 = 100;
+    pub const DEFAULT_HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+    /// Room for 10,000 parked feed long polls per replica, twice over.
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
+
     /// A configuration with defaults for everything but the database.
     pub fn new(database_url: impl Into<String>) -> Self {
         Self {
@@ -50,6 +62,9 @@ impl Config {
             oidc: None,
             feed_log_retention: 100_000,
             feed_recheck: std::time::Duration::from_secs(1),
+            max_keys_per_user: Self::DEFAULT_MAX_KEYS_PER_USER,
+            header_read_timeout: Self::DEFAULT_HEADER_READ_TIMEOUT,
+            max_connections: Self::DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -68,6 +83,9 @@ impl std::fmt::Debug for Config {
             .field("oidc", &self.oidc)
             .field("feed_log_retention", &self.feed_log_retention)
             .field("feed_recheck", &self.feed_recheck)
+            .field("max_keys_per_user", &self.max_keys_per_user)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("max_connections", &self.max_connections)
             .finish()
     }
 }

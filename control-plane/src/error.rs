@@ -21,6 +21,8 @@ pub enum ApiError {
     Forbidden(&'static str),
     NotFound(&'static str),
     Conflict(&'static str),
+    /// A 409 whose message carries a number, such as the configured key limit.
+    LimitReached(String),
     Unavailable(&'static str),
     /// Details go to the log, never to the client.
     Internal(String),
@@ -37,7 +39,7 @@ impl ApiError {
             ApiError::AuthRequired | ApiError::InvalidToken => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Conflict(_) | ApiError::LimitReached(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -45,7 +47,7 @@ impl ApiError {
 
     fn message(&self) -> &str {
         match self {
-            ApiError::BadRequest(m) => m,
+            ApiError::BadRequest(m) | ApiError::LimitReached(m) => m,
             ApiError::AuthRequired => MSG_AUTH_REQUIRED,
             ApiError::InvalidToken => MSG_INVALID_TOKEN,
             ApiError::Forbidden(m)

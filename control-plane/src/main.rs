@@ -57,6 +57,19 @@ struct ServeArgs {
     /// Feed versions the change log keeps; edges further behind get a full snapshot.
     #[arg(long, env = "KEYGATE_FEED_LOG_RETENTION", default_value_t = 100_000)]
     feed_log_retention: i64,
+    /// Keys one user may hold, on both create routes (409 beyond it).
+    #[arg(long, env = "KEYGATE_MAX_KEYS_PER_USER", default_value_t = Config::DEFAULT_MAX_KEYS_PER_USER,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_keys_per_user: u32,
+    /// Close a connection whose request headers are not complete within this
+    /// many seconds (also ends keep-alive connections idle that long).
+    #[arg(long, env = "KEYGATE_HEADER_READ_TIMEOUT_SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    header_read_timeout_seconds: u64,
+    /// Open connections served at once; more wait in the listen backlog.
+    #[arg(long, env = "KEYGATE_MAX_CONNECTIONS", default_value_t = Config::DEFAULT_MAX_CONNECTIONS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_connections: usize,
 }
 
 impl ServeArgs {
@@ -66,6 +79,9 @@ impl ServeArgs {
         c.admin_token = self.admin_token.filter(|t| !t.is_empty());
         c.data_plane_token = self.data_plane_token.filter(|t| !t.is_empty());
         c.feed_log_retention = self.feed_log_retention;
+        c.max_keys_per_user = self.max_keys_per_user;
+        c.header_read_timeout = std::time::Duration::from_secs(self.header_read_timeout_seconds);
+        c.max_connections = self.max_connections;
         c.oidc = match (self.oidc_issuer, self.oidc_audience) {
             (Some(issuer), Some(audience)) => Some(OidcConfig {
                 issuer,
@@ -114,6 +130,7 @@ async fn main() -> ExitCode {
     let Command::Serve(args) = Cli::parse().command;
     let config = args.into_config();
     tracing::info!(?config, "starting");
+    keygate_control_plane::raise_fd_limit(config.max_connections);
     let server = match keygate_control_plane::start(config).await {
         Ok(s) => s,
         Err(e) => {

@@ -1,8 +1,10 @@
 //! Prometheus metrics: requests by route template and status, keys created
 //! and deleted, and long-poll feed clients currently waiting. Labels never
-//! carry ids, keys or tokens: routes are templates such as `/api/api-keys/{id}`.
+//! carry ids, keys or tokens: routes are templates such as `/api/api-keys/{id}`,
+//! and methods are the standard ones or `other`, so no client can grow the label set.
 
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -73,7 +75,7 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method()).to_owned();
     let resp = next.run(req).await;
     // Method, route template and status only: never headers, paths or bodies.
     tracing::debug!(%method, %route, status = resp.status().as_u16(), "request");
@@ -86,6 +88,24 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next
         })
         .inc();
     resp
+}
+
+/// The label for a method: the standard ones as sent, anything else `other`
+/// (hyper accepts any token as a method; 300 invented ones once grew
+/// `/metrics` to megabytes).
+pub fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
 }
 
 /// Keeps `feed_clients` right even when a waiting request is cancelled.
@@ -101,5 +121,22 @@ impl FeedClientGuard {
 impl Drop for FeedClientGuard {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_labels_are_bounded() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::TRACE), "TRACE");
+        for m in ["get", "PROPFIND", "INVENTEDXXXXXXXX"] {
+            assert_eq!(
+                method_label(&Method::from_bytes(m.as_bytes()).unwrap()),
+                "other"
+            );
+        }
     }
 }

@@ -47,7 +47,8 @@ async fn timed(app: &TestApp, query: &str) -> (serde_json::Value, Duration) {
 }
 
 async fn delta_cost_does_not_grow_with_table(b: Backend) {
-    let app = TestApp::start(b).await;
+    // The bulk keys all belong to user 1, far beyond the default per-user limit.
+    let app = TestApp::start_with(b, |c| c.max_keys_per_user = u32::MAX).await;
     app.server("alpha").await;
     app.rule(&["*"], &["*"]).await;
     bulk_insert(&app.db.url).await;

@@ -108,6 +108,18 @@ pub async fn get(
     Ok(assemble(vec![head], pairs).pop())
 }
 
+/// Keys that count against the owner's limit. Every stored key counts today;
+/// when revocation records arrive, add `AND revoked_at IS NULL` here. Call it
+/// inside [`Db::begin_write`]'s transaction: that holds the feed's write lock
+/// (SQLite `BEGIN IMMEDIATE`, the PostgreSQL `feed_state` row lock) until
+/// commit, so concurrent creates are serialized and none can pass a stale count.
+pub async fn count_active(tx: &mut Tx, user_id: i64) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_one(&mut **tx)
+        .await
+}
+
 pub struct NewKey<'a> {
     pub user_id: i64,
     pub name: &'a str,

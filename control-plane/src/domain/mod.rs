@@ -13,7 +13,30 @@ fn char_len(s: &str) -> usize {
     s.chars().count()
 }
 
-/// A key's (or access rule's) name: 1 to 100 characters.
+/// True for characters no stored name or text may hold: every C0 and C1
+/// control (NUL, tab and newline included, and DEL) and the Unicode
+/// bidirectional-formatting characters, which can make a name display as
+/// something else (U+202E turns `abc` around) or, for NUL, fail the INSERT
+/// on PostgreSQL.
+pub fn is_forbidden_char(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// The one check every stored name and text goes through.
+fn check_chars(field: &str, s: &str) -> Result<(), ApiError> {
+    if s.chars().any(is_forbidden_char) {
+        return Err(ApiError::bad_request(format!(
+            "{field} must not contain control or bidirectional-formatting characters"
+        )));
+    }
+    Ok(())
+}
+
+/// A key's (or access rule's) name: 1 to 100 characters, none forbidden.
 #[derive(Debug, Clone)]
 pub struct Name(String);
 
@@ -25,6 +48,7 @@ impl Name {
                 "{field} must be 1 to 100 characters"
             )));
         }
+        check_chars(field, s)?;
         Ok(Self(s.to_owned()))
     }
     pub fn as_str(&self) -> &str {
@@ -32,7 +56,8 @@ impl Name {
     }
 }
 
-/// Free text of bounded length (descriptions, display names).
+/// Free text of bounded length (descriptions, display names), on one line:
+/// tab and newline are refused like every other control character.
 #[derive(Debug, Clone, Default)]
 pub struct Text(String);
 
@@ -44,6 +69,7 @@ impl Text {
                 "{field} must be at most {max} characters"
             )));
         }
+        check_chars(field, &s)?;
         Ok(Self(s))
     }
     pub fn as_str(&self) -> &str {
@@ -54,7 +80,7 @@ impl Text {
 pub const MAX_DESCRIPTION: usize = 500;
 pub const MAX_DISPLAY_NAME: usize = 200;
 
-/// A username: 1 to 100 characters, no whitespace or control characters.
+/// A username: 1 to 100 characters, no whitespace or forbidden characters.
 #[derive(Debug, Clone)]
 pub struct Username(String);
 
@@ -62,7 +88,7 @@ impl Username {
     pub fn parse(s: &str) -> Result<Self, ApiError> {
         if s.is_empty()
             || char_len(s) > 100
-            || s.chars().any(|c| c.is_whitespace() || c.is_control())
+            || s.chars().any(|c| c.is_whitespace() || is_forbidden_char(c))
         {
             return Err(ApiError::bad_request(
                 "username must be 1 to 100 characters without spaces",
@@ -82,7 +108,7 @@ pub struct Email(String);
 impl Email {
     pub fn parse(s: &str) -> Result<Self, ApiError> {
         let ok = char_len(s) <= 254
-            && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+            && !s.chars().any(|c| c.is_whitespace() || is_forbidden_char(c))
             && matches!(s.split_once('@'), Some((l, d)) if !l.is_empty() && !d.is_empty());
         if !ok {
             return Err(ApiError::bad_request("email is not a valid address"));
@@ -283,6 +309,30 @@ mod tests {
         assert!(Name::parse("name", "   ").is_err());
         assert!(Name::parse("name", &"é".repeat(100)).is_ok());
         assert!(Name::parse("name", &"a".repeat(101)).is_err());
+    }
+
+    #[test]
+    fn forbidden_characters() {
+        let bad = [
+            '\0', '\u{1}', '\t', '\n', '\r', '\u{1f}', '\u{7f}', '\u{80}', '\u{85}', '\u{9f}',
+            '\u{61c}', '\u{200e}', '\u{200f}', '\u{202a}', '\u{202e}', '\u{2066}', '\u{2069}',
+        ];
+        let msg = "name must not contain control or bidirectional-formatting characters";
+        for c in bad {
+            let s = format!("a{c}b");
+            assert!(is_forbidden_char(c), "U+{:04X}", c as u32);
+            assert_eq!(Name::parse("name", &s).unwrap_err().to_string(), msg);
+            assert!(Text::parse("displayName", Some(s.clone()), 200).is_err());
+            assert!(Username::parse(&s).is_err());
+            assert!(Email::parse(&format!("{s}@x.y")).is_err());
+        }
+        // Neighbours of the bidi ranges, and ordinary text, stay allowed.
+        for ok in [
+            '\u{200d}', '\u{202f}', '\u{2065}', '\u{206a}', 'é', '東', ' ',
+        ] {
+            assert!(!is_forbidden_char(ok), "U+{:04X}", ok as u32);
+        }
+        assert!(Text::parse("description", Some("Café 東京 🙂 עברית".into()), 500).is_ok());
     }
 
     #[test]

@@ -124,6 +124,13 @@ async fn create_key(
     let secret_hash_hex = secret.hash().to_hex();
 
     let mut tx = st.db.begin_write().await?;
+    // Counted under the write lock, so a concurrent burst cannot overshoot.
+    let limit = st.max_keys_per_user;
+    if keys::count_active(&mut tx, owner.id).await? >= i64::from(limit) {
+        return Err(ApiError::LimitReached(format!(
+            "key limit reached ({limit})"
+        )));
+    }
     if let ServerSelection::Named(names) = &scope {
         let access = db::feed::user_access(&mut tx, owner.id).await?;
         for n in names {
@@ -185,7 +192,8 @@ fn key_id(raw: &str) -> ApiResult<i64> {
 
 /// Create a key for yourself.
 #[utoipa::path(post, path = "/api/api-keys", request_body = CreateKeyBody,
-    responses((status = 201, body = CreatedKey), (status = 400, description = "invalid request")))]
+    responses((status = 201, body = CreatedKey), (status = 400, description = "invalid request"),
+        (status = 409, description = "key limit reached")))]
 pub async fn create_own(
     State(st): State<AppState>,
     Person(caller): Person,
@@ -244,7 +252,8 @@ pub async fn delete_own(
 
 /// Create a key on a user's behalf (admin). The key is shown once, to the admin.
 #[utoipa::path(post, path = "/api/admin-api-keys", request_body = CreateAdminKeyBody,
-    responses((status = 201, body = CreatedKey), (status = 400, description = "invalid request")))]
+    responses((status = 201, body = CreatedKey), (status = 400, description = "invalid request"),
+        (status = 409, description = "key limit reached")))]
 pub async fn admin_create(
     State(st): State<AppState>,
     _admin: Admin,

@@ -1,0 +1,571 @@
+//! Resource limits and input hygiene from the security review (issue 9):
+//! metric-label cardinality, header-read timeout and connection cap (against
+//! the real binary), keys per user, and control/bidi characters in stored text.
+
+mod common;
+
+use common::*;
+use reqwest::StatusCode;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The real `keygate-control-plane serve` on a fresh SQLite file, killed on drop.
+struct Binary {
+    child: Child,
+    base: String,
+    addr: String,
+    log: Arc<Mutex<String>>,
+    dir: std::path::PathBuf,
+}
+
+impl Binary {
+    fn start(name: &str, env: &[(&str, &str)]) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("keygate_limits_{name}_{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_keygate-control-plane"));
+        cmd.arg("serve")
+            .current_dir(&dir)
+            .env("KEYGATE_LISTEN", "127.0.0.1:0")
+            .env("KEYGATE_ADMIN_TOKEN", ADMIN)
+            .env("KEYGATE_DATA_PLANE_TOKEN", DATA_PLANE)
+            .env_remove("KEYGATE_DATABASE_URL")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn the control plane binary");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel::<String>();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let log = log.clone();
+            let addr_tx = addr_tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if let Some(rest) = line.split("listening on ").nth(1) {
+                        let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
+                        let _ = addr_tx.send(addr);
+                    }
+                    let mut l = log.lock().unwrap();
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            });
+        }
+        let addr = addr_rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no `listening on` line; log:\n{}", log.lock().unwrap()));
+        Binary {
+            child,
+            base: format!("http://{addr}"),
+            addr,
+            log,
+            dir,
+        }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+// ---- 4(a): invented HTTP methods must not grow /metrics ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invented_methods_count_as_other() {
+    let bin = Binary::start("methods", &[]);
+    let http = client();
+    for i in 0..300 {
+        // Long, distinct, valid tokens: each would be a new label value.
+        let m = format!("INVENTED{i:03}{}", "X".repeat(200));
+        let method = reqwest::Method::from_bytes(m.as_bytes()).unwrap();
+        let r = http
+            .request(method, format!("{}/healthz", bin.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 405);
+    }
+    let metrics = http
+        .get(format!("{}/metrics", bin.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !metrics.contains("INVENTED"),
+        "invented methods became labels ({} bytes of /metrics)",
+        metrics.len()
+    );
+    assert!(
+        metrics.len() < 16 * 1024,
+        "/metrics is {} bytes after 300 invented methods",
+        metrics.len()
+    );
+    let other: u64 = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("keygate_http_requests_total{") && l.contains(r#"method="other""#)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(other, 300, "{metrics}");
+}
+
+// ---- 4(b): header-read timeout and connection cap ----
+
+/// Reads until the server closes the connection (EOF or reset), or `limit` passes.
+/// Returns what was read, or None if the connection was still open at `limit`.
+async fn read_until_closed(s: &mut tokio::net::TcpStream, limit: Duration) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let res = tokio::time::timeout(limit, async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    res.ok().map(|_| got)
+}
+
+async fn healthz_ok(http: &reqwest::Client, base: &str) {
+    let r = tokio::time::timeout(
+        Duration::from_secs(5),
+        http.get(format!("{base}/healthz")).send(),
+    )
+    .await
+    .expect("a normal request is answered promptly")
+    .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_headers_are_cut_off() {
+    use tokio::io::AsyncWriteExt;
+    let bin = Binary::start("slow", &[("KEYGATE_HEADER_READ_TIMEOUT_SECONDS", "1")]);
+    let http = client();
+    let partial: [&[u8]; 3] = [
+        b"GET /hea",                                          // half a request line
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n",              // headers never end
+        b"POST /api/api-keys HTTP/1.1\r\nHost: x\r\nAuthori", // half a header
+    ];
+    let started = std::time::Instant::now();
+    let mut slow = Vec::new();
+    for p in partial {
+        let mut s = tokio::net::TcpStream::connect(&bin.addr).await.unwrap();
+        s.write_all(p).await.unwrap();
+        slow.push(s);
+    }
+    // One that sends nothing at all.
+    slow.push(tokio::net::TcpStream::connect(&bin.addr).await.unwrap());
+    // Served while the slow ones hang.
+    healthz_ok(&http, &bin.base).await;
+    for (i, s) in slow.iter_mut().enumerate() {
+        let closed = read_until_closed(s, Duration::from_secs(6)).await;
+        assert!(
+            closed.is_some(),
+            "slow client {i} still open {:?} after connecting (header-read timeout 1 s)",
+            started.elapsed()
+        );
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900),
+        "closed before the timeout: {took:?}"
+    );
+    // And served after.
+    healthz_ok(&http, &bin.base).await;
+    println!("slow clients closed after {took:?}");
+}
+
+/// What Envoy's pooled connections see: the timeout also ends a keep-alive
+/// connection idle that long after a response, while a long poll that runs
+/// far past it is answered (the timeout only covers reading request headers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_timeout_ends_idle_keep_alive_but_not_long_polls() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let bin = Binary::start("idle", &[("KEYGATE_HEADER_READ_TIMEOUT_SECONDS", "1")]);
+    let mut s = tokio::net::TcpStream::connect(&bin.addr).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let idle_from = std::time::Instant::now();
+    let rest = read_until_closed(&mut s, Duration::from_secs(6))
+        .await
+        .expect("an idle keep-alive connection is closed after the timeout");
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    let idle = idle_from.elapsed();
+    assert!(idle >= Duration::from_millis(900), "closed after {idle:?}");
+
+    let http = client();
+    let t: serde_json::Value = http
+        .get(format!("{}/internal/v1/key-table", bin.base))
+        .bearer_auth(DATA_PLANE)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let v = t["version"].as_u64().unwrap();
+    let started = std::time::Instant::now();
+    let r = http
+        .get(format!(
+            "{}/internal/v1/key-table?since={v}&wait=3",
+            bin.base
+        ))
+        .bearer_auth(DATA_PLANE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        started.elapsed() >= Duration::from_millis(2500),
+        "the long poll returned early: {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_cap_holds_extra_connections_until_one_closes() {
+    use tokio::io::AsyncWriteExt;
+    let bin = Binary::start(
+        "cap",
+        &[
+            ("KEYGATE_MAX_CONNECTIONS", "20"),
+            ("KEYGATE_HEADER_READ_TIMEOUT_SECONDS", "60"),
+        ],
+    );
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        idle.push(tokio::net::TcpStream::connect(&bin.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The 21st: the kernel completes the handshake, but nobody reads it.
+    let mut extra = tokio::net::TcpStream::connect(&bin.addr).await.unwrap();
+    extra
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let early = read_until_closed(&mut extra, Duration::from_millis(1500)).await;
+    assert!(
+        early.is_none(),
+        "the 21st connection was served while 20 were open: {:?}",
+        early.map(|b| String::from_utf8_lossy(&b).into_owned())
+    );
+    // One closes: the waiting connection is accepted and answered.
+    drop(idle.pop());
+    let answer = read_until_closed(&mut extra, Duration::from_secs(5))
+        .await
+        .expect("the 21st connection is served once one closes");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        bin.log().contains("connection limit"),
+        "the start-up log names the limits:\n{}",
+        bin.log()
+    );
+}
+
+// ---- 5: keys per user ----
+
+both_backends!(
+    key_limit_per_user,
+    key_limit_holds_under_concurrent_creates,
+    key_limit_is_configurable
+);
+
+const LIMIT_MSG: &str = "key limit reached (100)";
+
+async fn own_key(app: &TestApp, name: &str) -> Resp {
+    app.post(
+        "/api/api-keys",
+        ADMIN,
+        serde_json::json!({"name": name, "mcpServerIds": ["*"]}),
+    )
+    .await
+}
+
+async fn admin_key_for(app: &TestApp, user: i64, name: &str) -> Resp {
+    app.post(
+        "/api/admin-api-keys",
+        ADMIN,
+        serde_json::json!({"userId": user, "name": name, "mcpServerIds": ["*"]}),
+    )
+    .await
+}
+
+/// The default limit, 100, on both create routes; a deleted key frees a slot.
+async fn key_limit_per_user(b: Backend) {
+    let app = TestApp::start(b).await;
+    let admin_id = app.get("/api/me", ADMIN).await.body["id"].as_i64().unwrap();
+    let bob = app.user("bob").await;
+    for i in 0..100 {
+        let r = own_key(&app, &format!("own{i}")).await;
+        assert_eq!(r.status, StatusCode::CREATED, "own key {i}: {}", r.text);
+        let r = admin_key_for(&app, bob, &format!("bob{i}")).await;
+        assert_eq!(r.status, StatusCode::CREATED, "bob's key {i}: {}", r.text);
+    }
+    assert_error(
+        &own_key(&app, "one too many").await,
+        StatusCode::CONFLICT,
+        LIMIT_MSG,
+    );
+    assert_error(
+        &admin_key_for(&app, admin_id, "one too many").await,
+        StatusCode::CONFLICT,
+        LIMIT_MSG,
+    );
+    assert_error(
+        &admin_key_for(&app, bob, "one too many").await,
+        StatusCode::CONFLICT,
+        LIMIT_MSG,
+    );
+    // The limit is per user: a third user still gets keys.
+    let carol = app.user("carol").await;
+    let r = admin_key_for(&app, carol, "first").await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+
+    let keys = app.get("/api/api-keys", ADMIN).await;
+    assert_eq!(keys.body["items"].as_array().unwrap().len(), 100);
+    let id = keys.body["items"][0]["id"].as_i64().unwrap();
+    let r = app.delete(&format!("/api/api-keys/{id}"), ADMIN).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = own_key(&app, "after delete").await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_error(
+        &own_key(&app, "again too many").await,
+        StatusCode::CONFLICT,
+        LIMIT_MSG,
+    );
+}
+
+/// `max_keys_per_user` (the `--max-keys-per-user` flag) sets the limit and its message.
+async fn key_limit_is_configurable(b: Backend) {
+    let app = TestApp::start_with(b, |c| c.max_keys_per_user = 3).await;
+    for i in 0..3 {
+        let r = own_key(&app, &format!("k{i}")).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    }
+    assert_error(
+        &own_key(&app, "k3").await,
+        StatusCode::CONFLICT,
+        "key limit reached (3)",
+    );
+}
+
+/// 30 creates at once with 10 slots left, through both routes: exactly 10 win.
+async fn key_limit_holds_under_concurrent_creates(b: Backend) {
+    let app = TestApp::start(b).await;
+    let admin_id = app.get("/api/me", ADMIN).await.body["id"].as_i64().unwrap();
+    for i in 0..90 {
+        let r = own_key(&app, &format!("k{i}")).await;
+        assert_eq!(r.status, StatusCode::CREATED, "key {i}: {}", r.text);
+    }
+    let app = Arc::new(app);
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = if i % 2 == 0 {
+                own_key(&app, &format!("burst{i}")).await
+            } else {
+                admin_key_for(&app, admin_id, &format!("burst{i}")).await
+            };
+            (r.status, r.text)
+        }));
+    }
+    let (mut created, mut refused) = (0, 0);
+    for t in tasks {
+        let (status, text) = t.await.unwrap();
+        match status {
+            StatusCode::CREATED => created += 1,
+            StatusCode::CONFLICT => {
+                assert!(text.contains(LIMIT_MSG), "{text}");
+                refused += 1
+            }
+            other => panic!("unexpected {other}: {text}"),
+        }
+    }
+    let keys = app.get("/api/api-keys", ADMIN).await;
+    let n = keys.body["items"].as_array().unwrap().len();
+    assert_eq!(
+        n, 100,
+        "keys after the burst ({created} created, {refused} refused)"
+    );
+    assert_eq!((created, refused), (10, 20));
+}
+
+// ---- 8 (second bullet): control and bidi characters in stored text ----
+
+both_backends!(control_and_bidi_characters_are_refused);
+
+/// NUL, other C0 (tab and newline included), DEL, C1, and every bidi-format character.
+const BAD: &[char] = &[
+    '\0', '\u{1}', '\t', '\n', '\r', '\u{1b}', '\u{7f}', '\u{80}', '\u{85}', '\u{9f}', '\u{61c}',
+    '\u{200e}', '\u{200f}', '\u{202a}', '\u{202b}', '\u{202c}', '\u{202d}', '\u{202e}', '\u{2066}',
+    '\u{2067}', '\u{2068}', '\u{2069}',
+];
+
+fn refused(r: &Resp, field: &str) {
+    assert_error(
+        r,
+        StatusCode::BAD_REQUEST,
+        &format!("{field} must not contain control or bidirectional-formatting characters"),
+    );
+}
+
+async fn control_and_bidi_characters_are_refused(b: Backend) {
+    use serde_json::json;
+    let app = TestApp::start(b).await;
+    app.server("alpha").await;
+    let rule = app.rule(&["*"], &["*"]).await;
+    let admin_id = app.get("/api/me", ADMIN).await.body["id"].as_i64().unwrap();
+    for &c in BAD {
+        let bad = format!("a{c}b");
+        let r = app
+            .post(
+                "/api/api-keys",
+                ADMIN,
+                json!({"name": bad, "mcpServerIds": ["*"]}),
+            )
+            .await;
+        refused(&r, "name");
+        let r = app
+            .post(
+                "/api/api-keys",
+                ADMIN,
+                json!({"name": "k", "description": bad, "mcpServerIds": ["*"]}),
+            )
+            .await;
+        refused(&r, "description");
+        let r = app
+            .post(
+                "/api/admin-api-keys",
+                ADMIN,
+                json!({"userId": admin_id, "name": bad, "mcpServerIds": ["*"]}),
+            )
+            .await;
+        refused(&r, "name");
+        let r = app
+            .post(
+                "/api/admin-api-keys",
+                ADMIN,
+                json!({"userId": admin_id, "name": "k", "description": bad, "mcpServerIds": ["*"]}),
+            )
+            .await;
+        refused(&r, "description");
+        let r = app
+            .post(
+                "/api/access-rules",
+                ADMIN,
+                json!({"name": bad, "mcpServerIds": ["*"], "subjects": ["*"]}),
+            )
+            .await;
+        refused(&r, "name");
+        let r = app
+            .put(
+                &format!("/api/access-rules/{rule}"),
+                ADMIN,
+                json!({"name": bad, "mcpServerIds": ["*"], "subjects": ["*"]}),
+            )
+            .await;
+        refused(&r, "name");
+        let r = app
+            .post(
+                "/api/mcp-servers",
+                ADMIN,
+                json!({"name": "beta", "displayName": bad}),
+            )
+            .await;
+        refused(&r, "displayName");
+        let r = app
+            .post(
+                "/api/mcp-servers",
+                ADMIN,
+                json!({"name": "beta", "description": bad}),
+            )
+            .await;
+        refused(&r, "description");
+        let r = app
+            .put("/api/mcp-servers/alpha", ADMIN, json!({"displayName": bad}))
+            .await;
+        refused(&r, "displayName");
+        let r = app
+            .put("/api/mcp-servers/alpha", ADMIN, json!({"description": bad}))
+            .await;
+        refused(&r, "description");
+        let r = app
+            .post("/api/users", ADMIN, json!({"username": bad}))
+            .await;
+        assert_error_contains(&r, StatusCode::BAD_REQUEST, "username");
+        let r = app
+            .post(
+                "/api/users",
+                ADMIN,
+                json!({"username": format!("u{}", c as u32), "email": format!("a{c}@b.c")}),
+            )
+            .await;
+        assert_error_contains(&r, StatusCode::BAD_REQUEST, "email");
+    }
+    // Nothing was stored.
+    let keys = app.get("/api/api-keys", ADMIN).await;
+    assert_eq!(
+        keys.body["items"].as_array().unwrap().len(),
+        0,
+        "{}",
+        keys.text
+    );
+    let servers = app.get("/api/mcp-servers", ADMIN).await;
+    assert_eq!(
+        servers.body["items"].as_array().unwrap().len(),
+        1,
+        "{}",
+        servers.text
+    );
+    assert_eq!(servers.body["items"][0]["displayName"], "alpha");
+    // Ordinary non-ASCII text, spaces and emoji stay allowed.
+    let fine = "Café 東京 — ok 🙂 עברית";
+    let r = app
+        .post(
+            "/api/api-keys",
+            ADMIN,
+            json!({"name": fine, "description": fine, "mcpServerIds": ["*"]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["name"], fine);
+    let r = app
+        .put(
+            "/api/mcp-servers/alpha",
+            ADMIN,
+            json!({"displayName": fine, "description": fine}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+}
