@@ -574,6 +574,13 @@ async fn oidc_builtin_admin_fixed(b: Backend) {
         ("sub-squat-1", "admin"),
         ("sub-squat-2", "ADMIN"),
         ("sub-squat-3", "keygate-admin"),
+        // Names that only look like it (found by an attacker's review).
+        ("sub-squat-4", "admin\u{200b}"),
+        ("sub-squat-5", "admin\u{feff}"),
+        ("sub-squat-6", "\u{430}dmin"),
+        ("sub-squat-7", "\u{ff41}\u{ff44}\u{ff4d}\u{ff49}\u{ff4e}"),
+        ("sub-squat-8", "\u{202e}nimda"),
+        ("sub-squat-9", "adrnin"),
     ] {
         let mut c = group_claims(&iss, sub, true);
         c["preferred_username"] = json!(name);
@@ -582,6 +589,19 @@ async fn oidc_builtin_admin_fixed(b: Backend) {
         assert_ne!(r.body["id"], admin_id, "{name}");
         assert_eq!(r.body["username"], format!("oidc-{sub}"), "{name}");
     }
+
+    // An admin cannot create one through the API either.
+    for name in ["\u{430}dmin", "Keygate-\u{430}dmin-2"] {
+        let r = app
+            .post("/api/users", ADMIN, json!({"username": name}))
+            .await;
+        assert_eq!(r.status, StatusCode::CONFLICT, "{name}: {}", r.text);
+    }
+    // Invisible characters make no username.
+    let r = app
+        .post("/api/users", ADMIN, json!({"username": "bob\u{200b}"}))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
 
     // The admin token still acts as the built-in admin, and its keys are its own.
     let (kid, key) = app.admin_key(&["*"]).await;
