@@ -3,7 +3,7 @@
 //! [`RoleSource`]); role writes here keep that record in step.
 
 use super::{Conn, Db, Tx, feed, is_unique_violation};
-use crate::domain::{Role, RoleSource, now_unix};
+use crate::domain::{Role, RoleSource, now_unix, skeleton_of};
 use crate::error::ApiError;
 
 /// The columns every query returns, in [`UserRow`] order.
@@ -21,11 +21,13 @@ macro_rules! columns {
 pub const BUILTIN_ADMIN: &str = "admin";
 const BUILTIN_ADMIN_FALLBACK: &str = "keygate-admin";
 
-/// Names an OIDC sign-in never gets, so no one can pass for the built-in
-/// admin: `admin` in any case, and `keygate-admin…`.
+/// Names no one but the built-in admin gets, so no one can pass for it in a
+/// list of users: `admin` and `keygate-admin…`, and every name that only
+/// looks like them (any case, homoglyphs, fullwidth or invisible characters).
 pub fn is_reserved_name(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    lower == BUILTIN_ADMIN || lower.starts_with(BUILTIN_ADMIN_FALLBACK)
+    let skeleton = skeleton_of(name);
+    skeleton == skeleton_of(BUILTIN_ADMIN)
+        || skeleton.starts_with(&skeleton_of(BUILTIN_ADMIN_FALLBACK))
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]

@@ -26,6 +26,24 @@ pub fn is_forbidden_char(c: char) -> bool {
         )
 }
 
+/// True for characters that show nothing (zero-width spaces and joiners,
+/// U+FEFF, soft hyphens and the other default-ignorable code points): their
+/// UTS #39 skeleton is empty. `bob` and `bob\u{200B}` must not be two people
+/// who look the same in a list.
+pub fn is_invisible_char(c: char) -> bool {
+    let mut buf = [0u8; 4];
+    unicode_security::confusable_detection::skeleton(c.encode_utf8(&mut buf))
+        .next()
+        .is_none()
+}
+
+/// The lowercased UTS #39 skeleton of `s`: two names with the same skeleton
+/// would look the same to a person (homoglyphs from other scripts, fullwidth
+/// forms, invisible characters and `rn`/`m` all collapse).
+pub fn skeleton_of(s: &str) -> String {
+    unicode_security::confusable_detection::skeleton(&s.to_lowercase()).collect()
+}
+
 /// The one check every stored name and text goes through.
 fn check_chars(field: &str, s: &str) -> Result<(), ApiError> {
     if s.chars().any(is_forbidden_char) {
@@ -88,10 +106,11 @@ impl Username {
     pub fn parse(s: &str) -> Result<Self, ApiError> {
         if s.is_empty()
             || char_len(s) > 100
-            || s.chars().any(|c| c.is_whitespace() || is_forbidden_char(c))
+            || s.chars()
+                .any(|c| c.is_whitespace() || is_forbidden_char(c) || is_invisible_char(c))
         {
             return Err(ApiError::bad_request(
-                "username must be 1 to 100 characters without spaces",
+                "username must be 1 to 100 visible characters without spaces",
             ));
         }
         Ok(Self(s.to_owned()))

@@ -112,6 +112,11 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<UserRecord>)> {
     let Json(b) = body?;
     let username = Username::parse(&b.username)?;
+    if users::is_reserved_name(username.as_str()) {
+        return Err(ApiError::Conflict(
+            "username is reserved for the built-in admin",
+        ));
+    }
     let email = b.email.as_deref().map(Email::parse).transpose()?;
     let mut conn = st.db.conn().await?;
     let row = users::create(
