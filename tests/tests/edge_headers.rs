@@ -238,6 +238,46 @@ async fn access_log_never_shows_a_query_or_a_client_chosen_path() {
         line.contains("\"GET /api/me ") && !line.contains(&fake),
         "the access log shows a path the client chose: {line}"
     );
+
+    // Nor on a request Envoy refuses before it strips the header (an escaped
+    // slash is a 400 from path normalization; found by an attacker's review).
+    for escaped in ["%2F", "%5C"] {
+        let tag = unique_name("escaped");
+        let fake = unique_name("fake");
+        let fake_path = format!("/api/{fake}?key=ok1-1-1-secret");
+        let response = edge
+            .raw(
+                "GET",
+                &format!("/mcp-connect/echo/{tag}{escaped}b"),
+                &[("x-envoy-original-path", fake_path.as_str())],
+                "",
+            )
+            .await;
+        assert_eq!(response.status, 400, "{escaped}: {response:?}");
+        let line = wait_for_access_line(&shipped, |line| {
+            line.contains(&fake) || line.contains(&tag)
+        })
+        .await;
+        assert!(
+            line.contains(&tag) && !line.contains(&fake) && !line.contains("ok1-"),
+            "{escaped}: the access log shows a path the client chose: {line}"
+        );
+    }
+
+    // Allowed MCP requests name their route, since the logged path is the one
+    // sent upstream (after prefix_rewrite).
+    let tag = unique_name("routed");
+    let response = edge
+        .raw(
+            "GET",
+            &format!("/mcp-connect/echo/{tag}"),
+            &[("authorization", bearer.as_str())],
+            "",
+        )
+        .await;
+    assert_ne!(response.status, 401, "{response:?}");
+    let line = wait_for_access_line(&shipped, |line| line.contains(&tag)).await;
+    assert!(line.contains("route=mcp_echo"), "{line}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
