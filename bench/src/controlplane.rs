@@ -46,6 +46,10 @@ impl ControlPlane {
             .arg(ADMIN_TOKEN)
             .arg("--data-plane-token")
             .arg(DATA_PLANE_TOKEN)
+            // The fixtures give one user many keys (the edge and revocation
+            // scenarios, key creations/s): no per-user cap here.
+            .arg("--max-keys-per-user")
+            .arg(u32::MAX.to_string())
             .env("RUST_LOG", "warn")
             .stdout(log_file.try_clone()?)
             .stderr(log_file)

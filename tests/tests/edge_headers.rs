@@ -254,10 +254,9 @@ async fn access_log_never_shows_a_query_or_a_client_chosen_path() {
             )
             .await;
         assert_eq!(response.status, 400, "{escaped}: {response:?}");
-        let line = wait_for_access_line(&shipped, |line| {
-            line.contains(&fake) || line.contains(&tag)
-        })
-        .await;
+        let line =
+            wait_for_access_line(&shipped, |line| line.contains(&fake) || line.contains(&tag))
+                .await;
         assert!(
             line.contains(&tag) && !line.contains(&fake) && !line.contains("ok1-"),
             "{escaped}: the access log shows a path the client chose: {line}"
