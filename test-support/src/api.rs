@@ -68,16 +68,13 @@ pub struct Snapshot {
     pub elapsed: Duration,
 }
 
-/// A name that is unique per call and per process run (for users, servers,
-/// rules, keys and tokens of tests that share one control plane).
+/// A name that is unique per call within this process run: `<label>-<pid>-<n>`
+/// (for users, servers, rules, keys and tokens of tests that share one
+/// control plane; short enough for a server name).
 pub fn unique_name(label: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!("{label}-{}-{n}-{nanos:x}", std::process::id())
+    format!("{label}-{}-{n}", std::process::id())
 }
 
 /// Reads the `id` of a record, which the API may send as a number or a

@@ -5,24 +5,15 @@
 use std::path::PathBuf;
 
 use std::process::Command;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::admin::AdminApi;
+use crate::api::Api;
 use crate::env;
 use crate::ports::free_port;
 use crate::process::ManagedProcess;
 
 /// A token that is unique per call and per test binary run.
-pub fn unique_token(label: &str) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!("{label}-{}-{n}-{nanos:x}", std::process::id())
-}
+pub use crate::api::unique_name as unique_token;
 
 /// How to start a control plane; the default is a fresh SQLite database and
 /// fresh tokens. Replicas share a PostgreSQL URL and the tokens.
@@ -103,7 +94,8 @@ impl ControlPlane {
             .env("RUST_LOG", "info")
             .current_dir(&self.work_dir);
         let name = format!("control-plane-{}", self.port);
-        let process = ManagedProcess::spawn(&name, command, &self.log_path);
+        let process = ManagedProcess::spawn(&name, command, &self.log_path)
+            .unwrap_or_else(|e| panic!("{e:#}"));
         self.process = Some(process);
         self.wait_healthy(Duration::from_secs(30)).await;
     }
@@ -149,8 +141,8 @@ impl ControlPlane {
 
     /// Client of the user and admin APIs, authenticated with the admin token,
     /// talking to the control plane directly (not through Envoy).
-    pub fn admin(&self) -> AdminApi {
-        AdminApi::new(self.url(), self.admin_token.clone())
+    pub fn admin(&self) -> Api {
+        Api::with_client(self.url(), self.admin_token.clone(), crate::http_client())
     }
 
     pub fn log_tail(&self, lines: usize) -> String {

@@ -1,6 +1,6 @@
 //! Real Envoy 1.40 with the keygate filter, configured per test.
 //!
-//! [`EnvoyConfig`] renders a bootstrap from the brief's contracts (listener,
+//! [`EnvoyConfig`] renders a bootstrap (listener,
 //! one route and cluster per MCP server with the `/mcp-connect/<name>/`
 //! prefix rewritten to `/`, everything else to the control plane, the wasm
 //! filter in front). [`render_shipped_config`] instead renders the repo's
@@ -17,31 +17,24 @@ use serde_json::{Value, json};
 use crate::env;
 use crate::ports::free_port;
 use crate::process::ManagedProcess;
+pub use keygate_test_support::filter_config::{
+    CONTROL_PLANE_CLUSTER, FilterConfig, IdentityHeaders, wasm_http_filter,
+};
 
-/// The filter's plugin configuration (contract 4) with test-friendly intervals.
-#[derive(Debug, Clone)]
-pub struct FilterSettings {
-    pub feed_wait_seconds: u64,
-    pub max_staleness_seconds: u64,
-    pub usage_flush_seconds: u64,
-    pub key_headers: Vec<String>,
-    pub strip_key: bool,
-}
-
-impl Default for FilterSettings {
-    fn default() -> Self {
-        Self {
-            feed_wait_seconds: 2,
-            max_staleness_seconds: 30,
-            usage_flush_seconds: 1,
-            key_headers: vec!["authorization".into(), "x-api-key".into()],
-            strip_key: true,
-        }
+/// The filter's configuration for tests: the production shape with short
+/// intervals, keys also read from `x-api-key`, and the identity headers
+/// spelled out. [`EnvoyConfig::new`] fills in the control plane's address
+/// and token; tests change the intervals they need.
+pub fn test_filter_config(control_plane_port: u16, data_plane_token: &str) -> FilterConfig {
+    FilterConfig {
+        feed_wait_seconds: 2,
+        max_staleness_seconds: 30,
+        usage_flush_seconds: 1,
+        key_headers: vec!["authorization".into(), "x-api-key".into()],
+        identity_headers: Some(IdentityHeaders::default()),
+        ..FilterConfig::new(control_plane_port, data_plane_token)
     }
 }
-
-/// Name of the control-plane cluster (also used by the filter's callouts).
-pub const CONTROL_PLANE_CLUSTER: &str = "keygate_control_plane";
 
 /// Everything a rendered Envoy bootstrap depends on.
 #[derive(Debug, Clone)]
@@ -54,7 +47,9 @@ pub struct EnvoyConfig {
     pub data_plane_token: String,
     /// `(server name, upstream port)`: one route `/mcp-connect/<name>/` each.
     pub upstreams: Vec<(String, u16)>,
-    pub filter: FilterSettings,
+    /// The filter's configuration; its control-plane address and token are
+    /// this config's.
+    pub filter: FilterConfig,
     /// Raw plugin configuration instead of the one built from `filter`
     /// (to test how an invalid one is handled).
     pub raw_filter_configuration: Option<String>,
@@ -74,34 +69,27 @@ impl EnvoyConfig {
             extra_control_plane_ports: Vec::new(),
             data_plane_token: data_plane_token.to_owned(),
             upstreams,
-            filter: FilterSettings::default(),
+            filter: test_filter_config(control_plane_port, data_plane_token),
             raw_filter_configuration: None,
         }
     }
 
-    /// The filter's JSON configuration (contract 4).
-    pub fn filter_configuration(&self) -> Value {
-        json!({
-            "controlPlaneCluster": CONTROL_PLANE_CLUSTER,
-            "controlPlaneAuthority": format!("127.0.0.1:{}", self.control_plane_port),
-            "dataPlaneToken": self.data_plane_token,
-            "feedWaitSeconds": self.filter.feed_wait_seconds,
-            "maxStalenessSeconds": self.filter.max_staleness_seconds,
-            "usageFlushSeconds": self.filter.usage_flush_seconds,
-            "protectedPathPrefixes": ["/mcp-connect/"],
-            "mePath": "/api/me",
-            "keyHeaders": self.filter.key_headers,
-            "identityHeaders": {
-                "userId": "x-keygate-user-id",
-                "keyId": "x-keygate-key-id",
-                "server": "x-keygate-server"
-            },
-            "stripKey": self.filter.strip_key,
-        })
+    /// Replaces the filter's settings with `filter`'s, keeping this
+    /// config's control-plane address and token.
+    pub fn set_filter(&mut self, filter: &FilterConfig) {
+        self.filter = FilterConfig {
+            control_plane_authority: self.filter.control_plane_authority.clone(),
+            data_plane_token: self.filter.data_plane_token.clone(),
+            ..filter.clone()
+        };
     }
 
     /// The full bootstrap as JSON (Envoy reads JSON bootstraps too).
     pub fn render(&self, wasm: &Path) -> Value {
+        let configuration = self
+            .raw_filter_configuration
+            .clone()
+            .unwrap_or_else(|| self.filter.to_json());
         let mut routes: Vec<Value> = self
             .upstreams
             .iter()
@@ -146,28 +134,7 @@ impl EnvoyConfig {
                                 "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]
                             },
                             "http_filters": [
-                                {
-                                    "name": "envoy.filters.http.wasm",
-                                    "typed_config": {
-                                        "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                                        "config": {
-                                            "name": "keygate",
-                                            "root_id": "keygate",
-                                            "vm_config": {
-                                                "vm_id": "keygate",
-                                                "runtime": "envoy.wasm.runtime.v8",
-                                                "code": {"local": {"filename": wasm.display().to_string()}}
-                                            },
-                                            "configuration": {
-                                                "@type": "type.googleapis.com/google.protobuf.StringValue",
-                                                "value": self
-                                                    .raw_filter_configuration
-                                                    .clone()
-                                                    .unwrap_or_else(|| self.filter_configuration().to_string())
-                                            }
-                                        }
-                                    }
-                                },
+                                wasm_http_filter("keygate", "keygate", wasm, &configuration),
                                 {
                                     "name": "envoy.filters.http.router",
                                     "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
@@ -490,6 +457,7 @@ fn spawn_envoy(dir: &Path, config_path: &Path, listener_port: u16) -> ManagedPro
         command,
         &dir.join(format!("envoy-{listener_port}.log")),
     )
+    .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// The value of one metric in Envoy's Prometheus text (summed over label sets).

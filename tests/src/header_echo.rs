@@ -35,7 +35,8 @@ impl HeaderEcho {
             &format!("header-echo-{name}"),
             command,
             &dir.join(format!("header-echo-{name}.log")),
-        );
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
         process.wait_for_log("listening on", Duration::from_secs(30));
         Self { process, port }
     }

@@ -6,15 +6,15 @@
 //! ([`env`]); a missing one fails the test with a message saying so.
 //!
 //! - [`stack`]: the whole path, started and wired together.
-//! - [`control_plane`], [`mcp_server`], [`envoy`]: one process each;
-//!   [`postgres`]: a database of its own for control-plane replicas.
-//! - [`admin`]: the control plane's API; [`edge`] and [`raw_http`]: requests
+//! - [`control_plane`], [`mcp_server`], [`envoy`]: one process each.
+//! - [`api`] (the control plane's API client), [`process`], [`ports`] and
+//!   [`postgres`] come from `keygate-test-support`, shared with the bench
+//!   and xtask; [`edge`] and [`raw_http`]: requests
 //!   through Envoy; [`mcp_client`]: an rmcp client; [`keys`]: key variants;
 //!   [`spelling`]: path spellings that must not widen a key's scope.
 //! - [`header_echo`]: an upstream that shows the headers it received;
 //!   [`shipped`]: the shipped `envoy/envoy.yaml` in front of it.
 
-pub mod admin;
 pub mod control_plane;
 pub mod dirs;
 pub mod edge;
@@ -24,37 +24,16 @@ pub mod header_echo;
 pub mod keys;
 pub mod mcp_client;
 pub mod mcp_server;
-pub mod ports;
-pub mod postgres;
-pub mod process;
 pub mod raw_http;
 pub mod shipped;
 pub mod spelling;
 pub mod stack;
 
-use std::time::Duration;
-
-/// Installs rustls' ring crypto provider once. Call before building any
-/// reqwest client (ours or rmcp's): in a workspace build reqwest's features
-/// unify with the control plane's `rustls-no-provider`, and building a client
-/// without a provider panics even when it only speaks plain HTTP.
-pub fn ensure_crypto_provider() {
-    static INSTALLED: std::sync::Once = std::sync::Once::new();
-    INSTALLED.call_once(|| {
-        // An error means a provider is already installed, which is fine.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-}
+pub use keygate_test_support::{api, ensure_crypto_provider, ports, postgres, process};
 
 /// An HTTP client for loopback: no proxy from the environment, bounded waits.
 pub fn http_client() -> reqwest::Client {
-    ensure_crypto_provider();
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(30))
-        .connect_timeout(Duration::from_secs(5))
-        .build()
-        .expect("build reqwest client")
+    keygate_test_support::http_client().unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// RFC 3339 (UTC, whole seconds) for `unix_seconds`, as the API's `expiresAt`.

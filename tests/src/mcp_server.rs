@@ -50,7 +50,8 @@ impl McpServer {
             &format!("mcp-server-{name}"),
             command,
             &dir.join(format!("mcp-{name}.log")),
-        );
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
         process.wait_for_log("listening on", Duration::from_secs(30));
         Self {
             process,

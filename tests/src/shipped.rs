@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::admin::CreatedKey;
+use crate::api::CreatedKey;
 use crate::control_plane::ControlPlane;
 use crate::dirs::TestDir;
 use crate::edge::{Edge, WORKERS_AGREE_AFTER};
@@ -36,8 +36,8 @@ impl ShippedEdge {
         let echo = HeaderEcho::start(dir.path(), "echo");
         let time = McpServer::start(dir.path(), "time", Tool::Time);
         let admin = control_plane.admin();
-        admin.create_server("echo").await;
-        admin.create_server("time").await;
+        admin.create_server("echo").await.unwrap();
+        admin.create_server("time").await.unwrap();
         let ports = ShippedConfigPorts {
             listener_port: free_port(),
             control_plane_port: control_plane.port(),
@@ -82,9 +82,12 @@ impl ShippedEdge {
     /// A new user with a key for `echo` that the edge already accepts.
     pub async fn echo_key(&self) -> (i64, CreatedKey) {
         let admin = self.control_plane.admin();
-        let user = admin.create_user(&unique_name("shipped-edge")).await;
-        admin.grant_user(user, &["echo"]).await;
-        let key = admin.create_key_for(user, &["echo"], None).await;
+        let user = admin
+            .create_user(&unique_name("shipped-edge"))
+            .await
+            .unwrap();
+        admin.grant_user(user, &["echo"]).await.unwrap();
+        let key = admin.create_key_for(user, &["echo"], None).await.unwrap();
         let edge = self.edge();
         let start = Instant::now();
         loop {

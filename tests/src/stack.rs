@@ -1,14 +1,13 @@
 //! A whole keygate path for tests: control plane, MCP servers and Envoy with
 //! the filter, wired together on fresh ports in one scratch directory.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::admin::{AdminApi, CreatedKey};
+use crate::api::{Api, CreatedKey};
 use crate::control_plane::{ControlPlane, ControlPlaneOptions};
 use crate::dirs::TestDir;
 use crate::edge::{Edge, EdgeResponse, WORKERS_AGREE_AFTER};
-use crate::envoy::{Envoy, EnvoyConfig, FilterSettings, WaitFor};
+use crate::envoy::{Envoy, EnvoyConfig, FilterConfig, WaitFor, test_filter_config};
 use crate::mcp_server::{McpServer, Tool};
 
 /// One MCP server of a stack.
@@ -42,7 +41,9 @@ impl ServerSpec {
 #[derive(Debug, Clone)]
 pub struct StackOptions {
     pub servers: Vec<ServerSpec>,
-    pub filter: FilterSettings,
+    /// The filter's settings; the control plane's address and token are
+    /// filled in when the stack starts.
+    pub filter: FilterConfig,
     pub control_plane: ControlPlaneOptions,
 }
 
@@ -54,7 +55,7 @@ impl Default for StackOptions {
                 ServerSpec::registered("alpha", Tool::Echo),
                 ServerSpec::registered("beta", Tool::Time),
             ],
-            filter: FilterSettings::default(),
+            filter: test_filter_config(0, "set-at-start"),
             control_plane: ControlPlaneOptions::default(),
         }
     }
@@ -83,7 +84,7 @@ impl Stack {
             .collect();
         let admin = control_plane.admin();
         for spec in options.servers.iter().filter(|s| s.registered) {
-            admin.create_server(spec.name).await;
+            admin.create_server(spec.name).await.unwrap();
         }
         let mut config = EnvoyConfig::new(
             control_plane.port(),
@@ -93,7 +94,7 @@ impl Stack {
                 .map(|s| (s.name().to_owned(), s.port()))
                 .collect(),
         );
-        config.filter = options.filter.clone();
+        config.set_filter(&options.filter);
         let envoy = Envoy::start(dir.path(), &config, WaitFor::FirstSync).await;
         Self {
             envoy,
@@ -121,7 +122,7 @@ impl Stack {
     }
 
     /// Admin client talking to the control plane directly.
-    pub fn admin(&self) -> AdminApi {
+    pub fn admin(&self) -> Api {
         self.control_plane.admin()
     }
 
@@ -129,9 +130,9 @@ impl Stack {
     /// returns its id.
     pub async fn user_with_access(&self, label: &str, servers: &[&str]) -> i64 {
         let admin = self.admin();
-        let user_id = admin.create_user(&unique_name(label)).await;
+        let user_id = admin.create_user(&unique_name(label)).await.unwrap();
         if !servers.is_empty() {
-            admin.grant_user(user_id, servers).await;
+            admin.grant_user(user_id, servers).await.unwrap();
         }
         user_id
     }
@@ -139,7 +140,11 @@ impl Stack {
     /// Creates a key for `user_id` scoped to `servers` (no expiry) and waits
     /// until it opens `open` at the edge.
     pub async fn usable_key(&self, user_id: i64, servers: &[&str], open: &str) -> CreatedKey {
-        let key = self.admin().create_key_for(user_id, servers, None).await;
+        let key = self
+            .admin()
+            .create_key_for(user_id, servers, None)
+            .await
+            .unwrap();
         self.wait_key_allowed(open, &key.key).await;
         key
     }
@@ -215,12 +220,4 @@ impl Drop for LogsOnFailure<'_> {
     }
 }
 
-/// A name unique within this test binary run: `<label>-<n>`.
-pub fn unique_name(label: &str) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{label}-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
+pub use crate::api::unique_name;

@@ -37,9 +37,12 @@ async fn scope_matrix_allows_exactly_the_keys_servers() {
     let edge = stack.edge();
     let user = stack.user_with_access("matrix", &["alpha", "beta"]).await;
 
-    let only_alpha = admin.create_key_for(user, &["alpha"], None).await;
-    let only_beta = admin.create_key_for(user, &["beta"], None).await;
-    let both = admin.create_key_for(user, &["alpha", "beta"], None).await;
+    let only_alpha = admin.create_key_for(user, &["alpha"], None).await.unwrap();
+    let only_beta = admin.create_key_for(user, &["beta"], None).await.unwrap();
+    let both = admin
+        .create_key_for(user, &["alpha", "beta"], None)
+        .await
+        .unwrap();
     let every = stack.usable_key(user, &["*"], "alpha").await;
 
     let cases = [
@@ -164,7 +167,7 @@ async fn invalid_keys_are_401_invalid_token() {
     }
 
     // Two different keys in one request are refused, not picked from.
-    let other = admin.create_key_for(user, &["alpha"], None).await;
+    let other = admin.create_key_for(user, &["alpha"], None).await.unwrap();
     let bearer = format!("Bearer {}", good.key);
     let response = edge
         .initialize_at(
@@ -270,8 +273,8 @@ async fn api_me_through_envoy_with_a_key_returns_its_user() {
     let admin = stack.admin();
     let edge = stack.edge();
     let username = unique_name("me");
-    let user = admin.create_user(&username).await;
-    admin.grant_user(user, &["alpha"]).await;
+    let user = admin.create_user(&username).await.unwrap();
+    admin.grant_user(user, &["alpha"]).await.unwrap();
     let key = stack.usable_key(user, &["alpha"], "alpha").await;
 
     let response = edge.get("/api/me", Some(&key.key)).await.expect("me");
@@ -300,7 +303,9 @@ async fn api_me_through_envoy_with_a_key_returns_its_user() {
     let anonymous = edge.get("/api/me", None).await.expect("me");
     assert_eq!(anonymous.status, 401, "{anonymous:?}");
     // Identity headers sent by a client are no credential anywhere.
-    let admin_id = keygate_e2e::admin::id_of(&admin.me().await).to_string();
+    let admin_id = keygate_e2e::api::id_of(&admin.me().await.unwrap())
+        .unwrap()
+        .to_string();
     let user_id = user.to_string();
     let key_id = key.id.to_string();
     for spoofed_user in [admin_id.as_str(), user_id.as_str()] {

@@ -30,7 +30,7 @@ async fn underscored_identity_headers_never_reach_a_folding_upstream() {
     let control_plane = ControlPlane::start(dir.path()).await;
     let echo = HeaderEcho::start(dir.path(), "wsgi");
     let admin = control_plane.admin();
-    admin.create_server("wsgi").await;
+    admin.create_server("wsgi").await.unwrap();
     // The harness's bootstrap leaves headers_with_underscores_action at
     // Envoy's default, ALLOW, as an operator's own config may: the filter
     // alone must hold.
@@ -41,9 +41,9 @@ async fn underscored_identity_headers_never_reach_a_folding_upstream() {
     );
     let envoy = Envoy::start(dir.path(), &config, WaitFor::FirstSync).await;
     let edge = Edge::new(envoy.listener_port());
-    let user = admin.create_user(&unique_name("underscore")).await;
-    admin.grant_user(user, &["wsgi"]).await;
-    let key = admin.create_key_for(user, &["wsgi"], None).await;
+    let user = admin.create_user(&unique_name("underscore")).await.unwrap();
+    admin.grant_user(user, &["wsgi"]).await.unwrap();
+    let key = admin.create_key_for(user, &["wsgi"], None).await.unwrap();
     wait_until_open(&edge, "/mcp-connect/wsgi/ready", &key.key).await;
 
     let bearer = format!("Bearer {}", key.key);

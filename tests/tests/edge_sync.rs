@@ -11,7 +11,9 @@ use keygate_e2e::edge::{
     Edge, WORKERS_AGREE_AFTER, assert_initialized_by, assert_invalid_token, assert_missing_key,
     assert_unavailable,
 };
-use keygate_e2e::envoy::{Envoy, EnvoyConfig, FilterSettings, WaitFor, metric_value};
+use keygate_e2e::envoy::{
+    Envoy, EnvoyConfig, FilterConfig, WaitFor, metric_value, test_filter_config,
+};
 use keygate_e2e::mcp_server::Tool;
 use keygate_e2e::stack::{ServerSpec, Stack, StackOptions, unique_name};
 use keygate_e2e::{rfc3339, unix_now};
@@ -76,7 +78,8 @@ async fn expired_key_is_refused_from_its_expiry_on() {
     let expires_at = unix_now().ceil() as i64 + 3;
     let key = admin
         .create_key_for(user, &["alpha"], Some(&rfc3339(expires_at)))
-        .await;
+        .await
+        .unwrap();
     stack.wait_key_allowed("alpha", &key.key).await;
     assert!(
         unix_now() < expires_at as f64,
@@ -122,7 +125,7 @@ async fn deleted_key_is_refused_at_the_edge_within_two_seconds() {
     let user = stack.user_with_access("revoke", &["alpha"]).await;
     let mut measured = Vec::new();
     for round in 1..=3 {
-        let key = admin.create_key_for(user, &["alpha"], None).await;
+        let key = admin.create_key_for(user, &["alpha"], None).await.unwrap();
         let propagation = stack.wait_key_allowed("alpha", &key.key).await;
         println!("round {round}: new key usable at the edge after {propagation:?}");
         // Allowed on every worker (no flapping) before the delete.
@@ -130,7 +133,7 @@ async fn deleted_key_is_refused_at_the_edge_within_two_seconds() {
             assert_initialized_by(&edge.initialize("alpha", Some(&key.key)).await, "alpha");
         }
 
-        admin.delete_key(key.id).await;
+        admin.delete_key(key.id).await.unwrap();
         let deleted = Instant::now();
         let probe = format!("Bearer {}", key.key);
         let revocation = loop {
@@ -176,11 +179,11 @@ async fn last_use_shows_in_the_api_after_traffic() {
     let _logs = stack.logs_on_failure();
     let admin = stack.admin();
     let edge = stack.edge();
-    let me = admin.me().await;
-    let admin_id = keygate_e2e::admin::id_of(&me);
-    admin.grant_user(admin_id, &["alpha"]).await;
-    let key = admin.create_own_key(&["alpha"]).await;
-    let before = admin.get_own_key(key.id).await;
+    let me = admin.me().await.unwrap();
+    let admin_id = keygate_e2e::api::id_of(&me).unwrap();
+    admin.grant_user(admin_id, &["alpha"]).await.unwrap();
+    let key = admin.create_own_key(&["alpha"]).await.unwrap();
+    let before = admin.get_own_key(key.id).await.unwrap();
     assert!(
         before["lastUsedAt"].is_null(),
         "unused key has a last use: {before}"
@@ -193,7 +196,7 @@ async fn last_use_shows_in_the_api_after_traffic() {
     // usageFlushSeconds is 1: the report should land within a few seconds.
     let deadline = Instant::now() + Duration::from_secs(15);
     let record = loop {
-        let record = admin.get_own_key(key.id).await;
+        let record = admin.get_own_key(key.id).await.unwrap();
         if !record["lastUsedAt"].is_null() {
             break record;
         }
@@ -221,10 +224,10 @@ async fn last_use_shows_in_the_api_after_traffic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_plane_outage_serves_until_max_staleness_then_503_then_recovers() {
-    let filter = FilterSettings {
+    let filter = FilterConfig {
         feed_wait_seconds: 1,
         max_staleness_seconds: 4,
-        ..FilterSettings::default()
+        ..test_filter_config(0, "set-at-start")
     };
     let mut stack = Stack::start(
         "sync-outage",
@@ -291,7 +294,7 @@ async fn control_plane_outage_serves_until_max_staleness_then_503_then_recovers(
     println!("control plane back: edge serving again after {recovery:?}");
     assert_initialized_by(&edge.initialize("alpha", Some(&key.key)).await, "alpha");
     // And new changes flow again: a key deleted now is refused.
-    admin.delete_key(key.id).await;
+    admin.delete_key(key.id).await.unwrap();
     let gone = edge.wait_invalid_token("alpha", &key.key).await;
     println!(
         "after recovery, deletion reached the edge in {gone:?} (restart {restarted:?} ago)",
@@ -343,10 +346,10 @@ async fn full_snapshots_never_open_a_window_where_valid_keys_fail() {
         // A burst of changes, faster than one poll.
         let mut burst = Vec::new();
         for _ in 0..4 {
-            burst.push(admin.create_key_for(user, &["alpha"], None).await);
+            burst.push(admin.create_key_for(user, &["alpha"], None).await.unwrap());
         }
         for key in burst.drain(..2) {
-            admin.delete_key(key.id).await;
+            admin.delete_key(key.id).await.unwrap();
             deleted.push(key);
         }
         kept.extend(burst);
@@ -433,7 +436,7 @@ async fn postgres_replicas_behind_one_edge_stay_in_step() {
     )
     .await;
     let alpha = McpServer::start(dir.path(), "alpha", Tool::Echo);
-    first.admin().create_server("alpha").await;
+    first.admin().create_server("alpha").await.unwrap();
     let mut config = EnvoyConfig::new(
         first.port(),
         first.data_plane_token(),
@@ -449,9 +452,12 @@ async fn postgres_replicas_behind_one_edge_stay_in_step() {
         ("first->second", first.admin(), second.admin()),
         ("second->first", second.admin(), first.admin()),
     ] {
-        let user = creator.create_user(&unique_name("replica")).await;
-        deleter.grant_user(user, &["alpha"]).await;
-        let key = creator.create_key_for(user, &["alpha"], None).await;
+        let user = creator.create_user(&unique_name("replica")).await.unwrap();
+        deleter.grant_user(user, &["alpha"]).await.unwrap();
+        let key = creator
+            .create_key_for(user, &["alpha"], None)
+            .await
+            .unwrap();
         let (usable, _) = edge
             .poll_until_status(
                 "alpha",
@@ -461,7 +467,7 @@ async fn postgres_replicas_behind_one_edge_stay_in_step() {
                 Duration::from_secs(10),
             )
             .await;
-        deleter.delete_key(key.id).await;
+        deleter.delete_key(key.id).await.unwrap();
         let revoked = edge.wait_invalid_token("alpha", &key.key).await;
         println!(
             "PostgreSQL replicas {label}: key usable after {usable:?}, \
@@ -478,9 +484,14 @@ async fn postgres_replicas_behind_one_edge_stay_in_step() {
     let user = first
         .admin()
         .create_user(&unique_name("replica-down"))
-        .await;
-    first.admin().grant_user(user, &["alpha"]).await;
-    let key = first.admin().create_key_for(user, &["alpha"], None).await;
+        .await
+        .unwrap();
+    first.admin().grant_user(user, &["alpha"]).await.unwrap();
+    let key = first
+        .admin()
+        .create_key_for(user, &["alpha"], None)
+        .await
+        .unwrap();
     let (usable, _) = edge
         .poll_until_status(
             "alpha",
@@ -503,15 +514,18 @@ async fn deleting_a_user_stops_all_their_keys_at_the_edge() {
     let user = stack.user_with_access("leaver", &["alpha", "beta"]).await;
     let colleague = stack.user_with_access("stayer", &["alpha"]).await;
     let keys = [
-        admin.create_key_for(user, &["alpha"], None).await,
-        admin.create_key_for(user, &["*"], None).await,
+        admin.create_key_for(user, &["alpha"], None).await.unwrap(),
+        admin.create_key_for(user, &["*"], None).await.unwrap(),
     ];
-    let other = admin.create_key_for(colleague, &["alpha"], None).await;
+    let other = admin
+        .create_key_for(colleague, &["alpha"], None)
+        .await
+        .unwrap();
     for key in keys.iter().chain([&other]) {
         stack.wait_key_allowed("alpha", &key.key).await;
     }
 
-    admin.delete_user(user).await;
+    admin.delete_user(user).await.unwrap();
     let deleted = Instant::now();
     for key in &keys {
         edge.wait_invalid_token("alpha", &key.key).await;
@@ -530,12 +544,12 @@ async fn deleting_a_server_revokes_the_keys_scoped_to_it() {
     let admin = stack.admin();
     let edge = stack.edge();
     let user = stack.user_with_access("server-delete", &["*"]).await;
-    let beta_only = admin.create_key_for(user, &["beta"], None).await;
-    let every = admin.create_key_for(user, &["*"], None).await;
+    let beta_only = admin.create_key_for(user, &["beta"], None).await.unwrap();
+    let every = admin.create_key_for(user, &["*"], None).await.unwrap();
     stack.wait_key_allowed("beta", &beta_only.key).await;
     stack.wait_key_allowed("beta", &every.key).await;
 
-    admin.delete_server("beta").await;
+    admin.delete_server("beta").await.unwrap();
     let deleted = Instant::now();
     // A key for beta alone now opens nothing: gone from the table.
     edge.wait_invalid_token("beta", &beta_only.key).await;

@@ -25,8 +25,8 @@ async fn shipped_envoy_config_validates_and_enforces_scope() {
     let echo = keygate_e2e::mcp_server::McpServer::start(dir.path(), "echo", Tool::Echo);
     let time = keygate_e2e::mcp_server::McpServer::start(dir.path(), "time", Tool::Time);
     let admin = control_plane.admin();
-    admin.create_server("echo").await;
-    admin.create_server("time").await;
+    admin.create_server("echo").await.unwrap();
+    admin.create_server("time").await.unwrap();
     let ports = ShippedConfigPorts {
         listener_port: free_port(),
         control_plane_port: control_plane.port(),
@@ -58,9 +58,9 @@ async fn shipped_envoy_config_validates_and_enforces_scope() {
     .await;
     println!("shipped config: Envoy synced after {:?}", started.elapsed());
     let edge = Edge::new(envoy.listener_port());
-    let user = admin.create_user(&unique_name("shipped")).await;
-    admin.grant_user(user, &["echo", "time"]).await;
-    let key = admin.create_key_for(user, &["echo"], None).await;
+    let user = admin.create_user(&unique_name("shipped")).await.unwrap();
+    admin.grant_user(user, &["echo", "time"]).await.unwrap();
+    let key = admin.create_key_for(user, &["echo"], None).await.unwrap();
     let start = Instant::now();
     loop {
         let response = edge.initialize("echo", Some(&key.key)).await;

@@ -393,12 +393,18 @@ async fn star_key_reaches_every_server_including_one_added_later() {
     let named = stack
         .user_with_access("star-named", &["alpha", "beta"])
         .await;
-    let named_key = admin.create_key_for(named, &["*"], None).await;
+    let named_key = admin.create_key_for(named, &["*"], None).await.unwrap();
     // A user with access to every server, now and later, with a `*` key.
     let everything = stack.user_with_access("star-all", &["*"]).await;
-    let every_key = admin.create_key_for(everything, &["*"], None).await;
+    let every_key = admin
+        .create_key_for(everything, &["*"], None)
+        .await
+        .unwrap();
     // A key scoped to alpha only, of the same all-access user.
-    let alpha_key = admin.create_key_for(everything, &["alpha"], None).await;
+    let alpha_key = admin
+        .create_key_for(everything, &["alpha"], None)
+        .await
+        .unwrap();
     stack.wait_key_allowed("alpha", &named_key.key).await;
     stack.wait_key_allowed("alpha", &every_key.key).await;
 
@@ -426,7 +432,7 @@ async fn star_key_reaches_every_server_including_one_added_later() {
         before.status
     );
 
-    admin.create_server("gamma").await;
+    admin.create_server("gamma").await.unwrap();
     let added = Instant::now();
     let reach = stack.wait_key_allowed("gamma", &every_key.key).await;
     println!("server added later: reachable with the existing `*` key after {reach:?}");
@@ -451,7 +457,7 @@ async fn star_key_reaches_every_server_including_one_added_later() {
         &edge.initialize("gamma", Some(&named_key.key)).await,
         &named_key.key,
     );
-    admin.grant_user(named, &["gamma"]).await;
+    admin.grant_user(named, &["gamma"]).await.unwrap();
     let granted = stack.wait_key_allowed("gamma", &named_key.key).await;
     println!(
         "grant of gamma reached the `*` key after {granted:?} ({:?} since gamma was added)",
@@ -467,10 +473,14 @@ async fn revoking_access_through_a_rule_stops_the_key_at_the_edge() {
     let edge = stack.edge();
     let user = admin
         .create_user(&keygate_e2e::stack::unique_name("rule-revoke"))
-        .await;
+        .await
+        .unwrap();
     let subjects = [format!("user:{user}")];
     let rule_name = keygate_e2e::stack::unique_name("rule-revoke");
-    let rule = admin.grant(&rule_name, &["alpha", "beta"], &subjects).await;
+    let rule = admin
+        .grant(&rule_name, &["alpha", "beta"], &subjects)
+        .await
+        .unwrap();
     let key = stack.usable_key(user, &["*"], "alpha").await;
     stack.wait_key_allowed("beta", &key.key).await;
     let client = mcp_client::connect(&edge.mcp_url("alpha"), &key.key, &[], Lifecycle::Session)
@@ -481,7 +491,8 @@ async fn revoking_access_through_a_rule_stops_the_key_at_the_edge() {
     // The rule changes to beta only: the same key loses alpha at the edge.
     admin
         .update_rule(rule, &rule_name, &["beta"], &subjects)
-        .await;
+        .await
+        .unwrap();
     let (took, refused) = edge
         .poll_until_status(
             "alpha",
@@ -518,7 +529,7 @@ async fn revoking_access_through_a_rule_stops_the_key_at_the_edge() {
 
     // Deleting the rule leaves the key nothing to open: the control plane
     // drops it from the table and the edge no longer knows it.
-    admin.delete_rule(rule).await;
+    admin.delete_rule(rule).await.unwrap();
     let gone = edge.wait_invalid_token("beta", &key.key).await;
     println!("REVOCATION (DELETE last access rule -> first 401 at the edge): {gone:?}");
     assert!(gone < Duration::from_secs(2), "rule deletion took {gone:?}");
