@@ -2,7 +2,7 @@
 //! that isolates the cost of the call itself (Envoy's side of an HTTP
 //! round trip per request) from any verification work.
 
-use crate::error::Result;
+use anyhow::Result;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::server::conn::http1;

@@ -1,12 +1,12 @@
-//! The real control plane as a child process, and the admin-API calls the
-//! bench makes against it (contract 1 and 3 of the shared brief).
+//! The real control plane as a child process of the bench, and its API
+//! client (the shared one of `keygate-test-support`) with the admin token.
 
-use crate::error::{Context, Error, Result};
-use crate::fail;
-use crate::http::{self, Client};
-use hyper::Method;
-use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
+use anyhow::{Context, Result, bail};
+use keygate_test_support::api::Api;
+use keygate_test_support::ports::try_free_port;
+use keygate_test_support::process::ManagedProcess;
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 pub const ADMIN_TOKEN: &str = "bench-admin-token-0123456789abcdef";
@@ -14,18 +14,10 @@ pub const DATA_PLANE_TOKEN: &str = "bench-data-plane-token-0123456789abcdef";
 
 pub struct ControlPlane {
     pub port: u16,
-    child: tokio::process::Child,
+    /// The API with the admin token (`with_token` for the data-plane one).
+    pub api: Api,
+    process: ManagedProcess,
     pid: u32,
-    log: PathBuf,
-    client: Client,
-}
-
-/// A full snapshot of the key-table feed as the edge would fetch it.
-pub struct Snapshot {
-    pub version: u64,
-    pub keys: usize,
-    pub bytes: usize,
-    pub elapsed: Duration,
 }
 
 impl ControlPlane {
@@ -33,10 +25,10 @@ impl ControlPlane {
     /// (created and migrated by the control plane when missing) and waits
     /// for `/healthz`.
     pub async fn start(bin: &Path, dir: &Path, name: &str, db_path: &Path) -> Result<ControlPlane> {
-        let port = crate::envoy::free_port()?;
+        let port = try_free_port().context("no free port for the control plane")?;
         let log = dir.join(format!("control-plane-{name}.log"));
-        let log_file = std::fs::File::create(&log)?;
-        let child = tokio::process::Command::new(bin)
+        let mut command = Command::new(bin);
+        command
             .arg("serve")
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
@@ -50,21 +42,16 @@ impl ControlPlane {
             // scenarios, key creations/s): no per-user cap here.
             .arg("--max-keys-per-user")
             .arg(u32::MAX.to_string())
-            .env("RUST_LOG", "warn")
-            .stdout(log_file.try_clone()?)
-            .stderr(log_file)
-            .kill_on_drop(true)
-            .spawn()
-            .context(|| format!("starting {}", bin.display()))?;
-        let pid = child
-            .id()
-            .context(|| "control plane exited at once".to_owned())?;
+            .env("RUST_LOG", "warn");
+        let _ = std::fs::remove_file(&log);
+        let process = ManagedProcess::spawn(&format!("control plane {name}"), command, &log)?;
+        let pid = process.pid().context("the control plane exited at once")?;
+        let api = Api::new(format!("http://127.0.0.1:{port}"), ADMIN_TOKEN)?;
         let mut cp = ControlPlane {
             port,
-            child,
+            api,
+            process,
             pid,
-            log,
-            client: http::client(),
         };
         cp.wait_healthy(Duration::from_secs(120)).await?;
         Ok(cp)
@@ -73,23 +60,29 @@ impl ControlPlane {
     async fn wait_healthy(&mut self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(status) = self.child.try_wait()? {
-                fail!(
-                    "control plane exited ({status}) while starting; log {}:\n{}",
-                    self.log.display(),
-                    tail(&self.log)
+            if let Some(status) = self.process.exit_status() {
+                bail!(
+                    "the control plane exited ({status}) while starting;\n{}",
+                    self.process.log_tail(15)
                 );
             }
-            if let Ok(r) = http::get(&self.client, &self.url("/healthz")).await
-                && r.status.is_success()
+            if let Ok(answer) = self
+                .api
+                .call_as(
+                    keygate_test_support::api::Method::GET,
+                    "/healthz",
+                    None,
+                    None,
+                )
+                .await
+                && answer.status.is_success()
             {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                fail!(
-                    "control plane not healthy after {timeout:?}; log {}:\n{}",
-                    self.log.display(),
-                    tail(&self.log)
+                bail!(
+                    "the control plane was not healthy after {timeout:?};\n{}",
+                    self.process.log_tail(15)
                 );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -101,148 +94,10 @@ impl ControlPlane {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        self.api.url(path)
     }
 
     pub async fn stop(mut self) {
-        let _ = self.child.kill().await;
+        self.process.kill();
     }
-
-    /// An admin call that must succeed; returns the JSON body (`null` for 204).
-    pub async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value> {
-        let body = body.map(|b| b.to_string().into_bytes());
-        let r = http::send(
-            &self.client,
-            method.clone(),
-            &self.url(path),
-            &[http::bearer(ADMIN_TOKEN)],
-            body,
-            Duration::from_secs(30),
-        )
-        .await?;
-        if !r.status.is_success() {
-            fail!(
-                "{method} {path} → {}: {}",
-                r.status,
-                String::from_utf8_lossy(&r.body)
-            );
-        }
-        if r.body.is_empty() {
-            Ok(Value::Null)
-        } else {
-            r.json()
-        }
-    }
-
-    pub async fn create_user(&self, username: &str) -> Result<i64> {
-        let v = self
-            .admin(
-                Method::POST,
-                "/api/users",
-                Some(json!({"username": username, "role": "user"})),
-            )
-            .await?;
-        id_of(&v)
-    }
-
-    pub async fn create_server(&self, name: &str) -> Result<()> {
-        self.admin(
-            Method::POST,
-            "/api/mcp-servers",
-            Some(json!({"name": name})),
-        )
-        .await?;
-        Ok(())
-    }
-
-    /// An access rule opening `servers` to one user; returns the rule id.
-    pub async fn create_rule(&self, name: &str, servers: &[&str], user_id: i64) -> Result<i64> {
-        let v = self
-            .admin(
-                Method::POST,
-                "/api/access-rules",
-                Some(json!({"name": name, "mcpServerIds": servers, "subjects": [format!("user:{user_id}")]})),
-            )
-            .await?;
-        id_of(&v)
-    }
-
-    pub async fn delete_rule(&self, id: i64) -> Result<()> {
-        self.admin(Method::DELETE, &format!("/api/access-rules/{id}"), None)
-            .await?;
-        Ok(())
-    }
-
-    /// Creates a key for `user_id` through the admin API; returns `(id, key)`.
-    pub async fn create_key(
-        &self,
-        user_id: i64,
-        name: &str,
-        servers: &[&str],
-    ) -> Result<(i64, String)> {
-        let v = self
-            .admin(
-                Method::POST,
-                "/api/admin-api-keys",
-                Some(json!({"userId": user_id, "name": name, "mcpServerIds": servers})),
-            )
-            .await?;
-        let key = v["key"]
-            .as_str()
-            .context(|| format!("key creation answered no `key`: {v}"))?
-            .to_owned();
-        Ok((id_of(&v)?, key))
-    }
-
-    pub async fn delete_key(&self, id: i64) -> Result<()> {
-        self.admin(Method::DELETE, &format!("/api/admin-api-keys/{id}"), None)
-            .await?;
-        Ok(())
-    }
-
-    /// Fetches the full key-table snapshot with the data-plane token.
-    pub async fn snapshot(&self) -> Result<Snapshot> {
-        let started = Instant::now();
-        let r = http::send(
-            &self.client,
-            Method::GET,
-            &self.url("/internal/v1/key-table"),
-            &[http::bearer(DATA_PLANE_TOKEN)],
-            None,
-            Duration::from_secs(300),
-        )
-        .await?;
-        let elapsed = started.elapsed();
-        if !r.status.is_success() {
-            fail!(
-                "key-table snapshot → {}: {}",
-                r.status,
-                String::from_utf8_lossy(&r.body)
-            );
-        }
-        let table: keygate_protocol::KeyTable = serde_json::from_slice(&r.body)
-            .map_err(|e| Error(format!("key-table snapshot does not parse: {e}")))?;
-        Ok(Snapshot {
-            version: table.version,
-            keys: table.upserts.len(),
-            bytes: r.body.len(),
-            elapsed,
-        })
-    }
-}
-
-/// Reads `id` from a created record, whether the API sends it as a number or a string.
-pub fn id_of(v: &Value) -> Result<i64> {
-    match &v["id"] {
-        Value::Number(n) => n.as_i64(),
-        Value::String(s) => s.parse().ok(),
-        _ => None,
-    }
-    .context(|| format!("no numeric `id` in {v}"))
-}
-
-fn tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(15)..].join("\n")
 }

@@ -7,15 +7,14 @@
 //! upstream process competes for the two cores, so the only difference
 //! between configurations is the auth filter placed before the router.
 
-use crate::error::{Context, Result};
-use crate::fail;
 use crate::http::{self, Client};
+use anyhow::{Context, Result};
+use keygate_test_support::filter_config::{CONTROL_PLANE_CLUSTER, FilterConfig, wasm_http_filter};
+use keygate_test_support::ports::try_free_port;
+use keygate_test_support::process::ManagedProcess;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-/// Cluster name the keygate filter calls out to (contract 4).
-pub const CONTROL_PLANE_CLUSTER: &str = "keygate_control_plane";
 
 /// Envoy buffers an HTTP callout's whole response and drops any larger than
 /// the runtime value `http.async_response_buffer_limit` (32 MiB by default).
@@ -49,28 +48,6 @@ pub enum AuthFilter {
     ExtAuthz { port: u16, check_path: String },
 }
 
-fn wasm_filter(name: &str, wasm: &Path, configuration: &str) -> Value {
-    json!({
-        "name": "envoy.filters.http.wasm",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-            "config": {
-                "name": name,
-                "root_id": "",
-                "vm_config": {
-                    "vm_id": name,
-                    "runtime": "envoy.wasm.runtime.v8",
-                    "code": {"local": {"filename": wasm.display().to_string()}}
-                },
-                "configuration": {
-                    "@type": "type.googleapis.com/google.protobuf.StringValue",
-                    "value": configuration
-                }
-            }
-        }
-    })
-}
-
 fn static_cluster(name: &str, port: u16, timeout_s: u32) -> Value {
     json!({
         "name": name,
@@ -93,28 +70,20 @@ fn static_cluster(name: &str, port: u16, timeout_s: u32) -> Value {
     })
 }
 
-/// The keygate filter's plugin configuration (contract 4).
+/// The keygate filter's plugin configuration: the production defaults, a
+/// longer staleness limit (a busy bench box can delay a poll), and the VM
+/// cache setting under test when given.
 pub fn keygate_plugin_config(
     control_plane_port: u16,
     data_plane_token: &str,
     table_cache_millis: Option<u64>,
 ) -> String {
-    let mut config = json!({
-        "controlPlaneCluster": CONTROL_PLANE_CLUSTER,
-        "controlPlaneAuthority": format!("127.0.0.1:{control_plane_port}"),
-        "dataPlaneToken": data_plane_token,
-        "feedWaitSeconds": 20,
-        "maxStalenessSeconds": 60,
-        "usageFlushSeconds": 5,
-        "protectedPathPrefixes": ["/mcp-connect/"],
-        "mePath": "/api/me",
-        "keyHeaders": ["authorization"],
-        "stripKey": true
-    });
-    if let Some(ms) = table_cache_millis {
-        config["tableCacheMillis"] = json!(ms);
+    FilterConfig {
+        max_staleness_seconds: 60,
+        table_cache_millis,
+        ..FilterConfig::new(control_plane_port, data_plane_token)
     }
-    config.to_string()
+    .to_json()
 }
 
 /// Renders a complete bootstrap for one configuration.
@@ -123,8 +92,12 @@ pub fn render(filter: &AuthFilter, edge_port: u16, admin_port: u16) -> Value {
     let mut clusters = Vec::new();
     match filter {
         AuthFilter::None => {}
-        AuthFilter::NoopWasm { wasm } => http_filters.push(wasm_filter("noop", wasm, "{}")),
-        AuthFilter::Probe { wasm, ops } => http_filters.push(wasm_filter("probe", wasm, ops)),
+        AuthFilter::NoopWasm { wasm } => {
+            http_filters.push(wasm_http_filter("noop", "", wasm, "{}"))
+        }
+        AuthFilter::Probe { wasm, ops } => {
+            http_filters.push(wasm_http_filter("probe", "", wasm, ops))
+        }
         AuthFilter::ApiKeyAuth { credentials } => {
             let creds: Vec<Value> = credentials
                 .iter()
@@ -148,7 +121,7 @@ pub fn render(filter: &AuthFilter, edge_port: u16, admin_port: u16) -> Value {
         } => {
             let cfg =
                 keygate_plugin_config(*control_plane_port, data_plane_token, *table_cache_millis);
-            http_filters.push(wasm_filter("keygate", wasm, &cfg));
+            http_filters.push(wasm_http_filter("keygate", "", wasm, &cfg));
             clusters.push(static_cluster(
                 CONTROL_PLANE_CLUSTER,
                 *control_plane_port,
@@ -211,19 +184,13 @@ pub fn render(filter: &AuthFilter, edge_port: u16, admin_port: u16) -> Value {
     bootstrap
 }
 
-/// A free loopback TCP port (bound then released; fine on a loopback-only box).
-pub fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
-}
-
 /// A running Envoy with one worker thread.
 pub struct Envoy {
     pub name: String,
     pub edge_port: u16,
     pub admin_port: u16,
     pub started: Instant,
-    child: tokio::process::Child,
+    process: ManagedProcess,
     pid: u32,
     log: PathBuf,
 }
@@ -232,20 +199,21 @@ impl Envoy {
     /// Writes the bootstrap for `filter` into `dir` and starts Envoy on it
     /// (`--concurrency 1`). Does not wait for readiness.
     pub fn start(bin: &Path, dir: &Path, name: &str, filter: &AuthFilter) -> Result<Envoy> {
-        let edge_port = free_port()?;
-        let admin_port = free_port()?;
+        let edge_port = try_free_port().context("no free port for Envoy")?;
+        let admin_port = try_free_port().context("no free port for Envoy's admin")?;
         let config = dir.join(format!("envoy-{name}.json"));
-        let file =
-            std::fs::File::create(&config).context(|| format!("writing {}", config.display()))?;
+        let file = std::fs::File::create(&config)
+            .with_context(|| format!("writing {}", config.display()))?;
         serde_json::to_writer(
             std::io::BufWriter::new(file),
             &render(filter, edge_port, admin_port),
         )
-        .context(|| format!("writing {}", config.display()))?;
+        .with_context(|| format!("writing {}", config.display()))?;
         let log = dir.join(format!("envoy-{name}.log"));
-        let log_file = std::fs::File::create(&log)?;
+        let _ = std::fs::remove_file(&log);
         let started = Instant::now();
-        let child = tokio::process::Command::new(bin)
+        let mut command = std::process::Command::new(bin);
+        command
             .arg("-c")
             .arg(&config)
             .args([
@@ -256,19 +224,16 @@ impl Envoy {
                 "warn",
             ])
             .arg("--log-path")
-            .arg(&log)
-            .stdout(std::process::Stdio::null())
-            .stderr(log_file)
-            .kill_on_drop(true)
-            .spawn()
-            .context(|| format!("starting {}", bin.display()))?;
-        let pid = child.id().context(|| "envoy exited at once".to_owned())?;
+            .arg(&log);
+        // Envoy's own log (`--log-path`) and anything it prints go to one file.
+        let process = ManagedProcess::spawn(&format!("envoy {name}"), command, &log)?;
+        let pid = process.pid().context("envoy exited at once")?;
         Ok(Envoy {
             name: name.to_owned(),
             edge_port,
             admin_port,
             started,
-            child,
+            process,
             pid,
             log,
         })
@@ -283,9 +248,7 @@ impl Envoy {
     }
 
     fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(15)..].join("\n")
+        keygate_test_support::process::log_tail(&self.log, 15)
     }
 
     /// The message of the last warning or error line in Envoy's log.
@@ -301,8 +264,8 @@ impl Envoy {
     pub async fn wait_ready(&mut self, client: &Client, timeout: Duration) -> Result<Duration> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(status) = self.child.try_wait()? {
-                fail!(
+            if let Some(status) = self.process.exit_status() {
+                anyhow::bail!(
                     "envoy `{}` exited ({status}) while starting; log {}:\n{}",
                     self.name,
                     self.log.display(),
@@ -316,7 +279,7 @@ impl Envoy {
                 return Ok(self.started.elapsed());
             }
             if Instant::now() > deadline {
-                fail!(
+                anyhow::bail!(
                     "envoy `{}` not ready after {timeout:?}; log {}:\n{}",
                     self.name,
                     self.log.display(),
@@ -335,6 +298,6 @@ impl Envoy {
     }
 
     pub async fn stop(mut self) {
-        let _ = self.child.kill().await;
+        self.process.kill();
     }
 }

@@ -1,14 +1,14 @@
-//! A small HTTP/1.1 client over hyper for everything the bench asks of
-//! Envoy, the control plane and the edge: admin calls, probes and paced load.
+//! A small HTTP/1.1 client over hyper for what the bench asks of Envoy and
+//! the edge: probes and paced load (the control plane's API goes through
+//! `keygate-test-support`).
 
-use crate::error::{Context, Error, Result};
+use anyhow::{Context, Result, anyhow};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use serde_json::Value;
 use std::time::Duration;
 
 pub type Client = HyperClient<HttpConnector, Full<Bytes>>;
@@ -26,18 +26,6 @@ pub struct Response {
     pub status: StatusCode,
     pub headers: hyper::HeaderMap,
     pub body: Bytes,
-}
-
-impl Response {
-    pub fn json(&self) -> Result<Value> {
-        serde_json::from_slice(&self.body).context(|| {
-            format!(
-                "response ({}) is not JSON: {}",
-                self.status,
-                String::from_utf8_lossy(&self.body[..self.body.len().min(300)])
-            )
-        })
-    }
 }
 
 /// Builds a request with the given headers and optional body.
@@ -72,7 +60,7 @@ pub async fn send(
         let status = resp.status();
         let headers = resp.headers().clone();
         let body = resp.into_body().collect().await?.to_bytes();
-        Ok::<_, Error>(Response {
+        Ok::<_, anyhow::Error>(Response {
             status,
             headers,
             body,
@@ -80,8 +68,8 @@ pub async fn send(
     };
     tokio::time::timeout(timeout, fut)
         .await
-        .map_err(|_| Error(format!("{method} {url}: no answer within {timeout:?}")))?
-        .context(|| format!("{method} {url}"))
+        .map_err(|_| anyhow!("{method} {url}: no answer within {timeout:?}"))?
+        .with_context(|| format!("{method} {url}"))
 }
 
 /// `GET` with a 10 s timeout and no headers.

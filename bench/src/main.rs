@@ -9,7 +9,6 @@
 mod authserver;
 mod controlplane;
 mod envoy;
-mod error;
 mod http;
 mod keys;
 mod machine;
@@ -22,11 +21,11 @@ mod settings;
 mod wrk;
 
 use crate::envoy::{AuthFilter, Envoy};
-use crate::error::{Context, Result};
 use crate::report::Report;
 use crate::scenario::revocation::Spacing;
 use crate::scenario::{edge, revocation, tables};
 use crate::settings::{Config, Section};
+use anyhow::{Context, Result};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -58,7 +57,8 @@ fn main() -> ExitCode {
     match runtime.block_on(run(nice)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("keygate-bench: {e}");
+            // `{:#}` prints the whole chain: what was being done, then why it failed.
+            eprintln!("keygate-bench: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -77,7 +77,7 @@ async fn run(nice: Option<i32>) -> Result<()> {
     let parts = settings::parts(&plan)?;
     let machine = machine::collect(Some(&parts.envoy), Some(&parts.wrk));
     let dir = std::env::temp_dir().join(format!("keygate-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).context(|| format!("creating {}", dir.display()))?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     println!(
         "keygate-bench ({} mode): {} CPUs, {}; Envoy {}; work dir {}",
         if plan.quick { "quick" } else { "full" },
@@ -142,7 +142,7 @@ async fn run(nice: Option<i32>) -> Result<()> {
                     wasm: parts
                         .noop_wasm
                         .clone()
-                        .context(|| "KEYGATE_NOOP_WASM missing".to_owned())?,
+                        .with_context(|| "KEYGATE_NOOP_WASM missing".to_owned())?,
                 },
                 Config::ApiKeyAuth => AuthFilter::ApiKeyAuth {
                     credentials: match &fixture {
@@ -163,10 +163,10 @@ async fn run(nice: Option<i32>) -> Result<()> {
                     wasm: parts
                         .filter_wasm
                         .clone()
-                        .context(|| "KEYGATE_FILTER_WASM missing".to_owned())?,
+                        .with_context(|| "KEYGATE_FILTER_WASM missing".to_owned())?,
                     control_plane_port: fixture
                         .as_ref()
-                        .context(|| "no control plane".to_owned())?
+                        .with_context(|| "no control plane".to_owned())?
                         .cp
                         .port,
                     data_plane_token: controlplane::DATA_PLANE_TOKEN.to_owned(),
@@ -175,7 +175,7 @@ async fn run(nice: Option<i32>) -> Result<()> {
                 Config::ExtAuthzControlPlane => AuthFilter::ExtAuthz {
                     port: fixture
                         .as_ref()
-                        .context(|| "no control plane".to_owned())?
+                        .with_context(|| "no control plane".to_owned())?
                         .cp
                         .port,
                     check_path: "/api/me".to_owned(),
@@ -208,8 +208,8 @@ async fn run(nice: Option<i32>) -> Result<()> {
                 report.probe = rows;
             }
             Err(e) => {
-                println!("  probe failed: {e}");
-                report.failures.push(format!("probe: {e}"));
+                println!("  probe failed: {e:#}");
+                report.failures.push(format!("probe: {e:#}"));
             }
         }
         match scenario::probe::micro(&parts.envoy, &dir, &client).await {
@@ -220,8 +220,8 @@ async fn run(nice: Option<i32>) -> Result<()> {
                 report.micro = rows;
             }
             Err(e) => {
-                println!("  micro probe failed: {e}");
-                report.failures.push(format!("micro probe: {e}"));
+                println!("  micro probe failed: {e:#}");
+                report.failures.push(format!("micro probe: {e:#}"));
             }
         }
     }
@@ -230,8 +230,8 @@ async fn run(nice: Option<i32>) -> Result<()> {
         if plan.has(Section::Revocation)
             && let Err(e) = revocation_section(&plan, &parts, &dir, &client, fx, &mut report).await
         {
-            println!("  revocation failed: {e}");
-            report.failures.push(format!("revocation: {e}"));
+            println!("  revocation failed: {e:#}");
+            report.failures.push(format!("revocation: {e:#}"));
         }
         if plan.has(Section::ControlPlane) {
             println!("control plane: /api/me and key creation");
@@ -253,8 +253,8 @@ async fn run(nice: Option<i32>) -> Result<()> {
                     report.control_plane = Some(r);
                 }
                 Err(e) => {
-                    println!("  control plane failed: {e}");
-                    report.failures.push(format!("control plane: {e}"));
+                    println!("  control plane failed: {e:#}");
+                    report.failures.push(format!("control plane: {e:#}"));
                 }
             }
         }
@@ -274,8 +274,8 @@ async fn run(nice: Option<i32>) -> Result<()> {
                     report.tables.push(row);
                 }
                 Err(e) => {
-                    println!("  {size} keys failed: {e}");
-                    report.failures.push(format!("table of {size} keys: {e}"));
+                    println!("  {size} keys failed: {e:#}");
+                    report.failures.push(format!("table of {size} keys: {e:#}"));
                 }
             }
             let _ = std::fs::remove_file(dir.join(format!("table-{size}.db")));
@@ -293,9 +293,11 @@ async fn run(nice: Option<i32>) -> Result<()> {
             .unwrap_or_default();
         let doc = report.document(&plan, &machine, &kept);
         if let Some(parent) = plan.out.parent() {
-            std::fs::create_dir_all(parent).context(|| format!("creating {}", parent.display()))?;
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
         }
-        std::fs::write(&plan.out, doc).context(|| format!("writing {}", plan.out.display()))?;
+        std::fs::write(&plan.out, doc)
+            .with_context(|| format!("writing {}", plan.out.display()))?;
         println!("wrote {}", plan.out.display());
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -319,7 +321,7 @@ async fn revocation_section(
         wasm: parts
             .filter_wasm
             .clone()
-            .context(|| "KEYGATE_FILTER_WASM missing".to_owned())?,
+            .with_context(|| "KEYGATE_FILTER_WASM missing".to_owned())?,
         control_plane_port: fx.cp.port,
         data_plane_token: controlplane::DATA_PLANE_TOKEN.to_owned(),
         table_cache_millis: None,

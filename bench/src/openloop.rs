@@ -8,9 +8,8 @@
 //! pooled keep-alive connection, and the latency of each is timed from the
 //! moment it is handed to its connection to the end of its response.
 
-use crate::error::Result;
-use crate::fail;
 use crate::http::{self, Client};
+use anyhow::Result;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::Method;
@@ -38,7 +37,7 @@ pub async fn run(
     seconds: f64,
 ) -> Result<RateReport> {
     if rps == 0 {
-        fail!("fixed rate must be above 0");
+        anyhow::bail!("fixed rate must be above 0");
     }
     let total = (f64::from(rps) * seconds).round() as usize;
     let interval = Duration::from_secs_f64(1.0 / f64::from(rps));

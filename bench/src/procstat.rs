@@ -6,7 +6,7 @@
 //! 10 ms tick of `stat` is too coarse, [`cpu_ns_precise`] sums the nanosecond
 //! run times of the live threads from `/proc/<pid>/task/*/schedstat`.
 
-use crate::error::{Context, Result};
+use anyhow::{Context, Result};
 
 fn ticks_per_second() -> f64 {
     // SAFETY: sysconf only reads a constant of the running system.
@@ -17,22 +17,22 @@ fn ticks_per_second() -> f64 {
 /// User + system CPU seconds the process has used so far.
 pub fn cpu_seconds(pid: u32) -> Result<f64> {
     let path = format!("/proc/{pid}/stat");
-    let stat = std::fs::read_to_string(&path).context(|| format!("reading {path}"))?;
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
     // The command name (field 2) may hold spaces; fields after it start past the last ')'.
     let rest = stat
         .rsplit_once(')')
         .map(|(_, r)| r)
-        .context(|| format!("unexpected format of {path}"))?;
+        .with_context(|| format!("unexpected format of {path}"))?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // fields[0] is field 3 (state); utime is field 14, stime field 15.
     let utime: u64 = fields
         .get(11)
         .and_then(|f| f.parse().ok())
-        .context(|| format!("no utime in {path}"))?;
+        .with_context(|| format!("no utime in {path}"))?;
     let stime: u64 = fields
         .get(12)
         .and_then(|f| f.parse().ok())
-        .context(|| format!("no stime in {path}"))?;
+        .with_context(|| format!("no stime in {path}"))?;
     Ok((utime + stime) as f64 / ticks_per_second())
 }
 
@@ -40,7 +40,7 @@ pub fn cpu_seconds(pid: u32) -> Result<f64> {
 pub fn cpu_ns_precise(pid: u32) -> Result<u64> {
     let dir = format!("/proc/{pid}/task");
     let mut total = 0u64;
-    for entry in std::fs::read_dir(&dir).context(|| format!("reading {dir}"))? {
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {dir}"))? {
         let path = entry?.path().join("schedstat");
         // A thread may exit between listing and reading: skip it.
         if let Ok(s) = std::fs::read_to_string(&path) {
@@ -57,12 +57,12 @@ pub fn cpu_ns_precise(pid: u32) -> Result<u64> {
 /// Resident set size in bytes (`VmRSS`).
 pub fn rss_bytes(pid: u32) -> Result<u64> {
     let path = format!("/proc/{pid}/status");
-    let status = std::fs::read_to_string(&path).context(|| format!("reading {path}"))?;
+    let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
     let kib: u64 = status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context(|| format!("no VmRSS in {path}"))?;
+        .with_context(|| format!("no VmRSS in {path}"))?;
     Ok(kib * 1024)
 }
 

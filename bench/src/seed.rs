@@ -16,9 +16,9 @@
 //! module is the one place to follow it.
 
 use crate::controlplane::ControlPlane;
-use crate::error::Result;
 use crate::keys::BenchKey;
 use crate::settings::Parts;
+use anyhow::Result;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -37,14 +37,14 @@ pub async fn prepare(parts: &Parts, dir: &Path, name: &str, extra: usize) -> Res
     let bin = parts
         .control_plane
         .as_ref()
-        .ok_or_else(|| crate::error::Error("KEYGATE_CONTROL_PLANE_BIN is needed".to_owned()))?;
+        .ok_or_else(|| anyhow::anyhow!("KEYGATE_CONTROL_PLANE_BIN is needed"))?;
     let db = dir.join(format!("{name}.db"));
     let _ = std::fs::remove_file(&db);
     let cp = ControlPlane::start(bin, dir, name, &db).await?;
-    cp.create_server("alpha").await?;
-    let user_id = cp.create_user("bench").await?;
-    cp.create_rule("bench-alpha", &["alpha"], user_id).await?;
-    let (_, key) = cp.create_key(user_id, "bench", &["alpha"]).await?;
+    cp.api.create_server("alpha").await?;
+    let user_id = cp.api.create_user("bench").await?;
+    cp.api.grant_user(user_id, &["alpha"]).await?;
+    let key = cp.api.create_key_for(user_id, &["alpha"], None).await?.key;
     let (cp, extra) = if extra == 0 {
         (cp, vec![])
     } else {

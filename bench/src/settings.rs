@@ -1,8 +1,7 @@
 //! What to run and with which binaries: the command line, the plan for
 //! `--quick` and full runs, and the `KEYGATE_*` variables naming the parts.
 
-use crate::error::{Context, Result};
-use crate::fail;
+use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
 /// The configurations of the edge comparison, in table order.
@@ -152,14 +151,14 @@ Optional: KEYGATE_PROBE_WASM (the cost-probe example filter): a full run then al
 fn list<T>(v: &str, parse: impl Fn(&str) -> Option<T>, what: &str) -> Result<Vec<T>> {
     v.split(',')
         .filter(|s| !s.is_empty())
-        .map(|s| parse(s.trim()).context(|| format!("unknown {what} `{s}`\n{USAGE}")))
+        .map(|s| parse(s.trim()).with_context(|| format!("unknown {what} `{s}`\n{USAGE}")))
         .collect()
 }
 
 fn number<T: std::str::FromStr>(flag: &str, v: Option<String>) -> Result<T> {
     v.as_deref()
         .and_then(|s| s.parse().ok())
-        .context(|| format!("{flag} needs a number\n{USAGE}"))
+        .with_context(|| format!("{flag} needs a number\n{USAGE}"))
 }
 
 pub fn parse_args(args: Vec<String>) -> Result<Plan> {
@@ -217,7 +216,7 @@ pub fn parse_args(args: Vec<String>) -> Result<Plan> {
             "--out" => {
                 plan.out = PathBuf::from(
                     it.next()
-                        .context(|| format!("--out needs a path\n{USAGE}"))?,
+                        .with_context(|| format!("--out needs a path\n{USAGE}"))?,
                 )
             }
             "--sections" => {
@@ -245,8 +244,8 @@ pub fn parse_args(args: Vec<String>) -> Result<Plan> {
                 let v = it.next().unwrap_or_default();
                 plan.table_sizes = list(&v, |s| s.parse().ok(), "table size")?;
             }
-            "-h" | "--help" => fail!("{USAGE}"),
-            other => fail!("unknown argument `{other}`\n{USAGE}"),
+            "-h" | "--help" => anyhow::bail!("{USAGE}"),
+            other => anyhow::bail!("unknown argument `{other}`\n{USAGE}"),
         }
     }
     // A full run prices single filter steps too when the probe filter is built.
@@ -255,7 +254,7 @@ pub fn parse_args(args: Vec<String>) -> Result<Plan> {
         plan.sections.push(Section::Probe);
     }
     if plan.repeats == 0 || plan.wrk_seconds == 0 {
-        fail!("--repeats and --seconds must be at least 1");
+        anyhow::bail!("--repeats and --seconds must be at least 1");
     }
     Ok(plan)
 }
@@ -286,11 +285,11 @@ pub struct Parts {
 
 fn required_file(var: &str, what: &str) -> Result<PathBuf> {
     let Some(v) = std::env::var_os(var).filter(|v| !v.is_empty()) else {
-        fail!("{var} is not set: it must name {what} (`cargo xtask bench` sets it)");
+        anyhow::bail!("{var} is not set: it must name {what} (`cargo xtask bench` sets it)");
     };
     let p = PathBuf::from(v);
     if !p.is_file() {
-        fail!("{var}={} does not exist: it must name {what}", p.display());
+        anyhow::bail!("{var}={} does not exist: it must name {what}", p.display());
     }
     Ok(p)
 }

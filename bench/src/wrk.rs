@@ -1,8 +1,7 @@
 //! Runs `wrk` (closed loop, keep-alive, one thread) and reads its report:
 //! the saturation throughput run of each configuration.
 
-use crate::error::{Context, Result};
-use crate::fail;
+use anyhow::{Context, Result};
 use std::path::Path;
 
 /// Where to get wrk when it is missing.
@@ -18,7 +17,7 @@ pub fn find() -> Result<std::path::PathBuf> {
             return Ok(candidate);
         }
     }
-    fail!("{INSTALL_HINT}")
+    anyhow::bail!("{INSTALL_HINT}")
 }
 
 #[derive(Debug, Clone)]
@@ -48,17 +47,17 @@ pub async fn run(
     let out = cmd
         .output()
         .await
-        .context(|| format!("running {}", wrk.display()))?;
+        .with_context(|| format!("running {}", wrk.display()))?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
-        fail!(
+        anyhow::bail!(
             "wrk failed ({}): {}{}",
             out.status,
             text,
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    parse(&text).context(|| format!("unexpected wrk output:\n{text}"))
+    parse(&text).with_context(|| format!("unexpected wrk output:\n{text}"))
 }
 
 fn parse(text: &str) -> Option<WrkReport> {

@@ -2,11 +2,10 @@
 //! `wrk`, latency at the fixed rate), and key creation through the admin API.
 
 use crate::controlplane::ControlPlane;
-use crate::error::Result;
-use crate::fail;
 use crate::http::{self, Client};
 use crate::settings::Plan;
 use crate::{openloop, procstat, wrk};
+use anyhow::Result;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -44,7 +43,7 @@ pub async fn run(
     .await?;
     let c1 = procstat::cpu_seconds(cp.pid())?;
     if w.non_2xx > 0 || w.requests == 0 {
-        fail!(
+        anyhow::bail!(
             "/api/me: wrk saw {} non-2xx answers of {} requests",
             w.non_2xx,
             w.requests
@@ -62,7 +61,7 @@ pub async fn run(
     )
     .await?;
     if o.failed > 0 {
-        fail!(
+        anyhow::bail!(
             "/api/me: {} of {} fixed-rate requests failed",
             o.failed,
             o.sent
@@ -74,18 +73,15 @@ pub async fn run(
     let until = Instant::now() + Duration::from_secs(u64::from(plan.control_plane_seconds));
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for worker in 0..concurrency {
+    for _ in 0..concurrency {
         let cp = Arc::clone(cp);
         let created = Arc::clone(&created);
         tasks.push(tokio::spawn(async move {
-            let mut i = 0;
             while Instant::now() < until {
-                cp.create_key(user_id, &format!("create-{worker}-{i}"), &["alpha"])
-                    .await?;
+                cp.api.create_key_for(user_id, &["alpha"], None).await?;
                 created.fetch_add(1, Ordering::Relaxed);
-                i += 1;
             }
-            Ok::<_, crate::error::Error>(())
+            Ok::<_, anyhow::Error>(())
         }));
     }
     for t in tasks {

@@ -7,11 +7,10 @@
 //! then a fixed-rate open-loop run (p50/p99, and CPU per request at that rate).
 
 use crate::envoy::{AuthFilter, Envoy};
-use crate::error::Result;
-use crate::fail;
 use crate::http::{self, Client};
 use crate::settings::{Config, Plan};
 use crate::{openloop, procstat, wrk};
+use anyhow::Result;
 use std::path::Path;
 use std::time::Duration;
 
@@ -61,10 +60,10 @@ pub async fn start_targets(
         })
         .await
         .map_err(|e| {
-            crate::error::Error(format!(
-                "{}: the valid key is never accepted: {e}",
+            anyhow::anyhow!(
+                "{}: the valid key is never accepted: {e:#}",
                 t.config.label()
-            ))
+            )
         })?;
         let unknown = super::probe(client, &url, UNKNOWN_KEY).await?;
         let authenticates = !matches!(
@@ -72,7 +71,7 @@ pub async fn start_targets(
             Config::Floor | Config::NoopWasm | Config::ExtAuthzInstant
         );
         if authenticates && unknown.is_success() {
-            fail!(
+            anyhow::bail!(
                 "{}: an unknown key was let through ({unknown}): the configuration is not checking keys",
                 t.config.label()
             );
@@ -116,7 +115,7 @@ pub async fn run(
             .await?;
             let c1 = procstat::cpu_seconds(pid)?;
             if w.non_2xx > 0 || w.requests == 0 {
-                fail!(
+                anyhow::bail!(
                     "{}: wrk saw {} non-2xx answers of {} requests",
                     t.config.label(),
                     w.non_2xx,
@@ -138,7 +137,7 @@ pub async fn run(
             let o = openloop::run(client, &url, &headers, plan.rate_rps, plan.rate_seconds).await?;
             let c3 = procstat::cpu_seconds(pid)?;
             if o.failed > 0 {
-                fail!(
+                anyhow::bail!(
                     "{}: {} of {} fixed-rate requests failed",
                     t.config.label(),
                     o.failed,
@@ -235,7 +234,7 @@ pub async fn breakdown(
             .await?;
             let c1 = procstat::cpu_seconds(pid)?;
             if w.non_2xx > 0 || w.requests == 0 {
-                fail!(
+                anyhow::bail!(
                     "breakdown `{what}`: wrk saw {} non-2xx answers of {} requests",
                     w.non_2xx,
                     w.requests

@@ -6,9 +6,8 @@ pub mod probe;
 pub mod revocation;
 pub mod tables;
 
-use crate::error::Result;
-use crate::fail;
 use crate::http::{self, Client};
+use anyhow::Result;
 use hyper::{Method, StatusCode};
 use std::time::{Duration, Instant};
 
@@ -65,7 +64,7 @@ pub async fn probe_until(
         }
         last = Some(status);
     }
-    fail!("{url}: condition not reached within {timeout:?} (last status {last:?})")
+    anyhow::bail!("{url}: condition not reached within {timeout:?} (last status {last:?})")
 }
 
 #[cfg(test)]

@@ -7,11 +7,10 @@
 
 use super::edge::MCP_PATH;
 use crate::envoy::{AuthFilter, Envoy};
-use crate::error::{Context, Result};
-use crate::fail;
 use crate::http::{self, Client};
 use crate::settings::Plan;
 use crate::{procstat, wrk};
+use anyhow::{Context, Result};
 use std::path::Path;
 use std::time::Duration;
 
@@ -101,7 +100,7 @@ pub async fn micro(envoy_bin: &Path, dir: &Path, client: &Client) -> Result<Vec<
                 .get("x-probe-ns")
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse().ok())
-                .context(|| format!("probe `{op}` answered {} without a timing", r.status))?;
+                .with_context(|| format!("probe `{op}` answered {} without a timing", r.status))?;
             best = best.min(ns);
         }
         rows.push(MicroRow {
@@ -117,7 +116,7 @@ fn probe_wasm() -> Result<std::path::PathBuf> {
     std::env::var_os("KEYGATE_PROBE_WASM")
         .map(std::path::PathBuf::from)
         .filter(|p| p.is_file())
-        .context(|| {
+        .with_context(|| {
             "KEYGATE_PROBE_WASM must name the cost-probe filter (cargo build --release -p keygate-noop-filter --example cost-probe --target wasm32-wasip1)"
                 .to_owned()
         })
@@ -169,7 +168,7 @@ pub async fn run(
             .await?;
             let c1 = procstat::cpu_seconds(e.pid())?;
             if w.non_2xx > 0 || w.requests == 0 {
-                fail!(
+                anyhow::bail!(
                     "probe `{}`: {} non-2xx of {} requests",
                     STEPS[i].0,
                     w.non_2xx,

@@ -12,9 +12,9 @@
 use super::{probe_until, scenario_path};
 use crate::controlplane::ControlPlane;
 use crate::envoy::Envoy;
-use crate::error::Result;
 use crate::http::Client;
 use crate::openloop::percentile;
+use anyhow::Result;
 use hyper::StatusCode;
 use std::time::{Duration, Instant};
 
@@ -68,11 +68,9 @@ pub async fn key_deletes(
 ) -> Result<LatencyStats> {
     let url = envoy.url(scenario_path());
     let mut keys = Vec::with_capacity(n);
-    for i in 0..n {
-        keys.push(
-            cp.create_key(user_id, &format!("revoke-{i}"), &["alpha"])
-                .await?,
-        );
+    for _ in 0..n {
+        let created = cp.api.create_key_for(user_id, &["alpha"], None).await?;
+        keys.push((created.id, created.key));
     }
     for (_, key) in &keys {
         probe_until(client, &url, key, Instant::now(), LIMIT, |s| s.is_success()).await?;
@@ -80,7 +78,7 @@ pub async fn key_deletes(
     let mut samples = Vec::with_capacity(n);
     for (id, key) in &keys {
         pause(spacing).await;
-        cp.delete_key(*id).await?;
+        cp.api.delete_key(*id).await?;
         let since = Instant::now();
         let d = probe_until(client, &url, key, since, LIMIT, |s| {
             s == StatusCode::UNAUTHORIZED
@@ -102,18 +100,18 @@ pub async fn rule_changes(
     n: usize,
 ) -> Result<(LatencyStats, LatencyStats)> {
     let url = envoy.url(scenario_path());
-    let user = cp.create_user("rule-change-bench").await?;
-    let mut rule = cp.create_rule("rule-change-0", &["alpha"], user).await?;
-    let (_, key) = cp.create_key(user, "rule-change", &["alpha"]).await?;
+    let user = cp.api.create_user("rule-change-bench").await?;
+    let mut rule = cp.api.grant_user(user, &["alpha"]).await?;
+    let key = cp.api.create_key_for(user, &["alpha"], None).await?.key;
     probe_until(client, &url, &key, Instant::now(), LIMIT, |s| {
         s.is_success()
     })
     .await?;
     let mut revoke = Vec::with_capacity(n);
     let mut grant = Vec::with_capacity(n);
-    for i in 0..n {
+    for _ in 0..n {
         pause(Spacing::Random).await;
-        cp.delete_rule(rule).await?;
+        cp.api.delete_rule(rule).await?;
         let since = Instant::now();
         let d = probe_until(client, &url, &key, since, LIMIT, |s| {
             s == StatusCode::UNAUTHORIZED || s == StatusCode::FORBIDDEN
@@ -121,9 +119,7 @@ pub async fn rule_changes(
         .await?;
         revoke.push(d.as_secs_f64() * 1e3);
         pause(Spacing::Random).await;
-        rule = cp
-            .create_rule(&format!("rule-change-{}", i + 1), &["alpha"], user)
-            .await?;
+        rule = cp.api.grant_user(user, &["alpha"]).await?;
         let since = Instant::now();
         let d = probe_until(client, &url, &key, since, LIMIT, |s| s.is_success()).await?;
         grant.push(d.as_secs_f64() * 1e3);

@@ -6,13 +6,13 @@
 //! CPU per request).
 
 use super::{edge::MCP_PATH, probe_until};
+use crate::controlplane::DATA_PLANE_TOKEN;
 use crate::envoy::{AuthFilter, Envoy};
-use crate::error::{Context, Result};
-use crate::fail;
 use crate::http::{self, Client};
 use crate::seed::Seeded;
 use crate::settings::{Parts, Plan};
 use crate::{procstat, wrk};
+use anyhow::{Context, Result};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -72,7 +72,7 @@ pub async fn wait_synced(
             }
         }
         if Instant::now() > deadline {
-            fail!(
+            anyhow::bail!(
                 "keygate Envoy did not reach table version {version} within {timeout:?} (gauge {TABLE_VERSION_GAUGE} = {last:?})"
             );
         }
@@ -93,7 +93,7 @@ async fn cpu_per_request(plan: &Plan, wrk_bin: &Path, envoy: &Envoy, key: &str) 
     .await?;
     let c1 = procstat::cpu_seconds(envoy.pid())?;
     if w.non_2xx > 0 || w.requests == 0 {
-        fail!(
+        anyhow::bail!(
             "{}: wrk saw {} non-2xx answers of {} requests",
             envoy.name,
             w.non_2xx,
@@ -117,18 +117,26 @@ pub async fn measure(
         keys,
         ..Default::default()
     };
-    let snap = seeded.cp.snapshot().await?;
+    let snap = seeded
+        .cp
+        .api
+        .with_token(DATA_PLANE_TOKEN)
+        .snapshot(None, Duration::from_secs(300))
+        .await?;
     row.snapshot_bytes = snap.bytes;
     row.snapshot_ms = snap.elapsed.as_secs_f64() * 1e3;
     println!(
         "  {keys} keys: snapshot {} B in {:.0} ms (version {}, {} entries)",
-        snap.bytes, row.snapshot_ms, snap.version, snap.keys
+        snap.bytes,
+        row.snapshot_ms,
+        snap.table.version,
+        snap.table.upserts.len()
     );
 
     let filter_wasm = parts
         .filter_wasm
         .as_ref()
-        .context(|| "KEYGATE_FILTER_WASM missing".to_owned())?;
+        .with_context(|| "KEYGATE_FILTER_WASM missing".to_owned())?;
     let filter = AuthFilter::Keygate {
         wasm: filter_wasm.clone(),
         control_plane_port: seeded.cp.port,
@@ -143,13 +151,13 @@ pub async fn measure(
         client,
         seeded,
         &mut envoy,
-        snap.version,
+        snap.table.version,
         &mut row,
     )
     .await
     {
         let why = envoy.last_warning().unwrap_or_default();
-        println!("    keygate: {e}; Envoy's last warning: {why}");
+        println!("    keygate: {e:#}; Envoy's last warning: {why}");
         // What the failed attempt holds is still worth knowing.
         row.keygate_rss = procstat::rss_bytes(envoy.pid()).ok();
         let why = why.trim_start_matches("wasm log keygate: ");
@@ -185,7 +193,7 @@ pub async fn measure(
                 );
             }
             Err(e) => {
-                println!("    api_key_auth did not load {keys} keys: {e}");
+                println!("    api_key_auth did not load {keys} keys: {e:#}");
                 row.native_note = Some("did not load".to_owned());
             }
         }
@@ -251,7 +259,7 @@ async fn change_cost(
     let pid = envoy.pid();
     let mut idle = Vec::new();
     let mut busy = Vec::new();
-    for i in 0..samples {
+    for _ in 0..samples {
         let c0 = procstat::cpu_ns_precise(pid)?;
         tokio::time::sleep(window).await;
         idle.push((procstat::cpu_ns_precise(pid)? - c0) as f64);
@@ -259,19 +267,22 @@ async fn change_cost(
         let started = Instant::now();
         seeded
             .cp
-            .create_key(seeded.user_id, &format!("change-cpu-{i}"), &["alpha"])
+            .api
+            .create_key_for(seeded.user_id, &["alpha"], None)
             .await?;
         tokio::time::sleep(window.saturating_sub(started.elapsed())).await;
         busy.push((procstat::cpu_ns_precise(pid)? - c0) as f64);
     }
     let cpu_ms = (super::median(&busy) - super::median(&idle)).max(0.0) / 1e6;
     let mut lat = Vec::new();
-    for i in 0..samples {
+    for _ in 0..samples {
         super::revocation::pause(super::revocation::Spacing::Random).await;
-        let (_, key) = seeded
+        let key = seeded
             .cp
-            .create_key(seeded.user_id, &format!("change-{i}"), &["alpha"])
-            .await?;
+            .api
+            .create_key_for(seeded.user_id, &["alpha"], None)
+            .await?
+            .key;
         let since = Instant::now();
         let d = probe_until(
             client,
