@@ -1,12 +1,11 @@
-//! Small blocking HTTP helpers over loopback: the control plane's admin API
-//! (to provision the demo) and a minimal MCP Streamable HTTP exchange
-//! through Envoy (to prove a client call works with the printed key).
+//! Small blocking HTTP helpers over loopback: the control plane's API
+//! client (shared with the tests and the bench) to provision the demo, and a
+//! minimal MCP Streamable HTTP exchange through Envoy (to prove a client call
+//! works with the printed key).
 
-use std::time::Duration;
-
+use anyhow::{Context, Result, anyhow};
+use keygate_test_support::api::Api;
 use serde_json::{Value, json};
-
-use crate::failure::{Failure, Result};
 
 /// Header rmcp and the MCP spec use to carry the session.
 const SESSION_HEADER: &str = "mcp-session-id";
@@ -27,12 +26,12 @@ impl Reply {
     pub fn json(&self) -> Result<Value> {
         let text = if self.content_type.starts_with("text/event-stream") {
             sse_json_payload(&self.body)
-                .ok_or_else(|| Failure::new(format!("no JSON event in SSE body: {}", self.body)))?
+                .ok_or_else(|| anyhow!("no JSON event in SSE body: {}", self.body))?
         } else {
             self.body.as_str()
         };
         serde_json::from_str(text)
-            .map_err(|error| Failure::new(format!("response is not JSON ({error}): {text}")))
+            .map_err(|error| anyhow!("response is not JSON ({error}): {text}"))
     }
 }
 
@@ -45,31 +44,37 @@ fn sse_json_payload(body: &str) -> Option<&str> {
         .find(|data| data.starts_with('{'))
 }
 
-/// Blocking HTTP client for loopback calls.
+/// Blocking HTTP for loopback calls: the shared async client, driven by a
+/// small runtime of xtask's own (xtask is otherwise synchronous).
 pub struct Http {
-    agent: ureq::Agent,
+    runtime: tokio::runtime::Runtime,
+    client: reqwest::Client,
 }
 
 impl Http {
-    pub fn new() -> Self {
-        let config = ureq::Agent::config_builder()
-            // Loopback only: never route through a proxy from the environment.
-            .proxy(None)
-            // Callers look at 4xx/5xx themselves.
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build();
-        Self {
-            agent: ureq::Agent::new_with_config(config),
-        }
+    pub fn new() -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting xtask's HTTP runtime")?;
+        Ok(Self {
+            runtime,
+            client: keygate_test_support::http_client()?,
+        })
+    }
+
+    /// The control plane's API at `base_url` with `token`, on this client.
+    pub fn api(&self, base_url: &str, token: &str) -> Api {
+        Api::with_client(base_url, token, self.client.clone())
+    }
+
+    /// Runs one of the API's calls to completion.
+    pub fn block_on<F: Future>(&self, call: F) -> F::Output {
+        self.runtime.block_on(call)
     }
 
     pub fn get(&self, url: &str, bearer: Option<&str>) -> Result<Reply> {
-        let mut request = self.agent.get(url);
-        if let Some(token) = bearer {
-            request = request.header("authorization", format!("Bearer {token}"));
-        }
-        into_reply(url, request.call())
+        self.send(self.client.get(url), url, bearer, &[])
     }
 
     pub fn post_json(
@@ -79,71 +84,53 @@ impl Http {
         headers: &[(&str, &str)],
         body: &Value,
     ) -> Result<Reply> {
-        let mut request = self.agent.post(url);
-        if let Some(token) = bearer {
-            request = request.header("authorization", format!("Bearer {token}"));
-        }
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        into_reply(url, request.send_json(body))
+        self.send(self.client.post(url).json(body), url, bearer, headers)
     }
 
     /// True when `GET url` answers 200.
     pub fn is_ok(&self, url: &str) -> bool {
         self.get(url, None).is_ok_and(|reply| reply.status == 200)
     }
-}
 
-fn into_reply(
-    url: &str,
-    response: std::result::Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-) -> Result<Reply> {
-    let mut response =
-        response.map_err(|error| Failure::new(format!("request to {url} failed: {error}")))?;
-    let header = |name: &str| {
-        response
-            .headers()
-            .get(name)
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_owned)
-    };
-    let session_id = header(SESSION_HEADER);
-    let content_type = header("content-type").unwrap_or_default();
-    let status = response.status().as_u16();
-    let body = response
-        .body_mut()
-        .read_to_string()
-        .map_err(|error| Failure::new(format!("reading the response of {url} failed: {error}")))?;
-    Ok(Reply {
-        status,
-        session_id,
-        content_type,
-        body,
-    })
-}
-
-/// The control plane's admin API, authenticated with the admin token.
-pub struct AdminApi<'a> {
-    pub http: &'a Http,
-    pub base_url: String,
-    pub admin_token: String,
-}
-
-impl AdminApi<'_> {
-    /// POSTs `body` to `path` and returns the created record (expects 201/200).
-    pub fn create(&self, path: &str, body: &Value) -> Result<Value> {
-        let url = format!("{}{path}", self.base_url);
-        let reply = self
-            .http
-            .post_json(&url, Some(&self.admin_token), &[], body)?;
-        if !(200..300).contains(&reply.status) {
-            return Err(Failure::new(format!(
-                "POST {path} answered {}: {}",
-                reply.status, reply.body
-            )));
+    fn send(
+        &self,
+        mut request: reqwest::RequestBuilder,
+        url: &str,
+        bearer: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Result<Reply> {
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
         }
-        reply.json()
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        self.block_on(async {
+            let response = request
+                .send()
+                .await
+                .with_context(|| format!("request to {url} failed"))?;
+            let header = |name: &str| {
+                response
+                    .headers()
+                    .get(name)
+                    .and_then(|value| value.to_str().ok())
+                    .map(str::to_owned)
+            };
+            let session_id = header(SESSION_HEADER);
+            let content_type = header("content-type").unwrap_or_default();
+            let status = response.status().as_u16();
+            let body = response
+                .text()
+                .await
+                .with_context(|| format!("reading the response of {url} failed"))?;
+            Ok(Reply {
+                status,
+                session_id,
+                content_type,
+                body,
+            })
+        })
     }
 }
 
@@ -172,10 +159,11 @@ pub fn mcp_echo_call(http: &Http, url: &str, key: &str, text: &str) -> Result<Mc
     let initialize = initialize_request();
     let reply = http.post_json(url, Some(key), &[accept], &initialize)?;
     if reply.status != 200 {
-        return Err(Failure::new(format!(
+        return Err(anyhow!(
             "initialize answered {}: {}",
-            reply.status, reply.body
-        )));
+            reply.status,
+            reply.body
+        ));
     }
     let server_name = reply.json()?["result"]["serverInfo"]["name"]
         .as_str()
@@ -190,10 +178,11 @@ pub fn mcp_echo_call(http: &Http, url: &str, key: &str, text: &str) -> Result<Mc
     let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
     let reply = http.post_json(url, Some(key), &session_headers, &initialized)?;
     if !(200..300).contains(&reply.status) {
-        return Err(Failure::new(format!(
+        return Err(anyhow!(
             "notifications/initialized answered {}: {}",
-            reply.status, reply.body
-        )));
+            reply.status,
+            reply.body
+        ));
     }
     let call = json!({
         "jsonrpc": "2.0", "id": 2, "method": "tools/call",
@@ -201,10 +190,11 @@ pub fn mcp_echo_call(http: &Http, url: &str, key: &str, text: &str) -> Result<Mc
     });
     let reply = http.post_json(url, Some(key), &session_headers, &call)?;
     if reply.status != 200 {
-        return Err(Failure::new(format!(
+        return Err(anyhow!(
             "tools/call answered {}: {}",
-            reply.status, reply.body
-        )));
+            reply.status,
+            reply.body
+        ));
     }
     let echoed = reply.json()?["result"]["content"][0]["text"]
         .as_str()

@@ -2,11 +2,11 @@
 //! debug binaries of the control plane and the MCP servers.
 
 use crate::{
-    failure::{Failure, Result},
     step::step,
     toolchain::WASM_TARGET,
     workspace::{Workspace, run_checked},
 };
+use anyhow::{Result, anyhow};
 use std::path::PathBuf;
 
 /// Absolute paths of the built artifacts.
@@ -57,10 +57,10 @@ pub fn build(workspace: &Workspace) -> Result<Artifacts> {
         &artifacts.mcp_server_bin,
     ] {
         if !path.is_file() {
-            return Err(Failure::new(format!(
+            return Err(anyhow!(
                 "the build finished but {} is missing",
                 path.display()
-            )));
+            ));
         }
     }
     Ok(artifacts)

@@ -10,12 +10,12 @@ use std::process::Command;
 use clap::Args;
 
 use crate::{
-    failure::{Failure, Result},
     step::step,
     toolchain::WASM_TARGET,
     venv,
     workspace::{Workspace, run_checked},
 };
+use anyhow::{Result, anyhow};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -120,7 +120,7 @@ fn ensure_wrk() -> Result<()> {
     if which("wrk") {
         Ok(())
     } else {
-        Err(Failure::new(
+        Err(anyhow!(
             "the benchmarks need the load generator `wrk`: install it (Debian/Ubuntu: `sudo apt-get install wrk`) and run again",
         ))
     }

@@ -16,17 +16,18 @@ use std::{
 };
 
 use clap::Args;
+use keygate_test_support::api::Api;
 use serde_json::{Value, json};
 
 use crate::{
-    api::{AdminApi, Http, initialize_request, mcp_echo_call},
+    api::{Http, initialize_request, mcp_echo_call},
     artifacts::{self, Artifacts},
-    failure::{Context, Failure, Result},
-    procs::{Services, log_contains, port_open},
+    procs::{Services, port_open},
     step::step,
     venv::{self, Venv},
     workspace::Workspace,
 };
+use anyhow::{Context, Result, anyhow};
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -68,7 +69,7 @@ pub fn run_prepared(
     no_wait: bool,
 ) -> Result<()> {
     install_ctrlc_handler()?;
-    let http = Http::new();
+    let http = Http::new()?;
     let admin_token = match std::env::var("KEYGATE_ADMIN_TOKEN") {
         Ok(token) if !token.is_empty() => token,
         _ => random_token()?,
@@ -100,14 +101,13 @@ pub fn run_prepared(
         &data_plane_token,
     )?;
 
-    let api = AdminApi {
-        http: &http,
-        base_url: format!("http://127.0.0.1:{CONTROL_PLANE_PORT}"),
-        admin_token: admin_token.clone(),
-    };
+    let api = http.api(
+        &format!("http://127.0.0.1:{CONTROL_PLANE_PORT}"),
+        &admin_token,
+    );
     let key = step(
         "create servers echo and time, user demo, an access rule, and a key for echo",
-        || provision(&api),
+        || http.block_on(provision(&api)),
     )?;
     let echo_url = format!("http://127.0.0.1:{EDGE_PORT}/mcp-connect/echo/mcp");
     let time_url = format!("http://127.0.0.1:{EDGE_PORT}/mcp-connect/time/mcp");
@@ -156,8 +156,8 @@ fn start_services(
         let log = demo_dir.join("logs/control-plane.log");
         services.spawn("control plane", command, &log)?;
         let readyz = format!("http://127.0.0.1:{CONTROL_PLANE_PORT}/readyz");
-        services.wait_ready("control plane", STARTUP_TIMEOUT, &interrupted, || {
-            log_contains(&log, "listening on") && http.is_ok(&readyz)
+        services.wait_ready("control plane", STARTUP_TIMEOUT, &interrupted, |service| {
+            service.log_contains("listening on") && http.is_ok(&readyz)
         })
     })?;
 
@@ -172,8 +172,8 @@ fn start_services(
                 let log = demo_dir.join(format!("logs/mcp-{name}.log"));
                 let service = format!("MCP server {name}");
                 services.spawn(&service, command, &log)?;
-                services.wait_ready(&service, STARTUP_TIMEOUT, &interrupted, || {
-                    log_contains(&log, "listening on")
+                services.wait_ready(&service, STARTUP_TIMEOUT, &interrupted, |service| {
+                    service.log_contains("listening on")
                 })?;
             }
             Ok(())
@@ -192,7 +192,7 @@ fn start_services(
         let log = demo_dir.join("logs/envoy.log");
         services.spawn("Envoy", command, &log)?;
         let ready = format!("http://127.0.0.1:{ENVOY_ADMIN_PORT}/ready");
-        services.wait_ready("Envoy", STARTUP_TIMEOUT, &interrupted, || {
+        services.wait_ready("Envoy", STARTUP_TIMEOUT, &interrupted, |_| {
             http.is_ok(&ready)
         })
     })
@@ -211,9 +211,7 @@ fn supervise(services: &mut Services) -> Result<()> {
         }
         if let Some(report) = services.exited() {
             services.stop_all();
-            return Err(Failure::new(format!(
-                "{report}\nstopped the other services"
-            )));
+            return Err(anyhow!("{report}\nstopped the other services"));
         }
         sleep(Duration::from_millis(200));
     }
@@ -226,7 +224,7 @@ fn install_ctrlc_handler() -> Result<()> {
         return Ok(());
     }
     ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst))
-        .context(|| "installing the Ctrl-C handler".into())?;
+        .context("installing the Ctrl-C handler")?;
     let _ = INSTALLED.set(());
     Ok(())
 }
@@ -240,9 +238,9 @@ fn check_ports_free() -> Result<()> {
         ENVOY_ADMIN_PORT,
     ] {
         if port_open(([127, 0, 0, 1], port).into()) {
-            return Err(Failure::new(format!(
+            return Err(anyhow!(
                 "port {port} on 127.0.0.1 is already in use (another demo or Envoy running?); stop it and retry"
-            )));
+            ));
         }
     }
     Ok(())
@@ -257,29 +255,29 @@ fn prepare_demo_dir(
     data_plane_token: &str,
 ) -> Result<()> {
     std::fs::create_dir_all(demo_dir.join("logs"))
-        .context(|| format!("creating {}", demo_dir.display()))?;
+        .with_context(|| format!("creating {}", demo_dir.display()))?;
     for file in ["keygate.db", "keygate.db-wal", "keygate.db-shm"] {
         let path = demo_dir.join(file);
         if path.exists() {
-            std::fs::remove_file(&path).context(|| format!("removing {}", path.display()))?;
+            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
         }
     }
     let template_path = workspace.root.join("envoy/envoy.yaml");
     let template = std::fs::read_to_string(&template_path)
-        .context(|| format!("reading {}", template_path.display()))?;
+        .with_context(|| format!("reading {}", template_path.display()))?;
     let rendered = render_envoy_config(&template, data_plane_token, filter_wasm)?;
     let rendered_path = demo_dir.join("envoy.yaml");
     std::fs::write(&rendered_path, rendered)
-        .context(|| format!("writing {}", rendered_path.display()))
+        .with_context(|| format!("writing {}", rendered_path.display()))
 }
 
 /// Replaces the template token and Wasm path of envoy/envoy.yaml.
 pub fn render_envoy_config(template: &str, data_plane_token: &str, wasm: &Path) -> Result<String> {
     for needle in [TEMPLATE_TOKEN, TEMPLATE_WASM] {
         if !template.contains(needle) {
-            return Err(Failure::new(format!(
+            return Err(anyhow!(
                 "envoy/envoy.yaml no longer contains `{needle}`, which the demo replaces; update xtask/src/demo.rs"
-            )));
+            ));
         }
     }
     Ok(template
@@ -288,7 +286,7 @@ pub fn render_envoy_config(template: &str, data_plane_token: &str, wasm: &Path) 
 }
 
 /// Creates the demo's servers, user, access rule and key; returns the key.
-fn provision(api: &AdminApi<'_>) -> Result<String> {
+async fn provision(api: &Api) -> Result<String> {
     for (name, display_name, description) in [
         ("echo", "Echo", "Echoes the given text back"),
         ("time", "Time", "Tells the current UTC time"),
@@ -296,20 +294,21 @@ fn provision(api: &AdminApi<'_>) -> Result<String> {
         api.create(
             "/api/mcp-servers",
             &json!({"name": name, "displayName": display_name, "description": description}),
-        )?;
+        )
+        .await?;
     }
-    let user = api.create(
-        "/api/users",
-        &json!({"username": "demo", "email": "demo@example.com", "role": "user"}),
-    )?;
+    let user = api
+        .create(
+            "/api/users",
+            &json!({"username": "demo", "email": "demo@example.com", "role": "user"}),
+        )
+        .await?;
     let user_id = user["id"].clone();
     let user_id_text = match &user_id {
         Value::Number(number) => number.to_string(),
         Value::String(text) => text.clone(),
         other => {
-            return Err(Failure::new(format!(
-                "POST /api/users returned no usable id: {other}"
-            )));
+            return Err(anyhow!("POST /api/users returned no usable id: {other}"));
         }
     };
     api.create(
@@ -319,20 +318,23 @@ fn provision(api: &AdminApi<'_>) -> Result<String> {
             "mcpServerIds": ["echo", "time"],
             "subjects": [format!("user:{user_id_text}")]
         }),
-    )?;
-    let created = api.create(
-        "/api/admin-api-keys",
-        &json!({
-            "userId": user_id,
-            "name": "demo key",
-            "description": "created by cargo xtask demo",
-            "mcpServerIds": ["echo"]
-        }),
-    )?;
+    )
+    .await?;
+    let created = api
+        .create(
+            "/api/admin-api-keys",
+            &json!({
+                "userId": user_id,
+                "name": "demo key",
+                "description": "created by cargo xtask demo",
+                "mcpServerIds": ["echo"]
+            }),
+        )
+        .await?;
     created["key"]
         .as_str()
         .map(str::to_owned)
-        .ok_or_else(|| Failure::new("POST /api/admin-api-keys returned no `key`"))
+        .ok_or_else(|| anyhow!("POST /api/admin-api-keys returned no `key`"))
 }
 
 /// A real MCP exchange through Envoy with the key (retrying while the filter
@@ -344,20 +346,20 @@ fn prove(http: &Http, echo_url: &str, time_url: &str, me_url: &str, key: &str) -
         match mcp_echo_call(http, echo_url, key, "hello through keygate") {
             Ok(proof) => break proof,
             Err(error) if started.elapsed() > KEY_SYNC_TIMEOUT => {
-                return Err(Failure::new(format!(
-                    "no successful MCP call through Envoy after {}s; last error: {error} (see target/demo/logs/)",
+                return Err(anyhow!(
+                    "no successful MCP call through Envoy after {}s; last error: {error:#} (see target/demo/logs/)",
                     KEY_SYNC_TIMEOUT.as_secs()
-                )));
+                ));
             }
-            Err(_) if interrupted() => return Err(Failure::new("interrupted (Ctrl-C)")),
+            Err(_) if interrupted() => return Err(anyhow!("interrupted (Ctrl-C)")),
             Err(_) => sleep(Duration::from_millis(250)),
         }
     };
     if proof.echoed != "hello through keygate" {
-        return Err(Failure::new(format!(
+        return Err(anyhow!(
             "the echo tool answered {:?} instead of the text sent",
             proof.echoed
-        )));
+        ));
     }
     println!(
         "    initialize + tools/call echo via {echo_url}: OK (server {:?}, key accepted after {:.1}s)",
@@ -371,10 +373,11 @@ fn prove(http: &Http, echo_url: &str, time_url: &str, me_url: &str, key: &str) -
         .ok()
         .and_then(|body| body["username"].as_str().map(str::to_owned));
     if me.status != 200 || username.as_deref() != Some("demo") {
-        return Err(Failure::new(format!(
+        return Err(anyhow!(
             "GET /api/me through Envoy with the key answered {}: {}",
-            me.status, me.body
-        )));
+            me.status,
+            me.body
+        ));
     }
     println!("    GET /api/me via Envoy with the key: 200, username \"demo\"");
 
@@ -386,10 +389,10 @@ fn prove(http: &Http, echo_url: &str, time_url: &str, me_url: &str, key: &str) -
         &initialize,
     )?;
     if outside.status != 403 {
-        return Err(Failure::new(format!(
+        return Err(anyhow!(
             "the echo-only key reached the time server with status {} (expected 403)",
             outside.status
-        )));
+        ));
     }
     println!("    the same key on /mcp-connect/time/mcp: 403 (outside its scope), as expected");
     Ok(())
@@ -436,7 +439,7 @@ fn random_token() -> Result<String> {
     let mut bytes = [0u8; 32];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut urandom| urandom.read_exact(&mut bytes))
-        .context(|| "reading random bytes from /dev/urandom".into())?;
+        .context("reading random bytes from /dev/urandom")?;
     Ok(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
 }
 

@@ -9,7 +9,6 @@ mod api;
 mod artifacts;
 mod bench;
 mod demo;
-mod failure;
 mod postgres;
 mod procs;
 mod step;
@@ -56,7 +55,8 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             eprintln!();
-            eprintln!("xtask failed: {failure}");
+            // `{:#}` prints the whole chain: what was being done, then why it failed.
+            eprintln!("xtask failed: {failure:#}");
             ExitCode::FAILURE
         }
     }

@@ -4,14 +4,12 @@
 //! the test run. The PostgreSQL tests never skip, so one of the three is
 //! always there.
 
-use std::{
-    net::{SocketAddr, TcpListener},
-    path::PathBuf,
-    process::Command,
-};
+use std::{net::SocketAddr, path::PathBuf, process::Command};
+
+use anyhow::{Context, Result};
+use keygate_test_support::ports::try_free_port;
 
 use crate::{
-    failure::{Context, Result},
     procs::port_open,
     venv::{self, Venv},
     workspace::{Workspace, output_checked, run_checked},
@@ -90,9 +88,9 @@ impl Throwaway {
                 .output();
         }
         if dir.exists() {
-            std::fs::remove_dir_all(&dir).context(|| format!("removing {}", dir.display()))?;
+            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
         }
-        let port = free_port()?;
+        let port = try_free_port().context("finding a free port")?;
         let printed = output_checked(
             Command::new(&venv.python)
                 .arg(&script)
@@ -129,16 +127,7 @@ impl Drop for Throwaway {
             Ok(()) => {
                 let _ = std::fs::remove_dir_all(&self.dir);
             }
-            Err(e) => eprintln!("    {e}; its data stays in {}", self.dir.display()),
+            Err(e) => eprintln!("    {e:#}; its data stays in {}", self.dir.display()),
         }
     }
-}
-
-/// A port nothing listens on right now.
-fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context(|| "finding a free port".into())?;
-    Ok(listener
-        .local_addr()
-        .context(|| "finding a free port".into())?
-        .port())
 }

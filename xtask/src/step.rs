@@ -4,7 +4,7 @@
 
 use std::{cell::RefCell, time::Instant};
 
-use crate::failure::Result;
+use anyhow::Result;
 
 thread_local! {
     /// (title, seconds, succeeded) of every finished step, in order.

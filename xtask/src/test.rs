@@ -4,20 +4,20 @@
 //! the end-to-end tests need, and a `demo --no-wait` smoke run. PostgreSQL
 //! is found or started by [`crate::postgres`].
 
-use std::{net::SocketAddr, path::PathBuf, process::Command, time::Instant};
+use std::{path::PathBuf, process::Command, time::Instant};
 
 use clap::Args;
 
 use crate::{
     artifacts::{self, Artifacts},
     demo,
-    failure::{Context, Result},
     postgres::{self, TestPostgres},
     step::{print_timeline, step},
     toolchain::WASM_TARGET,
     venv::{self, Venv},
     workspace::{Workspace, run_checked},
 };
+use anyhow::{Context, Result};
 
 #[derive(Debug, Args)]
 pub struct TestArgs {
@@ -140,14 +140,14 @@ fn validate_envoy_config(workspace: &Workspace, venv: &Venv, artifacts: &Artifac
         shipped
     } else {
         let template = std::fs::read_to_string(&shipped)
-            .context(|| format!("reading {}", shipped.display()))?;
+            .with_context(|| format!("reading {}", shipped.display()))?;
         let rendered = demo::render_envoy_config(
             &template,
             "change-me-data-plane-token",
             &artifacts.filter_wasm,
         )?;
         let path = workspace.target_dir.join("envoy-validate.yaml");
-        std::fs::write(&path, rendered).context(|| format!("writing {}", path.display()))?;
+        std::fs::write(&path, rendered).with_context(|| format!("writing {}", path.display()))?;
         println!(
             "    (CARGO_TARGET_DIR is set: validating a copy that points at {})",
             artifacts.filter_wasm.display()

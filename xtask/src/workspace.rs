@@ -6,7 +6,7 @@ use std::{
     process::Command,
 };
 
-use crate::failure::{Context, Failure, Result};
+use anyhow::{Context, Result, anyhow};
 
 /// Paths of the checkout xtask runs in.
 #[derive(Debug, Clone)]
@@ -22,7 +22,7 @@ impl Workspace {
     pub fn locate() -> Result<Self> {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"))
             .parent()
-            .ok_or_else(|| Failure::new("xtask crate has no parent directory"))?
+            .ok_or_else(|| anyhow!("xtask crate has no parent directory"))?
             .to_path_buf();
         let target_dir = match std::env::var_os("CARGO_TARGET_DIR") {
             Some(dir) if !dir.is_empty() => {
@@ -31,7 +31,7 @@ impl Workspace {
                     dir
                 } else {
                     std::env::current_dir()
-                        .context(|| "reading the current directory".into())?
+                        .context("reading the current directory")?
                         .join(dir)
                 }
             }
@@ -71,11 +71,11 @@ impl Workspace {
 pub fn run_checked(command: &mut Command, what: &str) -> Result<()> {
     let status = command
         .status()
-        .context(|| format!("could not start `{}` ({what})", program_name(command)))?;
+        .with_context(|| format!("could not start `{}` ({what})", program_name(command)))?;
     if status.success() {
         Ok(())
     } else {
-        Err(Failure::new(format!("{what} failed ({status})")))
+        Err(anyhow!("{what} failed ({status})"))
     }
 }
 
@@ -83,15 +83,15 @@ pub fn run_checked(command: &mut Command, what: &str) -> Result<()> {
 pub fn output_checked(command: &mut Command, what: &str) -> Result<String> {
     let output = command
         .output()
-        .context(|| format!("could not start `{}` ({what})", program_name(command)))?;
+        .with_context(|| format!("could not start `{}` ({what})", program_name(command)))?;
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {
-        Err(Failure::new(format!(
+        Err(anyhow!(
             "{what} failed ({}):\n{}",
             output.status,
             String::from_utf8_lossy(&output.stderr).trim_end()
-        )))
+        ))
     }
 }
 
