@@ -171,3 +171,42 @@ impl FromRequestParts<AppState> for DataPlane {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use axum::http::Request;
+
+    fn parts(authorization: &str) -> Parts {
+        let req = Request::builder()
+            .header(AUTHORIZATION, authorization)
+            .body(())
+            .unwrap();
+        req.into_parts().0
+    }
+
+    /// The HTTP server trims a header's edges before we see it, so spellings
+    /// with outer whitespace are pinned here rather than over the wire.
+    #[test]
+    fn bearer_is_the_edge_rule() {
+        assert_eq!(bearer(&parts("Bearer abc")).ok(), Some("abc"));
+        assert_eq!(bearer(&parts("bEARER abc")).ok(), Some("abc"));
+        for v in [
+            "Bearer  abc",
+            "Bearer abc ",
+            "Bearer\tabc",
+            "Bearer abc def",
+            "Bearer ",
+            "Bearer",
+            " Bearer abc",
+            "Basic abc",
+            "abc",
+        ] {
+            assert!(
+                matches!(bearer(&parts(v)), Err(ApiError::AuthRequired)),
+                "{v:?}"
+            );
+        }
+    }
+}
