@@ -206,7 +206,7 @@ impl ControlPlane {
         let r = http::send(
             &self.client,
             Method::GET,
-            &self.url("/internal/v1/key-table"),
+            &self.url(keygate_protocol::feed::KEY_TABLE_PATH),
             &[http::bearer(DATA_PLANE_TOKEN)],
             None,
             Duration::from_secs(300),
