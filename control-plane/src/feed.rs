@@ -48,7 +48,9 @@ impl FeedNotifier {
         self.closing.load(Ordering::SeqCst)
     }
 
-    /// Call after committing anything that may have changed the key table.
+    /// Wakes every waiting long poll. [`crate::db::FeedTx::commit`] calls it
+    /// after each committed change; PostgreSQL notifications from other
+    /// replicas call it too.
     pub fn changed(&self) {
         self.tx.send_modify(|n| *n = n.wrapping_add(1));
     }
