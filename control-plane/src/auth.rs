@@ -1,6 +1,7 @@
 //! Who is calling: the bearer credential of a request resolved to a user.
 //!
-//! Accepted bearers, tried in this order:
+//! The `Authorization` header is read with the same strict rule as at the
+//! edge (`Bearer`, one space, the token). Accepted bearers, tried in this order:
 //! - an ok1 API key (only for `GET /api/me`; everything else answers 403),
 //! - the static admin token (the built-in admin user, found by its
 //!   `builtin` mark and never by name; always role admin),
@@ -16,7 +17,7 @@ use crate::error::{ApiError, MSG_ADMIN_REQUIRED, MSG_KEY_NOT_ALLOWED};
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use keygate_protocol::{ApiKeyToken, SecretHash, secret};
+use keygate_protocol::{ApiKeyToken, SecretHash, bearer, secret};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -49,23 +50,15 @@ pub struct Caller {
     pub credential: Credential,
 }
 
-/// The bearer token of a request, if it has one.
+/// The bearer token of a request, read with the edge's one rule
+/// ([`bearer::credential`]). A header in any other spelling is no credential.
 fn bearer(parts: &Parts) -> Result<&str, ApiError> {
     let value = parts
         .headers
         .get(AUTHORIZATION)
-        .ok_or(ApiError::AuthRequired)?
-        .to_str()
-        .map_err(|_| ApiError::InvalidToken)?;
-    let (scheme, token) = value.split_once(' ').ok_or(ApiError::AuthRequired)?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(ApiError::AuthRequired);
-    }
-    let token = token.trim();
-    if token.is_empty() {
-        return Err(ApiError::AuthRequired);
-    }
-    Ok(token)
+        .ok_or(ApiError::AuthRequired)?;
+    let token = bearer::credential(value.as_bytes()).ok_or(ApiError::AuthRequired)?;
+    std::str::from_utf8(token).map_err(|_| ApiError::InvalidToken)
 }
 
 async fn authenticate_key(state: &AppState, token: &str) -> Result<Caller, ApiError> {
@@ -168,6 +161,45 @@ impl FromRequestParts<AppState> for DataPlane {
         match &state.data_plane_token {
             Some(t) if t.matches(token) => Ok(DataPlane),
             _ => Err(ApiError::InvalidToken),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use axum::http::Request;
+
+    fn parts(authorization: &str) -> Parts {
+        let req = Request::builder()
+            .header(AUTHORIZATION, authorization)
+            .body(())
+            .unwrap();
+        req.into_parts().0
+    }
+
+    /// The HTTP server trims a header's edges before we see it, so spellings
+    /// with outer whitespace are pinned here rather than over the wire.
+    #[test]
+    fn bearer_is_the_edge_rule() {
+        assert_eq!(bearer(&parts("Bearer abc")).ok(), Some("abc"));
+        assert_eq!(bearer(&parts("bEARER abc")).ok(), Some("abc"));
+        for v in [
+            "Bearer  abc",
+            "Bearer abc ",
+            "Bearer\tabc",
+            "Bearer abc def",
+            "Bearer ",
+            "Bearer",
+            " Bearer abc",
+            "Basic abc",
+            "abc",
+        ] {
+            assert!(
+                matches!(bearer(&parts(v)), Err(ApiError::AuthRequired)),
+                "{v:?}"
+            );
         }
     }
 }

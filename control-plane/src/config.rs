@@ -1,17 +1,20 @@
 //! Runtime configuration of the control plane, independent of how it was
 //! supplied (CLI flags, environment, or a test building it directly).
 
+use secrecy::SecretString;
 use std::net::SocketAddr;
 
-/// Everything the service needs to start.
-#[derive(Clone)]
+/// Everything the service needs to start. `Debug` shows no secret: tokens
+/// are [`SecretString`]s and the database URL hides its password, so the
+/// whole value can be logged at start.
+#[derive(Clone, Debug)]
 pub struct Config {
     pub listen: SocketAddr,
-    pub database_url: String,
+    pub database_url: DatabaseUrl,
     /// Static bearer acting as the built-in `admin` user; `None` disables it.
-    pub admin_token: Option<String>,
+    pub admin_token: Option<SecretString>,
     /// Bearer the edge uses for `/internal/v1/*`; `None` disables the feed.
-    pub data_plane_token: Option<String>,
+    pub data_plane_token: Option<SecretString>,
     pub oidc: Option<OidcConfig>,
     /// How many feed versions the change log keeps; an edge further behind
     /// gets a full snapshot.
@@ -56,7 +59,7 @@ impl Config {
     pub fn new(database_url: impl Into<String>) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
-            database_url: database_url.into(),
+            database_url: DatabaseUrl(database_url.into()),
             admin_token: None,
             data_plane_token: None,
             oidc: None,
@@ -69,24 +72,26 @@ impl Config {
     }
 }
 
-// Tokens must never reach logs, even through a stray `{:?}`.
-impl std::fmt::Debug for Config {
+/// A database URL, which may carry a password: shown (`Debug`, `Display`)
+/// without it; [`DatabaseUrl::expose`] is for connecting only.
+#[derive(Clone)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config")
-            .field("listen", &self.listen)
-            .field("database_url", &redact_url(&self.database_url))
-            .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
-            .field(
-                "data_plane_token",
-                &self.data_plane_token.as_ref().map(|_| "<set>"),
-            )
-            .field("oidc", &self.oidc)
-            .field("feed_log_retention", &self.feed_log_retention)
-            .field("feed_recheck", &self.feed_recheck)
-            .field("max_keys_per_user", &self.max_keys_per_user)
-            .field("header_read_timeout", &self.header_read_timeout)
-            .field("max_connections", &self.max_connections)
-            .finish()
+        f.write_str(&redact_url(&self.0))
+    }
+}
+
+impl std::fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&redact_url(&self.0))
     }
 }
 
@@ -106,6 +111,21 @@ pub fn redact_url(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let mut c = Config::new("postgres://u:db-password@h/db");
+        c.admin_token = Some("admin-token-value".into());
+        c.data_plane_token = Some("data-plane-token-value".into());
+        let shown = format!("{c:?}");
+        for secret in ["db-password", "admin-token-value", "data-plane-token-value"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("postgres://u:***@h/db"), "{shown}");
+        assert_eq!(c.database_url.expose(), "postgres://u:db-password@h/db");
+    }
+
     #[test]
     fn redacts_passwords() {
         assert_eq!(

@@ -4,6 +4,7 @@
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use keygate_protocol::{FeedQueryError, bearer};
 
 /// Messages are stable: clients and tests may match on them.
 pub const MSG_AUTH_REQUIRED: &str = "authentication required";
@@ -81,8 +82,8 @@ impl IntoResponse for ApiError {
         }
         let mut resp = json_error(self.status(), self.message());
         let challenge = match self {
-            ApiError::AuthRequired => Some("Bearer"),
-            ApiError::InvalidToken => Some("Bearer error=\"invalid_token\""),
+            ApiError::AuthRequired => Some(bearer::CHALLENGE),
+            ApiError::InvalidToken => Some(bearer::CHALLENGE_INVALID_TOKEN),
             _ => None,
         };
         if let Some(c) = challenge {
@@ -102,6 +103,12 @@ impl From<sqlx::Error> for ApiError {
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         ApiError::BadRequest(format!("invalid JSON body: {}", r.body_text()))
+    }
+}
+
+impl From<FeedQueryError> for ApiError {
+    fn from(e: FeedQueryError) -> Self {
+        ApiError::BadRequest(e.to_string())
     }
 }
 

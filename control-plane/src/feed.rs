@@ -11,6 +11,7 @@
 //! through other replicas. A periodic re-check bounds the damage of a lost
 //! notification.
 
+use crate::db::feed::PG_CHANNEL;
 use crate::db::{self, Db};
 use keygate_protocol::KeyTable;
 use std::collections::HashMap;
@@ -19,11 +20,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
-
-pub const PG_CHANNEL: &str = "keygate_feed";
-pub const MAX_WAIT_SECONDS: u64 = 60;
-/// Largest snapshot page (`limit=`) the feed serves.
-pub const MAX_PAGE_KEYS: u32 = 50_000;
 
 /// Wakes long polls. Cheap to clone.
 #[derive(Clone)]
@@ -52,7 +48,9 @@ impl FeedNotifier {
         self.closing.load(Ordering::SeqCst)
     }
 
-    /// Call after committing anything that may have changed the key table.
+    /// Wakes every waiting long poll. [`crate::db::FeedTx::commit`] calls it
+    /// after each committed change; PostgreSQL notifications from other
+    /// replicas call it too.
     pub fn changed(&self) {
         self.tx.send_modify(|n| *n = n.wrapping_add(1));
     }

@@ -76,8 +76,11 @@ impl ServeArgs {
     fn into_config(self) -> Config {
         let mut c = Config::new(self.database_url);
         c.listen = self.listen;
-        c.admin_token = self.admin_token.filter(|t| !t.is_empty());
-        c.data_plane_token = self.data_plane_token.filter(|t| !t.is_empty());
+        c.admin_token = self.admin_token.filter(|t| !t.is_empty()).map(Into::into);
+        c.data_plane_token = self
+            .data_plane_token
+            .filter(|t| !t.is_empty())
+            .map(Into::into);
         c.feed_log_retention = self.feed_log_retention;
         c.max_keys_per_user = self.max_keys_per_user;
         c.header_read_timeout = std::time::Duration::from_secs(self.header_read_timeout_seconds);
@@ -130,7 +133,7 @@ async fn main() -> ExitCode {
     let Command::Serve(args) = Cli::parse().command;
     let config = args.into_config();
     tracing::info!(?config, "starting");
-    keygate_control_plane::raise_fd_limit(config.max_connections);
+    keygate_control_plane::serve::raise_fd_limit(config.max_connections);
     let server = match keygate_control_plane::start(config).await {
         Ok(s) => s,
         Err(e) => {

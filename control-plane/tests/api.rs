@@ -10,6 +10,7 @@ use serde_json::json;
 both_backends!(
     health_metrics_openapi,
     credentials_and_auth_errors,
+    bearer_spelling_is_strict,
     own_keys_crud,
     key_validation_errors,
     admin_keys,
@@ -176,6 +177,61 @@ async fn credentials_and_auth_errors(b: Backend) {
         StatusCode::UNAUTHORIZED,
         "invalid or expired credentials",
     );
+}
+
+/// `GET path` with this exact `Authorization` value.
+async fn with_authorization(app: &TestApp, path: &str, value: &str) -> Resp {
+    let r = app
+        .http
+        .get(format!("{}{path}", app.base))
+        .header("authorization", value)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let headers = r.headers().clone();
+    let text = r.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+    Resp {
+        status,
+        headers,
+        body,
+        text,
+    }
+}
+
+/// Every bearer the control plane takes (API key, admin token, data-plane
+/// token; OIDC JWTs go through the same reader) is read with the edge's
+/// strict rule: `Bearer` in any case, one space, a credential without
+/// whitespace. Any other spelling is no credential, as at the edge.
+async fn bearer_spelling_is_strict(b: Backend) {
+    let app = TestApp::start(b).await;
+    app.server("alpha").await;
+    app.rule(&["alpha"], &["*"]).await;
+    let (_, key) = app.admin_key(&["alpha"]).await;
+    for (path, token) in [
+        ("/api/me", ADMIN),
+        ("/api/me", key.as_str()),
+        ("/internal/v1/key-table", DATA_PLANE),
+    ] {
+        for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+            let r = with_authorization(&app, path, &format!("{scheme} {token}")).await;
+            assert_eq!(r.status, StatusCode::OK, "{scheme} on {path}: {}", r.text);
+        }
+        for value in [
+            format!("Bearer  {token}"),
+            format!("Bearer\t{token}"),
+            format!("Bearer {token} extra"),
+            format!("Bearer {token}\tx"),
+            format!("Basic {token}"),
+            format!("Bearer:{token}"),
+            token.to_owned(),
+        ] {
+            let r = with_authorization(&app, path, &value).await;
+            assert_error(&r, StatusCode::UNAUTHORIZED, "authentication required");
+            assert_eq!(r.headers["www-authenticate"], "Bearer", "{value:?}");
+        }
+    }
 }
 
 async fn own_keys_crud(b: Backend) {

@@ -643,6 +643,7 @@ async fn paging_params_are_validated(b: Backend) {
         ("limit=0", "limit must be 1 to 50000"),
         ("limit=50001", "limit must be 1 to 50000"),
         ("since=0&limit=0", "limit must be 1 to 50000"),
+        ("limit=99999999999", "limit must be 1 to 50000"),
         ("after=3", "after needs limit"),
         (
             "after=3&limit=2&since=1",
@@ -655,12 +656,7 @@ async fn paging_params_are_validated(b: Backend) {
             .await;
         assert_error(&r, StatusCode::BAD_REQUEST, msg);
     }
-    for q in [
-        "limit=x",
-        "limit=-1",
-        "after=x&limit=2",
-        "limit=99999999999",
-    ] {
+    for q in ["limit=x", "limit=-1", "after=x&limit=2", "limit=2&limit=3"] {
         let r = app
             .get(&format!("/internal/v1/key-table?{q}"), DATA_PLANE)
             .await;

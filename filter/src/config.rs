@@ -4,16 +4,13 @@
 //! A setting is one field of [`Config`]: its name, type, default and doc
 //! comment in one place, plus a rule in `Config::validate` if it needs one.
 
+use keygate_protocol::feed::{MAX_PAGE_SIZE, MAX_WAIT_SECONDS, PageSize, WaitSeconds};
 use keygate_protocol::{HEADER_KEY_ID, HEADER_SERVER, HEADER_USER_ID, MCP_CONNECT_PREFIX};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_inline_default::serde_inline_default;
 use std::fmt;
 
-/// Longest long-poll wait the control plane accepts (`wait=0..=60`).
-pub const MAX_FEED_WAIT_SECONDS: u64 = 60;
-/// Largest snapshot page the control plane serves (`limit=1..=50000`).
-pub const MAX_SNAPSHOT_PAGE_SIZE: u32 = 50_000;
 /// Longest a VM may keep its decoded view of the key table.
 pub const MAX_TABLE_CACHE_MILLIS: u64 = 1_000;
 
@@ -31,7 +28,8 @@ pub struct Config {
     control_plane_authority: Option<String>,
     /// Bearer token of the control plane's data-plane endpoints (required).
     pub data_plane_token: SecretString,
-    /// How long a key-table long poll waits for a change.
+    /// How long a key-table long poll waits for a change (at most the
+    /// control plane's [`MAX_WAIT_SECONDS`]).
     #[serde_inline_default(20)]
     pub feed_wait_seconds: u64,
     /// A table older than this fails closed (503).
@@ -56,8 +54,9 @@ pub struct Config {
     /// Remove the key headers before the upstream on allow.
     #[serde_inline_default(true)]
     pub strip_key: bool,
-    /// Keys per page of a full snapshot (`limit=`).
-    #[serde_inline_default(50_000)]
+    /// Keys per page of a full snapshot (`limit=`); the largest page the
+    /// control plane serves by default.
+    #[serde_inline_default(MAX_PAGE_SIZE)]
     pub snapshot_page_size: u32,
     /// How long each VM serves requests from its decoded view of the table
     /// before checking the shared table again; 0 checks on every request.
@@ -169,8 +168,10 @@ impl Config {
                 "dataPlaneToken must be non-empty printable ASCII (value not shown)",
             ));
         }
-        if self.feed_wait_seconds > MAX_FEED_WAIT_SECONDS {
-            return Err(err("feedWaitSeconds must be between 0 and 60"));
+        if WaitSeconds::new(self.feed_wait_seconds).is_err() {
+            return Err(err(format!(
+                "feedWaitSeconds must be between 0 and {MAX_WAIT_SECONDS}"
+            )));
         }
         // An idle but healthy feed refreshes the table once per long poll, so
         // the wait must be shorter than the staleness limit or a quiet
@@ -180,8 +181,10 @@ impl Config {
                 "maxStalenessSeconds must be greater than feedWaitSeconds",
             ));
         }
-        if !(1..=MAX_SNAPSHOT_PAGE_SIZE).contains(&self.snapshot_page_size) {
-            return Err(err("snapshotPageSize must be between 1 and 50000"));
+        if PageSize::new(self.snapshot_page_size).is_err() {
+            return Err(err(format!(
+                "snapshotPageSize must be between 1 and {MAX_PAGE_SIZE}"
+            )));
         }
         if self.table_cache_millis > MAX_TABLE_CACHE_MILLIS {
             return Err(err("tableCacheMillis must be between 0 and 1000"));

@@ -4,6 +4,7 @@
 use crate::config::Config;
 use crate::keys::{Presented, find_key};
 use crate::path::{PathClass, classify};
+use keygate_protocol::bearer::{CHALLENGE, CHALLENGE_INSUFFICIENT_SCOPE, CHALLENGE_INVALID_TOKEN};
 use keygate_protocol::{ApiKeyToken, KeyEntry, secret};
 
 /// The table as a request sees it: one freshness read and one entry read.
@@ -157,10 +158,6 @@ impl Decision {
     }
 }
 
-const BEARER: &str = "Bearer";
-const BEARER_INVALID: &str = "Bearer error=\"invalid_token\"";
-const BEARER_SCOPE: &str = "Bearer error=\"insufficient_scope\"";
-
 fn deny(reason: Reason) -> Decision {
     Decision::Deny(denial(reason))
 }
@@ -175,16 +172,20 @@ pub fn unavailable() -> Deny {
 /// The local reply for a deny reason.
 fn denial(reason: Reason) -> Deny {
     let (status, www, body) = match reason {
-        Reason::MissingKey => (401, Some(BEARER), r#"{"error":"API key required"}"#),
+        Reason::MissingKey => (401, Some(CHALLENGE), r#"{"error":"API key required"}"#),
         Reason::Malformed
         | Reason::ConflictingKeys
         | Reason::UnknownKey
         | Reason::BadSecret
         | Reason::UserMismatch
-        | Reason::Expired => (401, Some(BEARER_INVALID), r#"{"error":"invalid API key"}"#),
+        | Reason::Expired => (
+            401,
+            Some(CHALLENGE_INVALID_TOKEN),
+            r#"{"error":"invalid API key"}"#,
+        ),
         Reason::OutOfScope => (
             403,
-            Some(BEARER_SCOPE),
+            Some(CHALLENGE_INSUFFICIENT_SCOPE),
             r#"{"error":"API key not valid for this server"}"#,
         ),
         Reason::KeyOffRoute => (
@@ -420,54 +421,59 @@ mod tests {
                 vec![("authorization", bearer(&token(10, 4, 4)))],
                 (200, None, Reason::Allowed),
             ),
-            ("POST", mcp, vec![], (401, Some(BEARER), Reason::MissingKey)),
+            (
+                "POST",
+                mcp,
+                vec![],
+                (401, Some(CHALLENGE), Reason::MissingKey),
+            ),
             (
                 "POST",
                 mcp,
                 vec![("authorization", "Bearer eyJhbGciOi.x.y".into())],
-                (401, Some(BEARER), Reason::MissingKey),
+                (401, Some(CHALLENGE), Reason::MissingKey),
             ),
             (
                 "POST",
                 mcp,
                 vec![("authorization", "Bearer ok1-10-1-xyz".into())],
-                (401, Some(BEARER_INVALID), Reason::Malformed),
+                (401, Some(CHALLENGE_INVALID_TOKEN), Reason::Malformed),
             ),
             (
                 "POST",
                 mcp,
                 vec![("authorization", bearer(&token(10, 99, 1)))],
-                (401, Some(BEARER_INVALID), Reason::UnknownKey),
+                (401, Some(CHALLENGE_INVALID_TOKEN), Reason::UnknownKey),
             ),
             (
                 "POST",
                 mcp,
                 vec![("authorization", bearer(&token(10, 1, 9)))],
-                (401, Some(BEARER_INVALID), Reason::BadSecret),
+                (401, Some(CHALLENGE_INVALID_TOKEN), Reason::BadSecret),
             ),
             (
                 "POST",
                 mcp,
                 vec![("authorization", bearer(&token(11, 1, 1)))],
-                (401, Some(BEARER_INVALID), Reason::UserMismatch),
+                (401, Some(CHALLENGE_INVALID_TOKEN), Reason::UserMismatch),
             ),
             (
                 "POST",
                 mcp,
                 vec![("authorization", bearer(&token(10, 3, 3)))],
-                (401, Some(BEARER_INVALID), Reason::Expired),
+                (401, Some(CHALLENGE_INVALID_TOKEN), Reason::Expired),
             ),
             (
                 "POST",
                 "/mcp-connect/beta/mcp",
                 vec![("authorization", bearer(&token(10, 1, 1)))],
-                (403, Some(BEARER_SCOPE), Reason::OutOfScope),
+                (403, Some(CHALLENGE_INSUFFICIENT_SCOPE), Reason::OutOfScope),
             ),
             (
                 "POST",
                 mcp,
                 vec![("authorization", bearer(&token(10, 5, 5)))],
-                (403, Some(BEARER_SCOPE), Reason::OutOfScope),
+                (403, Some(CHALLENGE_INSUFFICIENT_SCOPE), Reason::OutOfScope),
             ),
             (
                 "POST",
@@ -476,7 +482,7 @@ mod tests {
                     ("authorization", bearer(&token(10, 1, 1))),
                     ("x-api-key", token(10, 2, 2)),
                 ],
-                (401, Some(BEARER_INVALID), Reason::ConflictingKeys),
+                (401, Some(CHALLENGE_INVALID_TOKEN), Reason::ConflictingKeys),
             ),
             (
                 "GET",
@@ -488,13 +494,13 @@ mod tests {
                 "GET",
                 "/api/me",
                 vec![("authorization", bearer(&token(10, 1, 9)))],
-                (401, Some(BEARER_INVALID), Reason::BadSecret),
+                (401, Some(CHALLENGE_INVALID_TOKEN), Reason::BadSecret),
             ),
             (
                 "GET",
                 "/api/me",
                 vec![("authorization", "Bearer ok1-bad".into())],
-                (401, Some(BEARER_INVALID), Reason::Malformed),
+                (401, Some(CHALLENGE_INVALID_TOKEN), Reason::Malformed),
             ),
             ("GET", "/api/me", vec![], (0, None, Reason::NoKeyPassed)),
             (

@@ -20,7 +20,7 @@
 use crate::config::Config;
 use crate::store::SharedStore;
 use crate::table::{Applied, ApplyError, SnapshotWriter, apply_delta, read_table_meta};
-use keygate_protocol::KeyTable;
+use keygate_protocol::{FeedQuery, KeyTable, PageSize, WaitSeconds, bearer};
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::BTreeSet;
 
@@ -62,7 +62,7 @@ impl HttpRequest {
                 ),
                 (extra.0.into(), extra.1.into()),
             ],
-            authorization: format!("Bearer {}", cfg.data_plane_token.expose_secret()).into(),
+            authorization: bearer::authorization(cfg.data_plane_token.expose_secret()).into(),
             body,
             timeout_ms,
         }
@@ -174,12 +174,13 @@ impl Feed {
     ) -> Option<HttpRequest> {
         // After a failure, ask without waiting: a long poll proves nothing
         // until it returns, and the table may be close to stale.
+        // `Config::validate` checked both settings against the same limits.
         let wait = if self.backoff_ms > 0 {
-            0
+            WaitSeconds::ZERO
         } else {
-            cfg.feed_wait_seconds
+            WaitSeconds::saturating(cfg.feed_wait_seconds)
         };
-        let timeout_ms = wait * 1000 + CALLOUT_SLACK_MS;
+        let timeout_ms = wait.get() * 1000 + CALLOUT_SLACK_MS;
         if let Some((_, sent)) = self.in_flight {
             // The host always answers a callout (at worst with a timeout);
             // this only guards against a lost callback wedging the feed.
@@ -196,21 +197,22 @@ impl Feed {
             (None, Some(m)) => Asked::Since(m.version),
             (None, None) => Asked::Snapshot,
         };
-        let limit = if self.unpaged {
-            String::new()
-        } else {
-            format!("limit={}", cfg.snapshot_page_size)
-        };
-        let path = match asked {
-            Asked::Page(after) => format!("/internal/v1/key-table?after={after}&{limit}"),
+        let page_size = PageSize::saturating(cfg.snapshot_page_size);
+        let page = (!self.unpaged).then_some(page_size);
+        let query = match asked {
+            Asked::Page(after) => FeedQuery::Page {
+                after,
+                page: page_size,
+            },
             // `limit` too: the answer is a snapshot if the log no longer reaches `v`.
-            Asked::Since(v) if limit.is_empty() => {
-                format!("/internal/v1/key-table?since={v}&wait={wait}")
-            }
-            Asked::Since(v) => format!("/internal/v1/key-table?since={v}&wait={wait}&{limit}"),
-            Asked::Snapshot if limit.is_empty() => "/internal/v1/key-table".to_owned(),
-            Asked::Snapshot => format!("/internal/v1/key-table?{limit}"),
+            Asked::Since(version) => FeedQuery::Since {
+                version,
+                wait,
+                page,
+            },
+            Asked::Snapshot => FeedQuery::Snapshot { page },
         };
+        let path = query.path();
         self.in_flight = Some((asked, now_ms));
         Some(HttpRequest::to_control_plane(
             cfg,

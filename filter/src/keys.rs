@@ -1,12 +1,13 @@
 //! Finding the ok1 key a request presents.
 //!
-//! `authorization` is read as `Bearer <key>` (scheme case-insensitive, one
+//! `authorization` is read with the protocol's one bearer rule
+//! ([`keygate_protocol::bearer::credential`]: scheme case-insensitive, one
 //! space, one token); any other configured header carries the bare key.
 //! A credential that is not an ok1 key (a JWT, a session) is "no key": people's
 //! own logins pass untouched. Anything that looks like an ok1 key but is not a
 //! well-formed one is malformed, and two different keys are a conflict.
 
-use keygate_protocol::ApiKeyToken;
+use keygate_protocol::{ApiKeyToken, bearer};
 
 /// The key a request presents, if any.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,16 +45,10 @@ fn trim_start(v: &[u8]) -> &[u8] {
 }
 
 fn read_authorization(value: &[u8]) -> Candidate<'_> {
-    let bearer = value
-        .get(..7)
-        .filter(|scheme| scheme.eq_ignore_ascii_case(b"bearer "));
-    if bearer.is_some() {
-        let token = value.get(7..).unwrap_or_default();
-        if ApiKeyToken::looks_like_token(token) {
-            return Candidate::Key(token);
-        }
+    match bearer::credential(value) {
+        Some(token) if ApiKeyToken::looks_like_token(token) => Candidate::Key(token),
+        _ => not_exactly_a_key(value),
     }
-    not_exactly_a_key(value)
 }
 
 /// For a value that is not exactly a key in the header's form: a credential
@@ -279,5 +274,17 @@ mod tests {
             find(&[("authorization", "Bearer ok1-garbage")], &both),
             Presented::Malformed
         ));
+        // An authorization value the bearer rule refuses holds no key to
+        // compare: malformed, whatever the other header carries.
+        assert_eq!(
+            find(
+                &[
+                    ("authorization", &format!("{bearer} ")),
+                    ("x-api-key", &other)
+                ],
+                &both
+            ),
+            Presented::Malformed
+        );
     }
 }

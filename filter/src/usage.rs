@@ -4,6 +4,7 @@
 
 use crate::config::Config;
 use crate::feed::HttpRequest;
+use keygate_protocol::feed::USAGE_PATH;
 use keygate_protocol::{UsageItem, UsageReport};
 use std::collections::HashMap;
 
@@ -64,7 +65,7 @@ impl UsageBatch {
         Some(HttpRequest::to_control_plane(
             cfg,
             "POST",
-            "/internal/v1/usage".to_owned(),
+            USAGE_PATH.to_owned(),
             ("content-type", "application/json"),
             Some(body),
             USAGE_TIMEOUT_MS,

@@ -5,15 +5,21 @@
 //! - [`server_name`]: the rules for an MCP server's name (the `<server-name>` in
 //!   `/mcp-connect/<server-name>/mcp`).
 //! - [`wire`]: the JSON types of the key-table feed and the usage report.
+//! - [`feed`]: the feed's endpoints and the key-table query with its limits.
+//! - [`bearer`]: the one `Authorization: Bearer` rule and the
+//!   `WWW-Authenticate` challenges.
 //!
 //! This crate does no I/O and takes no randomness or clock: callers supply
 //! secret bytes and times, so the same code runs natively and in `wasm32-wasip1`.
 
+pub mod bearer;
+pub mod feed;
 pub mod secret;
 pub mod server_name;
 pub mod token;
 pub mod wire;
 
+pub use feed::{FeedQuery, FeedQueryError, PageSize, WaitSeconds};
 pub use secret::{Secret, SecretHash};
 pub use server_name::{ServerName, ServerNameError};
 pub use token::{ApiKeyToken, TokenError};

@@ -1,6 +1,6 @@
 //! JSON wire types between the control plane and the edge.
 //!
-//! `GET /internal/v1/key-table[?since=V][&wait=S][&limit=N][&after=K]`
+//! `GET /internal/v1/key-table` (see [`crate::feed`])
 //! answers a [`KeyTable`];
 //! `POST /internal/v1/usage` takes a [`UsageReport`]. Both use camelCase and
 //! unix seconds (UTC) for times, so the filter needs no date parser.

@@ -15,9 +15,6 @@ use reqwest::header::HeaderMap;
 pub use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-/// The key-table feed's path, as the edge fetches it.
-const KEY_TABLE_PATH: &str = "/internal/v1/key-table";
-
 /// A status, headers and body from the control plane.
 #[derive(Debug, Clone)]
 pub struct Answer {
@@ -292,16 +289,13 @@ impl Api {
         self.delete(&format!("/api/admin-api-keys/{key_id}")).await
     }
 
-    /// The full key table (one page of up to `limit` keys when given), with
-    /// this API's token as the data-plane token, waiting up to `timeout`.
-    pub async fn snapshot(&self, limit: Option<u32>, timeout: Duration) -> Result<Snapshot> {
-        let path = match limit {
-            Some(limit) => format!("{}?limit={limit}", KEY_TABLE_PATH),
-            None => KEY_TABLE_PATH.to_owned(),
-        };
+    /// The key table's first snapshot page, with this API's token as the
+    /// data-plane token, waiting up to `timeout`.
+    pub async fn snapshot(&self, timeout: Duration) -> Result<Snapshot> {
+        let path = keygate_protocol::feed::KEY_TABLE_PATH;
         let started = std::time::Instant::now();
         let response = self
-            .request(Method::GET, &path, Some(&self.token))
+            .request(Method::GET, path, Some(&self.token))
             .timeout(timeout)
             .send()
             .await

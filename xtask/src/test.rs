@@ -1,8 +1,8 @@
 //! `cargo xtask test`: everything the project can test, in order: toolchain
-//! and venv setup, format and lint checks, builds, PostgreSQL detection,
-//! Envoy config validation, `cargo test --workspace` with the environment
-//! the end-to-end tests need, and a `demo --no-wait` smoke run. PostgreSQL
-//! is found or started by [`crate::postgres`].
+//! and venv setup, format and lint checks, builds, PostgreSQL (found or
+//! started by [`crate::postgres`]), Envoy config validation, `cargo test
+//! --workspace` with the environment the end-to-end tests need, and a
+//! `demo --no-wait` smoke run.
 
 use std::{path::PathBuf, process::Command, time::Instant};
 

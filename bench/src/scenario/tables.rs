@@ -121,7 +121,7 @@ pub async fn measure(
         .cp
         .api
         .with_token(DATA_PLANE_TOKEN)
-        .snapshot(None, Duration::from_secs(300))
+        .snapshot(Duration::from_secs(300))
         .await?;
     row.snapshot_bytes = snap.bytes;
     row.snapshot_ms = snap.elapsed.as_secs_f64() * 1e3;

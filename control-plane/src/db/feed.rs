@@ -12,6 +12,10 @@ use crate::domain::access::{AccessRule, access_of, effective};
 use keygate_protocol::{KeyEntry, SecretHash, ServerScope};
 use std::collections::HashMap;
 
+/// The PostgreSQL channel a commit that changes the key table is announced on
+/// (`NOTIFY` here, `LISTEN` in [`crate::feed::listen_postgres`]).
+pub const PG_CHANNEL: &str = "keygate_feed";
+
 /// Bumps the feed version, prunes the change log to the retention window and,
 /// on PostgreSQL, queues a NOTIFY that other replicas receive on commit.
 pub async fn bump(tx: &mut Tx, db: &Db) -> Result<i64, sqlx::Error> {
@@ -32,7 +36,10 @@ pub async fn bump(tx: &mut Tx, db: &Db) -> Result<i64, sqlx::Error> {
             .await?;
     }
     if db.backend == Backend::Postgres {
-        sqlx::query("NOTIFY keygate_feed")
+        // `pg_notify` takes the channel as a parameter, so the name is
+        // written once, here, for both this NOTIFY and the LISTEN.
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(PG_CHANNEL)
             .execute(&mut **tx)
             .await?;
     }

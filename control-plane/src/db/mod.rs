@@ -12,12 +12,46 @@ pub mod rules;
 pub mod servers;
 pub mod users;
 
+use crate::feed::FeedNotifier;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::MigrateDatabase;
 use sqlx::{Any, AnyConnection, AnyPool, Transaction};
+use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
 pub type Tx = Transaction<'static, Any>;
+
+/// A transaction that may change what the edge sees (see [`Db::begin_write`]).
+/// Committing it is the only way to commit one, and that wakes this
+/// replica's long polls, so no handler can forget to: a missed wake-up would
+/// cost every edge up to the feed's re-check interval.
+pub struct FeedTx {
+    tx: Tx,
+    feed: FeedNotifier,
+}
+
+impl FeedTx {
+    /// Commits, then wakes the long polls waiting on this replica (other
+    /// replicas hear of it through the NOTIFY queued by [`feed::bump`]).
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await?;
+        self.feed.changed();
+        Ok(())
+    }
+}
+
+impl Deref for FeedTx {
+    type Target = Tx;
+    fn deref(&self) -> &Tx {
+        &self.tx
+    }
+}
+
+impl DerefMut for FeedTx {
+    fn deref_mut(&mut self) -> &mut Tx {
+        &mut self.tx
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -43,6 +77,8 @@ pub struct Db {
     pub backend: Backend,
     /// Feed versions the change log keeps (see [`feed::bump`]).
     pub feed_log_retention: i64,
+    /// Wakes this replica's long polls; [`FeedTx::commit`] is what calls it.
+    pub feed: FeedNotifier,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -73,6 +109,7 @@ impl Db {
             pool,
             backend,
             feed_log_retention: feed_log_retention.max(1),
+            feed: FeedNotifier::default(),
         })
     }
 
@@ -83,17 +120,22 @@ impl Db {
     /// `feed_state` row. Validation and mutation then see one consistent
     /// state (no key created against a server deleted meanwhile), and
     /// versions are assigned in commit order.
-    pub async fn begin_write(&self) -> Result<Tx, sqlx::Error> {
-        match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+    /// Committing the returned [`FeedTx`] wakes the long polls.
+    pub async fn begin_write(&self) -> Result<FeedTx, sqlx::Error> {
+        let tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => {
                 let mut tx = self.pool.begin().await?;
                 sqlx::query("SELECT version FROM feed_state WHERE id = 1 FOR UPDATE")
                     .execute(&mut *tx)
                     .await?;
-                Ok(tx)
+                tx
             }
-        }
+        };
+        Ok(FeedTx {
+            tx,
+            feed: self.feed.clone(),
+        })
     }
 
     /// A write transaction that leaves the feed alone (usage reports).

@@ -159,7 +159,6 @@ async fn create_key(
         .await?
         .ok_or_else(|| ApiError::Internal("created key vanished".into()))?;
     tx.commit().await?;
-    st.feed.changed();
     st.metrics.keys_created.inc();
     tracing::info!(key_id, user_id = owner.id, "API key created");
     let key = ApiKeyToken {
@@ -180,7 +179,6 @@ async fn delete_key(st: &AppState, id: i64, owner: Option<i64>) -> ApiResult<Jso
         return Err(ApiError::NotFound("API key not found"));
     }
     tx.commit().await?;
-    st.feed.changed();
     st.metrics.keys_deleted.inc();
     tracing::info!(key_id = id, "API key deleted");
     Ok(Json(Deleted { deleted: true }))

@@ -12,6 +12,7 @@ use crate::error::json_error;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
+use keygate_protocol::feed::{KEY_TABLE_PATH, USAGE_PATH};
 
 pub fn router(state: AppState) -> Router {
     let metrics = state.metrics.clone();
@@ -51,8 +52,8 @@ pub fn router(state: AppState) -> Router {
             "/api/access-rules/{id}",
             get(rules::get).put(rules::update).delete(rules::delete),
         )
-        .route("/internal/v1/key-table", get(internal::key_table))
-        .route("/internal/v1/usage", post(internal::usage))
+        .route(KEY_TABLE_PATH, get(internal::key_table))
+        .route(USAGE_PATH, post(internal::usage))
         .fallback(|| async { json_error(StatusCode::NOT_FOUND, "not found") })
         .method_not_allowed_fallback(|| async {
             json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")

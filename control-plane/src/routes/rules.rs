@@ -111,7 +111,6 @@ pub async fn create(
     check_refs(&mut tx, &r).await?;
     let row = rules::create(&mut tx, &st.db, r.name.as_str(), &r.servers, &r.subjects).await?;
     tx.commit().await?;
-    st.feed.changed();
     Ok((StatusCode::CREATED, Json(record(row))))
 }
 
@@ -153,7 +152,6 @@ pub async fn update(
     .await?
     .ok_or(NOT_FOUND)?;
     tx.commit().await?;
-    st.feed.changed();
     Ok(Json(record(row)))
 }
 
@@ -170,6 +168,5 @@ pub async fn delete(
         return Err(NOT_FOUND);
     }
     tx.commit().await?;
-    st.feed.changed();
     Ok(Json(Deleted { deleted: true }))
 }

@@ -143,6 +143,5 @@ pub async fn delete(
         return Err(NOT_FOUND);
     }
     tx.commit().await?;
-    st.feed.changed();
     Ok(Json(Deleted { deleted: true }))
 }

@@ -226,7 +226,6 @@ pub async fn delete(
         }
     }
     tx.commit().await?;
-    st.feed.changed();
     tracing::info!(user_id = id, "user deleted");
     Ok(Json(Deleted { deleted: true }))
 }

@@ -155,8 +155,8 @@ impl Drop for TestDb {
 pub fn config(db_url: &str) -> Config {
     let mut c = Config::new(db_url);
     c.listen = "127.0.0.1:0".parse().unwrap();
-    c.admin_token = Some(ADMIN.to_owned());
-    c.data_plane_token = Some(DATA_PLANE.to_owned());
+    c.admin_token = Some(ADMIN.into());
+    c.data_plane_token = Some(DATA_PLANE.into());
     c
 }
 
