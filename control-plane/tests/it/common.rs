@@ -1,11 +1,12 @@
 //! Test harness: runs the real control plane in-process on 127.0.0.1:0
 //! against a fresh SQLite file or a fresh PostgreSQL database, and talks to
-//! it over HTTP with reqwest.
-#![allow(dead_code)]
+//! it over HTTP with the shared API client of `keygate-test-support`.
 
 use keygate_control_plane::config::Config;
 use keygate_control_plane::{RunningServer, start};
-use reqwest::{Method, StatusCode, header::HeaderMap};
+use keygate_test_support::api::{Answer, Api};
+use keygate_test_support::postgres::TestDatabase;
+use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -50,7 +51,8 @@ fn unique(prefix: &str) -> String {
 }
 
 /// A database that lives as long as the test: a temp SQLite file, or a
-/// uniquely named PostgreSQL database dropped on drop (even after a panic).
+/// throwaway PostgreSQL database (from `keygate-test-support`, dropped on
+/// drop even after a panic).
 pub struct TestDb {
     pub url: String,
     cleanup: Cleanup,
@@ -58,32 +60,10 @@ pub struct TestDb {
 
 enum Cleanup {
     File(std::path::PathBuf),
-    Postgres { admin_url: String, name: String },
-}
-
-fn pg_admin_url() -> String {
-    std::env::var("KEYGATE_TEST_POSTGRES_URL").unwrap_or_else(|_| {
-        panic!(
-            "KEYGATE_TEST_POSTGRES_URL is not set: PostgreSQL tests need it. Run `cargo xtask test`, \
-             or set it, e.g. KEYGATE_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test"
-        )
-    })
-}
-
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let root = match base[scheme_end..].find('/') {
-        Some(i) => &base[..scheme_end + i],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{root}/{name}?{q}"),
-        None => format!("{root}/{name}"),
-    }
+    /// Held only to be dropped with the test, which drops the database.
+    Postgres {
+        _database: TestDatabase,
+    },
 }
 
 impl TestDb {
@@ -97,20 +77,12 @@ impl TestDb {
                 }
             }
             Backend::Postgres => {
-                use sqlx::Connection;
-                let admin_url = pg_admin_url();
-                let name = unique("keygate_test");
-                let mut conn = sqlx::PgConnection::connect(&admin_url)
-                    .await
-                    .unwrap_or_else(|e| panic!("cannot connect to KEYGATE_TEST_POSTGRES_URL: {e}"));
-                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                    .execute(&mut conn)
-                    .await
-                    .expect("create test database");
-                let _ = conn.close().await;
+                let database = TestDatabase::create().await;
                 TestDb {
-                    url: with_database(&admin_url, &name),
-                    cleanup: Cleanup::Postgres { admin_url, name },
+                    url: database.url().to_owned(),
+                    cleanup: Cleanup::Postgres {
+                        _database: database,
+                    },
                 }
             }
         }
@@ -119,34 +91,12 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        match &self.cleanup {
-            Cleanup::File(path) => {
-                for suffix in ["", "-wal", "-shm"] {
-                    let mut p = path.clone().into_os_string();
-                    p.push(suffix);
-                    let _ = std::fs::remove_file(p);
-                }
-            }
-            Cleanup::Postgres { admin_url, name } => {
-                let (admin_url, name) = (admin_url.clone(), name.clone());
-                // Drop runs inside the test's runtime; use a fresh one on a thread.
-                let _ = std::thread::spawn(move || {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .unwrap();
-                    rt.block_on(async move {
-                        use sqlx::Connection;
-                        if let Ok(mut c) = sqlx::PgConnection::connect(&admin_url).await {
-                            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                            )))
-                            .execute(&mut c)
-                            .await;
-                        }
-                    })
-                })
-                .join();
+        // A PostgreSQL database drops itself.
+        if let Cleanup::File(path) = &self.cleanup {
+            for suffix in ["", "-wal", "-shm"] {
+                let mut p = path.clone().into_os_string();
+                p.push(suffix);
+                let _ = std::fs::remove_file(p);
             }
         }
     }
@@ -163,13 +113,14 @@ pub fn config(db_url: &str) -> Config {
 /// An HTTP client for loopback tests (reqwest is built without a bundled
 /// TLS provider, so one is installed first; proxies from the environment are ignored).
 pub fn client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder().no_proxy().build().unwrap()
+    keygate_test_support::http_client().unwrap()
 }
 
 pub struct TestApp {
     pub base: String,
     pub http: reqwest::Client,
+    /// The shared API client; each call names its own token.
+    pub api: Api,
     pub server: Option<RunningServer>,
     pub db: std::sync::Arc<TestDb>,
 }
@@ -195,12 +146,8 @@ impl Drop for TestApp {
     }
 }
 
-pub struct Resp {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Value,
-    pub text: String,
-}
+/// A status, headers and body (JSON, or `null`) from the control plane.
+pub type Resp = Answer;
 
 impl TestApp {
     pub async fn start(backend: Backend) -> Self {
@@ -217,9 +164,12 @@ impl TestApp {
         let mut cfg = config(&db.url);
         tweak(&mut cfg);
         let server = start(cfg).await.expect("control plane starts");
+        let base = format!("http://{}", server.addr);
+        let http = client();
         TestApp {
-            base: format!("http://{}", server.addr),
-            http: client(),
+            api: Api::with_client(base.clone(), "", http.clone()),
+            base,
+            http,
             server: Some(server),
             db,
         }
@@ -232,28 +182,10 @@ impl TestApp {
         token: Option<&str>,
         body: Option<Value>,
     ) -> Resp {
-        let mut rb = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(t) = token {
-            rb = rb.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            rb = rb.json(&b);
-        }
-        let r = rb.send().await.expect("request");
-        let status = r.status();
-        let headers = r.headers().clone();
-        let text = r.text().await.unwrap();
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::Null)
-        };
-        Resp {
-            status,
-            headers,
-            body,
-            text,
-        }
+        self.api
+            .call_as(method, path, token, body.as_ref())
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Resp {
@@ -275,25 +207,15 @@ impl TestApp {
 
     /// Sends a raw body with a JSON content type (for malformed-JSON tests).
     pub async fn post_raw(&self, path: &str, token: &str, raw: &str) -> Resp {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(token)
+        let response = self
+            .api
+            .request(Method::POST, path, Some(token))
             .header("content-type", "application/json")
             .body(raw.to_owned())
             .send()
             .await
             .unwrap();
-        let status = r.status();
-        let headers = r.headers().clone();
-        let text = r.text().await.unwrap();
-        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Resp {
-            status,
-            headers,
-            body,
-            text,
-        }
+        Answer::read(response).await.unwrap()
     }
 
     // ---- fixtures through the admin API ----

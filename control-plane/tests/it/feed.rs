@@ -1,9 +1,7 @@
 //! The key-table feed: snapshots, deltas, removals, stale `since`, long
 //! polls (timed), concurrency, and replicas sharing one PostgreSQL.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;

@@ -3,9 +3,7 @@
 //! `listening on <addr>` log line, no secrets in logs, and a prompt graceful
 //! exit on SIGTERM even with a long poll in flight.
 
-mod common;
-
-use common::{client, flip_first_char};
+use crate::common::{client, flip_first_char};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

@@ -2,9 +2,7 @@
 //! metric-label cardinality, header-read timeout and connection cap (against
 //! the real binary), keys per user, and control/bidi characters in stored text.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use reqwest::StatusCode;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

@@ -2,11 +2,9 @@
 //! tiny axum app), with tokens minted here from a test-only RSA key: the real
 //! verification path runs. Each test runs on SQLite and PostgreSQL.
 
-mod common;
-
+use crate::common::*;
 use axum::Json;
 use axum::routing::get;
-use common::*;
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use keygate_control_plane::config::OidcConfig;

@@ -1,9 +1,7 @@
 //! The user and admin APIs, `/api/me`, auth rules, health, metrics and
 //! OpenAPI, each run against SQLite and PostgreSQL.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 

@@ -2,9 +2,7 @@
 //! carrying one change stays small and fast while a snapshot grows with the
 //! table. Prints the measured times.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::time::{Duration, Instant};
 
 const BULK_KEYS: i64 = 50_000;
