@@ -1,4 +1,4 @@
-//! The decision table (contract 4): what happens to one request, given its
+//! The decision table (docs/filter.md): what happens to one request, given its
 //! method, path and headers, the time, and the key table. Pure: no host calls.
 
 use crate::config::Config;

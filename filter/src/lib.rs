@@ -2,7 +2,7 @@
 //! inside Envoy (Proxy-Wasm), from a key table synced from the control plane.
 //!
 //! Host-agnostic logic, unit-tested natively:
-//! - [`config`]: the plugin configuration (contract 4), validated.
+//! - [`config`]: the plugin configuration, validated (docs/filter.md).
 //! - [`path`], [`keys`], [`decision`]: what happens to one request.
 //! - [`headers`]: the header edits for a request that goes on.
 //! - [`store`]: the shared-data calls, as a trait with in-memory fakes.

@@ -8,8 +8,9 @@
 //! the names), `path` (read `:path` alone), `rawheaders` (read all headers
 //! through the raw ABI call and walk them in place, no allocation per
 //! header: separates the host's cost from the SDK's parsing), `shared` (read
-//! two shared-data values like the filter's meta and key entry), `json`
-//! (decode two such values with serde_json), `sha256`
+//! two shared-data values like the filter's meta and key entry), `decode`
+//! (decode two such values as the filter does: meta is JSON, the entry a
+//! binary slot), `sha256`
 //! (hash a secret and compare in constant time), `parse` (parse an ok1 key),
 //! `edit` (remove one request header, set three), `setmap` (the same edits
 //! as one call that replaces the whole header map: read all headers, write
@@ -44,7 +45,7 @@ struct Ops {
     raw_headers: bool,
     path: bool,
     shared: bool,
-    json: bool,
+    decode: bool,
     sha256: bool,
     parse: bool,
     edit: bool,
@@ -64,12 +65,58 @@ struct Meta {
     n: u64,
 }
 
-#[derive(Deserialize)]
-#[allow(dead_code)]
-struct Stored {
-    g: u64,
-    v: u64,
-    e: Option<KeyEntry>,
+/// A key entry as keygate's table stores it (filter/src/slot.rs): tag 1,
+/// generation, version, id, user id, SHA-256, expiry flag and time, then the
+/// scope (2 = named: a u32 count, then length-prefixed names).
+fn slot_bytes() -> Vec<u8> {
+    let mut out = vec![1u8];
+    for v in [1u64, 7, 1, 1] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.extend_from_slice(Secret::from_bytes([0; 32]).hash().as_bytes());
+    out.push(0);
+    out.extend_from_slice(&0i64.to_le_bytes());
+    out.push(2);
+    out.extend_from_slice(&1u32.to_le_bytes());
+    out.push(5);
+    out.extend_from_slice(b"alpha");
+    out
+}
+
+/// The same work as the filter's `slot::decode` (which this probe cannot
+/// link: the filter's crate exports its own Proxy-Wasm entry points): read
+/// the fixed fields and build the entry, server names included.
+fn decode_slot(bytes: &[u8]) -> Option<KeyEntry> {
+    fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = b.split_at_checked(n)?;
+        *b = rest;
+        Some(head)
+    }
+    fn u64_at(b: &mut &[u8]) -> Option<u64> {
+        take(b, 8)?.try_into().ok().map(u64::from_le_bytes)
+    }
+    let mut b = bytes;
+    let _tag = take(&mut b, 1)?;
+    let (_generation, _version) = (u64_at(&mut b)?, u64_at(&mut b)?);
+    let id = u64_at(&mut b)? as i64;
+    let user_id = u64_at(&mut b)? as i64;
+    let hash: [u8; 32] = take(&mut b, 32)?.try_into().ok()?;
+    let has_expiry = take(&mut b, 1)?.first().copied()? == 1;
+    let expiry = u64_at(&mut b)? as i64;
+    let _scope = take(&mut b, 1)?;
+    let count = u32::from_le_bytes(take(&mut b, 4)?.try_into().ok()?);
+    let mut names = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let len = usize::from(take(&mut b, 1)?.first().copied()?);
+        names.push(String::from_utf8(take(&mut b, len)?.to_vec()).ok()?);
+    }
+    Some(KeyEntry {
+        id,
+        user_id,
+        secret_hash: keygate_protocol::SecretHash::from_bytes(hash),
+        expires_at: has_expiry.then_some(expiry),
+        servers: keygate_protocol::ServerScope::Named(names),
+    })
 }
 
 struct ProbeRoot {
@@ -91,7 +138,7 @@ impl RootContext for ProbeRoot {
                 "path" => ops.path = true,
                 "rawheaders" => ops.raw_headers = true,
                 "shared" => ops.shared = true,
-                "json" => ops.json = true,
+                "decode" => ops.decode = true,
                 "sha256" => ops.sha256 = true,
                 "parse" => ops.parse = true,
                 "edit" => ops.edit = true,
@@ -106,17 +153,14 @@ impl RootContext for ProbeRoot {
             }
         }
         ops.metric_id = hostcalls::define_metric(MetricType::Counter, "probe_micro").unwrap_or(0);
-        // Values shaped like keygate's table entries.
-        let entry = format!(
-            r#"{{"g":1,"v":7,"e":{{"id":1,"userId":1,"secretHash":"{}","servers":["alpha"]}}}}"#,
-            Secret::from_bytes([0; 32]).hash().to_hex()
-        );
+        // Values shaped like keygate's table: meta in JSON, an entry slot.
+        let entry = slot_bytes();
         let _ = hostcalls::set_shared_data(
             META,
             Some(br#"{"g":1,"v":7,"s":1700000000000,"n":100000}"#),
             None,
         );
-        let _ = hostcalls::set_shared_data(ENTRY, Some(entry.as_bytes()), None);
+        let _ = hostcalls::set_shared_data(ENTRY, Some(&entry), None);
         self.ops = Rc::new(ops);
         true
     }
@@ -177,15 +221,14 @@ impl HttpContext for ProbeHttp {
                 hostcalls::get_shared_data(ENTRY).ok().and_then(|(v, _)| v),
             );
         }
-        if ops.json {
+        if ops.decode {
             let meta = values
                 .0
                 .unwrap_or_else(|| br#"{"g":1,"v":7,"s":1700000000000,"n":100000}"#.to_vec());
             let m: Option<Meta> = serde_json::from_slice(&meta).ok();
             sink += usize::from(m.is_some());
             if let Some(entry) = values.1 {
-                let s: Option<Stored> = serde_json::from_slice(&entry).ok();
-                sink += usize::from(s.is_some());
+                sink += usize::from(decode_slot(&entry).is_some());
             }
         }
         if ops.parse {
@@ -338,9 +381,9 @@ fn micro(op: &str, metric_id: u32) -> Option<f64> {
                     .and_then(|(v, _)| v)
                     .map_or(0, |v| v.len())
         }),
-        "json" => Box::new(move || {
+        "decode" => Box::new(move || {
             usize::from(serde_json::from_slice::<Meta>(&meta).is_ok())
-                + usize::from(serde_json::from_slice::<Stored>(&entry).is_ok())
+                + usize::from(decode_slot(&entry).is_some())
         }),
         "parse" => Box::new(|| usize::from(ApiKeyToken::parse(TOKEN.as_bytes()).is_ok())),
         "sha256" => Box::new(move || {

@@ -27,7 +27,7 @@ const STEPS: [(&str, &str); 14] = [
         "rawheaders",
     ),
     ("read 2 shared-data values (meta + key entry)", "shared"),
-    ("… and decode both with serde_json", "shared,json"),
+    ("… and decode both (meta JSON, entry slot)", "shared,decode"),
     ("parse the ok1 key", "parse"),
     ("SHA-256 of the secret + constant-time compare", "sha256"),
     ("remove 1 request header, set 3", "edit"),
@@ -43,7 +43,7 @@ const STEPS: [(&str, &str); 14] = [
     ("read the clock", "time"),
     (
         "all of the above",
-        "headers,shared,json,parse,sha256,edit,metric,time",
+        "headers,shared,decode,parse,sha256,edit,metric,time",
     ),
 ];
 
@@ -56,7 +56,7 @@ const MICRO: [(&str, &str); 10] = [
         "read all request headers (1 call) + lowercase names",
     ),
     ("shared", "read 2 shared-data values (meta + key entry)"),
-    ("json", "decode meta + key entry with serde_json"),
+    ("decode", "decode meta (JSON) + key entry (binary slot)"),
     ("parse", "parse the ok1 key"),
     ("sha256", "SHA-256 of the secret + constant-time compare"),
     ("edit", "set 3 request headers + remove 3 (6 host calls)"),

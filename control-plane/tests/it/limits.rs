@@ -421,20 +421,59 @@ async fn key_limit_holds_under_concurrent_creates(b: Backend) {
 
 // ---- 8 (second bullet): control and bidi characters in stored text ----
 
-both_backends!(control_and_bidi_characters_are_refused);
+both_backends!(
+    control_and_bidi_characters_are_refused,
+    combining_mark_runs_are_refused,
+    a_nul_in_a_server_name_path_is_not_found
+);
 
 /// NUL, other C0 (tab and newline included), DEL, C1, and every bidi-format character.
 const BAD: &[char] = &[
-    '\0', '\u{1}', '\t', '\n', '\r', '\u{1b}', '\u{7f}', '\u{80}', '\u{85}', '\u{9f}', '\u{61c}',
-    '\u{200e}', '\u{200f}', '\u{202a}', '\u{202b}', '\u{202c}', '\u{202d}', '\u{202e}', '\u{2066}',
-    '\u{2067}', '\u{2068}', '\u{2069}',
+    '\0',
+    '\u{1}',
+    '\t',
+    '\n',
+    '\r',
+    '\u{1b}',
+    '\u{7f}',
+    '\u{80}',
+    '\u{85}',
+    '\u{9f}',
+    '\u{61c}',
+    '\u{200e}',
+    '\u{200f}',
+    '\u{202a}',
+    '\u{202b}',
+    '\u{202c}',
+    '\u{202d}',
+    '\u{202e}',
+    '\u{2066}',
+    '\u{2067}',
+    '\u{2068}',
+    '\u{2069}',
+    // Line and paragraph separators, invisible and formatting characters,
+    // tag characters, private use and noncharacters (an attacker's review).
+    '\u{2028}',
+    '\u{2029}',
+    '\u{200b}',
+    '\u{200d}',
+    '\u{2060}',
+    '\u{feff}',
+    '\u{ad}',
+    '\u{180e}',
+    '\u{fff9}',
+    '\u{e0041}',
+    '\u{e000}',
+    '\u{f0000}',
+    '\u{fdd0}',
+    '\u{ffff}',
 ];
 
 fn refused(r: &Resp, field: &str) {
     assert_error(
         r,
         StatusCode::BAD_REQUEST,
-        &format!("{field} must not contain control or bidirectional-formatting characters"),
+        &format!("{field} must not contain control, formatting or invisible characters"),
     );
 }
 
@@ -566,4 +605,49 @@ async fn control_and_bidi_characters_are_refused(b: Backend) {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+}
+
+/// Letters stacked with dozens of combining marks overflow any table they
+/// are shown in.
+async fn combining_mark_runs_are_refused(b: Backend) {
+    use serde_json::json;
+    let app = TestApp::start(b).await;
+    let stacked = format!("a{}", "\u{301}".repeat(90));
+    let r = app
+        .post(
+            "/api/api-keys",
+            ADMIN,
+            json!({"name": stacked, "mcpServerIds": ["*"]}),
+        )
+        .await;
+    assert_error(
+        &r,
+        StatusCode::BAD_REQUEST,
+        "name has too many combining marks in a row",
+    );
+    // A few, as languages use them, are fine.
+    let r = app
+        .post(
+            "/api/api-keys",
+            ADMIN,
+            json!({"name": "Vi\u{1ec7}t ph\u{1edf} e\u{301}\u{323}", "mcpServerIds": ["*"]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+}
+
+/// A server name in the path is a server name or nothing: never a 500
+/// (PostgreSQL refuses a NUL in text).
+async fn a_nul_in_a_server_name_path_is_not_found(b: Backend) {
+    use serde_json::json;
+    let app = TestApp::start(b).await;
+    app.server("alpha").await;
+    for path in ["/api/mcp-servers/a%00b", "/api/mcp-servers/al%00pha"] {
+        let r = app.get(path, ADMIN).await;
+        assert_error(&r, StatusCode::NOT_FOUND, "MCP server not found");
+        let r = app.delete(path, ADMIN).await;
+        assert_error(&r, StatusCode::NOT_FOUND, "MCP server not found");
+        let r = app.put(path, ADMIN, json!({"displayName": "x"})).await;
+        assert_error(&r, StatusCode::NOT_FOUND, "MCP server not found");
+    }
 }

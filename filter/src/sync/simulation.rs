@@ -41,7 +41,7 @@ fn param(path: &str, name: &str) -> Option<u64> {
         .map(|v| v.parse().unwrap())
 }
 
-/// The control plane's side of contract 2, with paged snapshots.
+/// The control plane's side of the key-table feed (`protocol::feed`), with paged snapshots.
 struct FakeControlPlane {
     version: u64,
     keys: BTreeMap<i64, KeyEntry>,
