@@ -3,11 +3,10 @@
 //! `listening on <addr>` log line, no secrets in logs, and a prompt graceful
 //! exit on SIGTERM even with a long poll in flight.
 
-use crate::common::{client, flip_first_char};
+use crate::common::{capture_until_listening, client, flip_first_char};
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+
 use std::time::{Duration, Instant};
 
 const ADMIN: &str = "cli-admin-token-0123456789";
@@ -32,28 +31,7 @@ async fn serve_binary_contract() {
         .expect("spawn the control plane binary");
 
     // Collect all output; find the address from `listening on <addr>`.
-    let log = Arc::new(Mutex::new(String::new()));
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel::<String>();
-    for stream in [
-        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-        Box::new(child.stderr.take().unwrap()),
-    ] {
-        let log = log.clone();
-        let addr_tx = addr_tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
-                    let _ = addr_tx.send(addr);
-                }
-                log.lock().unwrap().push_str(&line);
-                log.lock().unwrap().push('\n');
-            }
-        });
-    }
-    let addr = addr_rx
-        .recv_timeout(Duration::from_secs(30))
-        .unwrap_or_else(|_| panic!("no `listening on` line; log:\n{}", log.lock().unwrap()));
+    let (log, addr) = capture_until_listening(&mut child);
     let base = format!("http://{addr}");
     assert!(
         dir.join("keygate.db").exists(),

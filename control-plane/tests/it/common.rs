@@ -8,7 +8,11 @@ use keygate_test_support::api::{Answer, Api};
 use keygate_test_support::postgres::TestDatabase;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::process::Child;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 pub const ADMIN: &str = "test-admin-token";
 pub const DATA_PLANE: &str = "test-data-plane-token";
@@ -344,4 +348,34 @@ pub fn flip_first_char(s: &str) -> String {
     let first = chars.next().expect("non-empty");
     let replacement = if first == 'A' { 'B' } else { 'A' };
     std::iter::once(replacement).chain(chars).collect()
+}
+
+/// Collects the stdout and stderr of a spawned control-plane binary into one
+/// shared log and waits (30 s) for its `listening on <addr>` line; returns
+/// the log and the address.
+pub fn capture_until_listening(child: &mut Child) -> (Arc<Mutex<String>>, String) {
+    let log = Arc::new(Mutex::new(String::new()));
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel::<String>();
+    for stream in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let log = log.clone();
+        let addr_tx = addr_tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
+                    let _ = addr_tx.send(addr);
+                }
+                let mut l = log.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+    }
+    let addr = addr_rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("no `listening on` line; log:\n{}", log.lock().unwrap()));
+    (log, addr)
 }

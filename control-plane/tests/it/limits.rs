@@ -4,7 +4,6 @@
 
 use crate::common::*;
 use reqwest::StatusCode;
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -38,29 +37,7 @@ impl Binary {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawn the control plane binary");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel::<String>();
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let log = log.clone();
-            let addr_tx = addr_tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if let Some(rest) = line.split("listening on ").nth(1) {
-                        let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
-                        let _ = addr_tx.send(addr);
-                    }
-                    let mut l = log.lock().unwrap();
-                    l.push_str(&line);
-                    l.push('\n');
-                }
-            });
-        }
-        let addr = addr_rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("no `listening on` line; log:\n{}", log.lock().unwrap()));
+        let (log, addr) = capture_until_listening(&mut child);
         Binary {
             child,
             base: format!("http://{addr}"),
