@@ -13,18 +13,55 @@ fn char_len(s: &str) -> usize {
     s.chars().count()
 }
 
-/// True for characters no stored name or text may hold: every C0 and C1
-/// control (NUL, tab and newline included, and DEL) and the Unicode
-/// bidirectional-formatting characters, which can make a name display as
-/// something else (U+202E turns `abc` around) or, for NUL, fail the INSERT
-/// on PostgreSQL.
+/// True for characters no stored name or text may hold, because a name
+/// holding one can display as something else, or as nothing, or fail the
+/// INSERT on PostgreSQL (NUL):
+/// - every C0 and C1 control (NUL, tab and newline included, and DEL);
+/// - the bidirectional-formatting characters (U+202E turns `abc` around);
+/// - line and paragraph separators (U+2028, U+2029) and the interlinear
+///   annotation controls (U+FFF9–U+FFFB);
+/// - invisible characters ([`is_invisible_char`]: zero-width spaces and
+///   joiners, U+FEFF, soft hyphens, tag characters, …);
+/// - private-use characters and noncharacters, which show as nothing or as a
+///   box that means something only to someone's font.
 pub fn is_forbidden_char(c: char) -> bool {
+    let cp = u32::from(c);
     c.is_control()
         || matches!(
             c,
-            '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+            '\u{061C}'
+                | '\u{200E}'
+                | '\u{200F}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{FFF9}'..='\u{FFFB}'
+                | '\u{E000}'..='\u{F8FF}'
+                | '\u{F0000}'..='\u{10FFFF}'
+                | '\u{FDD0}'..='\u{FDEF}'
         )
+        || cp & 0xFFFE == 0xFFFE
+        || (is_invisible_char(c) && !is_joiner(c))
 }
+
+/// Zero-width (non-)joiners are invisible but part of how text is written
+/// (Persian words, Indic conjuncts, emoji sequences), so names and texts may
+/// hold them between visible characters; usernames may not.
+fn is_joiner(c: char) -> bool {
+    matches!(c, '\u{200C}' | '\u{200D}')
+}
+
+/// Whether `s` shows anything at all: one character that is neither white
+/// space nor invisible.
+fn has_visible_char(s: &str) -> bool {
+    s.chars()
+        .any(|c| !c.is_whitespace() && !is_invisible_char(c))
+}
+
+/// The longest run of combining marks a name may hold: languages stack two
+/// or three; dozens on one letter ("Zalgo" text) overflow any table.
+const MAX_COMBINING_RUN: usize = 8;
 
 /// True for characters that show nothing (zero-width spaces and joiners,
 /// U+FEFF, soft hyphens and the other default-ignorable code points): their
@@ -44,12 +81,26 @@ pub fn skeleton_of(s: &str) -> String {
     unicode_security::confusable_detection::skeleton(&s.to_lowercase()).collect()
 }
 
-/// The one check every stored name and text goes through.
+/// The one check every stored name and text goes through (a name must also
+/// show something: see [`has_visible_char`]).
 fn check_chars(field: &str, s: &str) -> Result<(), ApiError> {
     if s.chars().any(is_forbidden_char) {
         return Err(ApiError::bad_request(format!(
-            "{field} must not contain control or bidirectional-formatting characters"
+            "{field} must not contain control, formatting or invisible characters"
         )));
+    }
+    let mut run = 0usize;
+    for c in s.chars() {
+        run = if unicode_normalization::char::is_combining_mark(c) {
+            run + 1
+        } else {
+            0
+        };
+        if run > MAX_COMBINING_RUN {
+            return Err(ApiError::bad_request(format!(
+                "{field} has too many combining marks in a row"
+            )));
+        }
     }
     Ok(())
 }
@@ -60,8 +111,7 @@ pub struct Name(String);
 
 impl Name {
     pub fn parse(field: &str, s: &str) -> Result<Self, ApiError> {
-        let n = char_len(s.trim());
-        if n == 0 || char_len(s) > 100 {
+        if !has_visible_char(s) || char_len(s) > 100 {
             return Err(ApiError::bad_request(format!(
                 "{field} must be 1 to 100 characters"
             )));
@@ -333,10 +383,39 @@ mod tests {
     #[test]
     fn forbidden_characters() {
         let bad = [
-            '\0', '\u{1}', '\t', '\n', '\r', '\u{1f}', '\u{7f}', '\u{80}', '\u{85}', '\u{9f}',
-            '\u{61c}', '\u{200e}', '\u{200f}', '\u{202a}', '\u{202e}', '\u{2066}', '\u{2069}',
+            '\0',
+            '\u{1}',
+            '\t',
+            '\n',
+            '\r',
+            '\u{1f}',
+            '\u{7f}',
+            '\u{80}',
+            '\u{85}',
+            '\u{9f}',
+            '\u{61c}',
+            '\u{200e}',
+            '\u{200f}',
+            '\u{202a}',
+            '\u{202e}',
+            '\u{2066}',
+            '\u{2069}',
+            '\u{2028}',
+            '\u{2029}',
+            '\u{200b}',
+            '\u{2060}',
+            '\u{feff}',
+            '\u{ad}',
+            '\u{180e}',
+            '\u{fff9}',
+            '\u{e0041}',
+            '\u{e000}',
+            '\u{f0000}',
+            '\u{fdd0}',
+            '\u{fffe}',
+            '\u{1ffff}',
         ];
-        let msg = "name must not contain control or bidirectional-formatting characters";
+        let msg = "name must not contain control, formatting or invisible characters";
         for c in bad {
             let s = format!("a{c}b");
             assert!(is_forbidden_char(c), "U+{:04X}", c as u32);
@@ -345,12 +424,16 @@ mod tests {
             assert!(Username::parse(&s).is_err());
             assert!(Email::parse(&format!("{s}@x.y")).is_err());
         }
-        // Neighbours of the bidi ranges, and ordinary text, stay allowed.
-        for ok in [
-            '\u{200d}', '\u{202f}', '\u{2065}', '\u{206a}', 'é', '東', ' ',
-        ] {
+        // Ordinary text, and a visible neighbour of the bidi ranges, stay allowed.
+        for ok in ['\u{202f}', 'é', '東', ' ', '\u{301}'] {
             assert!(!is_forbidden_char(ok), "U+{:04X}", ok as u32);
         }
+        // Joiners belong to how some text is written, but never make a name
+        // on their own, and never a username.
+        assert!(Name::parse("name", "\u{645}\u{200c}\u{634}").is_ok());
+        assert!(Name::parse("name", "\u{200d}").is_err());
+        assert!(Name::parse("name", " \u{200b} ").is_err());
+        assert!(Username::parse("a\u{200d}b").is_err());
         assert!(Text::parse("description", Some("Café 東京 🙂 עברית".into()), 500).is_ok());
     }
 

@@ -64,6 +64,16 @@ fn record(s: servers::ServerRow) -> ServerRecord {
 
 const NOT_FOUND: ApiError = ApiError::NotFound("MCP server not found");
 
+/// A server name from the path: anything that is not a valid name names no
+/// server (and never reaches the database, where PostgreSQL refuses a NUL).
+fn path_name(name: &str) -> Result<&str, ApiError> {
+    if keygate_protocol::server_name::is_valid_server_name(name.as_bytes()) {
+        Ok(name)
+    } else {
+        Err(NOT_FOUND)
+    }
+}
+
 fn texts(name: &str, display: Option<String>, desc: Option<String>) -> ApiResult<(Text, Text)> {
     let display = Text::parse(
         "displayName",
@@ -105,8 +115,9 @@ pub async fn get(
     _admin: Admin,
     Path(name): Path<String>,
 ) -> ApiResult<Json<ServerRecord>> {
+    let name = path_name(&name)?;
     let mut conn = st.db.conn().await?;
-    let row = servers::get(&mut conn, &name).await?.ok_or(NOT_FOUND)?;
+    let row = servers::get(&mut conn, name).await?.ok_or(NOT_FOUND)?;
     Ok(Json(record(row)))
 }
 
@@ -118,13 +129,14 @@ pub async fn update(
     Path(name): Path<String>,
     body: Result<Json<UpdateServerBody>, JsonRejection>,
 ) -> ApiResult<Json<ServerRecord>> {
+    let name = path_name(&name)?;
     let Json(b) = body?;
     if b.name.as_ref().is_some_and(|n| *n != name) {
         return Err(ApiError::bad_request("an MCP server cannot be renamed"));
     }
-    let (display, desc) = texts(&name, b.display_name, b.description)?;
+    let (display, desc) = texts(name, b.display_name, b.description)?;
     let mut conn = st.db.conn().await?;
-    let row = servers::update(&mut conn, &name, display.as_str(), desc.as_str())
+    let row = servers::update(&mut conn, name, display.as_str(), desc.as_str())
         .await?
         .ok_or(NOT_FOUND)?;
     Ok(Json(record(row)))
@@ -138,8 +150,9 @@ pub async fn delete(
     _admin: Admin,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Deleted>> {
+    let name = path_name(&name)?;
     let mut tx = st.db.begin_write().await?;
-    if !servers::delete(&mut tx, &st.db, &name).await? {
+    if !servers::delete(&mut tx, &st.db, name).await? {
         return Err(NOT_FOUND);
     }
     tx.commit().await?;

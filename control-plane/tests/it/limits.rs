@@ -429,11 +429,11 @@ const BAD: &[char] = &[
     '\u{2068}',
     '\u{2069}',
     // Line and paragraph separators, invisible and formatting characters,
-    // tag characters, private use and noncharacters (an attacker's review).
+    // tag characters, private use and noncharacters (an attacker's review;
+    // the zero-width joiners stay allowed inside names: scripts need them).
     '\u{2028}',
     '\u{2029}',
     '\u{200b}',
-    '\u{200d}',
     '\u{2060}',
     '\u{feff}',
     '\u{ad}',
