@@ -779,6 +779,55 @@ mod tests {
         assert_eq!(TableReader::new(&s).last_sync_unix(), Some(1));
     }
 
+    /// Review 2: a table is as fresh as its OLDEST data, which in a paged
+    /// snapshot is the first page. Here the pages span ten minutes (a failing
+    /// page is retried indefinitely); stamping the flip with the last page's
+    /// arrival would count key 1's ten-minute-old data as 29 s old, so a key
+    /// revoked at 2 s would be accepted until about 635 s if the control
+    /// plane then died.
+    #[test]
+    fn a_paged_snapshot_is_as_old_as_its_first_page() {
+        let s = MemoryStore::default();
+        let c = paged_cfg(1);
+        let mut f = Feed::new();
+        f.next_request(&c, &s, 1_000).unwrap();
+        let ev = f.on_response(&s, Some(200), Some(&page(2, &[1], Some(1))), 1_000);
+        assert_eq!(ev, FeedEvent::PageApplied { written: 1 });
+        // The second page fails for ten minutes.
+        let mut now = 5_000;
+        while now <= 600_000 {
+            if f.next_request(&c, &s, now).is_some() {
+                assert_eq!(f.on_response(&s, None, None, now), FeedEvent::Failed);
+            }
+            now += 5_000;
+        }
+        let mut now = 605_000;
+        let r = loop {
+            if let Some(r) = f.next_request(&c, &s, now) {
+                break r;
+            }
+            now += 100;
+        };
+        assert_eq!(
+            r.header(":path"),
+            Some("/internal/v1/key-table?after=1&limit=1")
+        );
+        let ev = f.on_response(&s, Some(200), Some(&page(700, &[2], None)), now);
+        assert!(
+            matches!(ev, FeedEvent::Applied(a) if a.version == 2 && a.key_count == 2),
+            "{ev:?}"
+        );
+        let synced = TableReader::new(&s).last_sync_unix().unwrap();
+        assert_eq!(
+            synced,
+            1,
+            "the flipped table counts as synced at {synced} s; its first page arrived at 1 s"
+        );
+        // So at 634 s it is stale (limit 30 s) and fails closed.
+        let age = 634 - synced;
+        assert!(age > i64::try_from(c.max_staleness_seconds).unwrap(), "age {age} s");
+    }
+
     #[test]
     fn an_older_control_plane_gets_whole_snapshots() {
         let s = MemoryStore::default();
