@@ -349,6 +349,35 @@ async fn slow_readers_are_cut_after_the_write_timeout() {
         );
     }
     println!("served again {:?} after the attack", started.elapsed());
+    // A long poll that sends nothing for twice the write timeout is not cut:
+    // the deadline is on writes that make no progress, not on silence.
+    let http = client();
+    let t: serde_json::Value = http
+        .get(format!("{}/internal/v1/key-table", bin.base))
+        .bearer_auth(DATA_PLANE)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let v = t["version"].as_u64().unwrap();
+    let polled = std::time::Instant::now();
+    let r = http
+        .get(format!(
+            "{}/internal/v1/key-table?since={v}&wait=4",
+            bin.base
+        ))
+        .bearer_auth(DATA_PLANE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        polled.elapsed() >= Duration::from_millis(3500),
+        "the long poll returned early: {:?}",
+        polled.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -428,6 +457,10 @@ async fn sigterm_during_slow_reads_exits_within_the_deadline() {
     for _ in 0..4 {
         attackers.push(slow_reader(&bin.addr).await);
     }
+    // Graceful shutdown lets each connection finish the answer it is writing
+    // and drops the pipelined rest: give the answers time to fill the socket
+    // buffers, so every connection is stuck mid-write when SIGTERM arrives.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let pid = bin.child.id().to_string();
     let kill = Command::new("kill")
         .args(["-TERM", &pid])
