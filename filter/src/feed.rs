@@ -8,8 +8,9 @@
 //! Full snapshots are asked for in pages of `snapshotPageSize` keys
 //! (`limit=`): each page is applied as it arrives under a reserved generation
 //! ([`SnapshotWriter`]), the next one (`after=next`) is asked for at once, and
-//! after the last one the table flips to the first page's version and long
-//! polling resumes from there, which re-ships whatever changed while paging.
+//! after the last one the table flips to the first page's version, synced as
+//! of the first page's arrival (its data is the oldest), and long polling
+//! resumes from there, which re-ships whatever changed while paging.
 //! A snapshot in progress lives only in this feed: if the lease moves on, the
 //! new holder starts its own. Against a control plane that refuses `limit`
 //! (400), snapshots are asked for whole.
@@ -287,7 +288,7 @@ impl Feed {
             return FeedEvent::Failed;
         };
         let result = match asked {
-            Asked::Page(after) => self.continue_snapshot(store, &table, after, now_ms),
+            Asked::Page(after) => self.continue_snapshot(store, &table, after),
             _ if table.full => self.start_snapshot(store, &table, now_ms),
             Asked::Since(v) => {
                 apply_delta(store, &table, v, now_ms, &mut self.known_ids).map(FeedEvent::Applied)
@@ -321,8 +322,8 @@ impl Feed {
         now_ms: u64,
     ) -> Result<FeedEvent, ApplyError> {
         self.paging = None;
-        let writer = SnapshotWriter::begin(store, page.version)?;
-        self.page(store, writer, page, i64::MIN, now_ms)
+        let writer = SnapshotWriter::begin(store, page.version, now_ms)?;
+        self.page(store, writer, page, i64::MIN)
     }
 
     fn continue_snapshot(
@@ -330,12 +331,9 @@ impl Feed {
         store: &dyn SharedStore,
         page: &KeyTable,
         after: i64,
-        now_ms: u64,
     ) -> Result<FeedEvent, ApplyError> {
         match self.paging.take() {
-            Some(p) if p.next == after && page.full => {
-                self.page(store, p.writer, page, after, now_ms)
-            }
+            Some(p) if p.next == after && page.full => self.page(store, p.writer, page, after),
             // Not a page of the snapshot in progress: start over.
             _ => Err(ApplyError::NotBasedOnTable),
         }
@@ -347,7 +345,6 @@ impl Feed {
         mut writer: SnapshotWriter,
         page: &KeyTable,
         after: i64,
-        now_ms: u64,
     ) -> Result<FeedEvent, ApplyError> {
         writer.write_page(store, page)?;
         match page.next {
@@ -359,7 +356,7 @@ impl Feed {
                 Ok(FeedEvent::PageApplied { written })
             }
             None => writer
-                .finish(store, now_ms, &mut self.known_ids)
+                .finish(store, &mut self.known_ids)
                 .map(FeedEvent::Applied),
         }
     }
@@ -657,8 +654,8 @@ mod tests {
             "{ev:?}"
         );
         // Flipped to the reserved generation at the FIRST page's version,
-        // which counts as the sync.
-        assert_eq!(TableReader::new(&s).last_sync_unix(), Some(4));
+        // synced as of the first page's arrival (its data is the oldest).
+        assert_eq!(TableReader::new(&s).last_sync_unix(), Some(2));
         let meta = TableReader::new(&s).meta().unwrap();
         assert_eq!(
             (meta.generation, meta.version, meta.key_count, meta.reserved),
@@ -819,13 +816,15 @@ mod tests {
         );
         let synced = TableReader::new(&s).last_sync_unix().unwrap();
         assert_eq!(
-            synced,
-            1,
+            synced, 1,
             "the flipped table counts as synced at {synced} s; its first page arrived at 1 s"
         );
         // So at 634 s it is stale (limit 30 s) and fails closed.
         let age = 634 - synced;
-        assert!(age > i64::try_from(c.max_staleness_seconds).unwrap(), "age {age} s");
+        assert!(
+            age > i64::try_from(c.max_staleness_seconds).unwrap(),
+            "age {age} s"
+        );
     }
 
     #[test]
