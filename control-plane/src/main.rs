@@ -100,8 +100,7 @@ impl ServeArgs {
         c.header_read_timeout = std::time::Duration::from_secs(self.header_read_timeout_seconds);
         c.max_connections = self.max_connections;
         c.write_timeout = std::time::Duration::from_secs(self.write_timeout_seconds);
-        c.request_body_timeout =
-            std::time::Duration::from_secs(self.request_body_timeout_seconds);
+        c.request_body_timeout = std::time::Duration::from_secs(self.request_body_timeout_seconds);
         c.shutdown_timeout = std::time::Duration::from_secs(self.shutdown_timeout_seconds);
         c.oidc = match (self.oidc_issuer, self.oidc_audience) {
             (Some(issuer), Some(audience)) => Some(OidcConfig {

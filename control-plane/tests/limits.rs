@@ -344,7 +344,9 @@ async fn slow_readers_are_cut_after_the_write_timeout() {
     // The slow readers were closed, not merely outnumbered.
     for (i, s) in attackers.iter_mut().enumerate() {
         assert!(
-            read_until_closed(s, Duration::from_secs(10)).await.is_some(),
+            read_until_closed(s, Duration::from_secs(10))
+                .await
+                .is_some(),
             "slow reader {i} still open"
         );
     }
@@ -462,10 +464,7 @@ async fn sigterm_during_slow_reads_exits_within_the_deadline() {
     // buffers, so every connection is stuck mid-write when SIGTERM arrives.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let pid = bin.child.id().to_string();
-    let kill = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
+    let kill = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(kill.success());
     let started = std::time::Instant::now();
     let mut exited = None;
@@ -484,7 +483,10 @@ async fn sigterm_during_slow_reads_exits_within_the_deadline() {
         )
     });
     assert!(status.success(), "{status:?}\n{}", bin.log());
-    assert!(took >= Duration::from_millis(1800), "exited early: {took:?}");
+    assert!(
+        took >= Duration::from_millis(1800),
+        "exited early: {took:?}"
+    );
     assert!(
         bin.log().contains("shutdown deadline"),
         "the log says connections were dropped:\n{}",
