@@ -155,6 +155,11 @@ pub struct Feed {
     paging: Option<Paging>,
     /// The control plane refused `limit` (an older version): ask whole.
     unpaged: bool,
+    /// A snapshot was just flipped in: its sync is as of its first page, so
+    /// the next poll asks without waiting, and its answer (whatever changed
+    /// meanwhile, or nothing) records a sync as of now. Else an idle feed
+    /// would leave the table's age at paging time plus `feedWaitSeconds`.
+    catch_up: bool,
 }
 
 impl Feed {
@@ -176,7 +181,7 @@ impl Feed {
         // After a failure, ask without waiting: a long poll proves nothing
         // until it returns, and the table may be close to stale.
         // `Config::validate` checked both settings against the same limits.
-        let wait = if self.backoff_ms > 0 {
+        let wait = if self.backoff_ms > 0 || self.catch_up {
             WaitSeconds::ZERO
         } else {
             WaitSeconds::saturating(cfg.feed_wait_seconds)
@@ -215,6 +220,9 @@ impl Feed {
         };
         let path = query.path();
         self.in_flight = Some((asked, now_ms));
+        if matches!(asked, Asked::Since(_)) {
+            self.catch_up = false;
+        }
         Some(HttpRequest::to_control_plane(
             cfg,
             "GET",
@@ -355,9 +363,11 @@ impl Feed {
                 self.paging = Some(Paging { writer, next });
                 Ok(FeedEvent::PageApplied { written })
             }
-            None => writer
-                .finish(store, &mut self.known_ids)
-                .map(FeedEvent::Applied),
+            None => {
+                let applied = writer.finish(store, &mut self.known_ids)?;
+                self.catch_up = true;
+                Ok(FeedEvent::Applied(applied))
+            }
         }
     }
 }
@@ -419,13 +429,20 @@ mod tests {
         assert!(f.next_request(&c, &s, 10).is_none());
         let ev = f.on_response(&s, Some(200), Some(&body(4, true, &[1, 2], &[])), 100);
         assert!(matches!(ev, FeedEvent::Applied(a) if a.version == 4 && a.key_count == 2));
+        // Right after a snapshot: catch up without waiting (see `catch_up`).
         let r = f.next_request(&c, &s, 100).unwrap();
         assert_eq!(
             r.header(":path"),
-            Some("/internal/v1/key-table?since=4&wait=20&limit=50000")
+            Some("/internal/v1/key-table?since=4&wait=0&limit=50000")
         );
         let ev = f.on_response(&s, Some(200), Some(&body(5, false, &[], &[1])), 300);
         assert!(matches!(ev, FeedEvent::Applied(a) if a.version == 5 && a.key_count == 1));
+        // Then long polls.
+        let r = f.next_request(&c, &s, 300).unwrap();
+        assert_eq!(
+            r.header(":path"),
+            Some("/internal/v1/key-table?since=5&wait=20&limit=50000")
+        );
     }
 
     #[test]
@@ -603,7 +620,7 @@ mod tests {
         let r = f.next_request(&c, &s, 1_000).unwrap();
         assert_eq!(
             r.header(":path"),
-            Some("/internal/v1/key-table?since=1&wait=20&limit=2")
+            Some("/internal/v1/key-table?since=1&wait=0&limit=2")
         );
         // The log no longer reaches 1: a paged snapshot at version 9 that
         // keeps 2 and 3 and drops 1, 4 and 6. Keys 2 and 3 stay valid at every
@@ -662,11 +679,23 @@ mod tests {
             (2, 9, 5, None)
         );
         assert_eq!(live(&s, 1..=9), vec![2, 3, 5, 7, 8]);
-        // Then long polling resumes from there.
+        // Then polling resumes from there: at once, so the catch-up's
+        // answer records a sync as of now, then long polls.
         let r = f.next_request(&c, &s, 4_000).unwrap();
         assert_eq!(
             r.header(":path"),
-            Some("/internal/v1/key-table?since=9&wait=20&limit=2")
+            Some("/internal/v1/key-table?since=9&wait=0&limit=2")
+        );
+        let ev = f.on_response(&s, Some(200), Some(&body(12, false, &[], &[])), 4_100);
+        assert!(
+            matches!(ev, FeedEvent::Applied(a) if a.version == 12),
+            "{ev:?}"
+        );
+        assert_eq!(TableReader::new(&s).last_sync_unix(), Some(4));
+        let r = f.next_request(&c, &s, 4_100).unwrap();
+        assert_eq!(
+            r.header(":path"),
+            Some("/internal/v1/key-table?since=12&wait=20&limit=2")
         );
     }
 
@@ -825,6 +854,23 @@ mod tests {
             age > i64::try_from(c.max_staleness_seconds).unwrap(),
             "age {age} s"
         );
+        // Unless the control plane is still there: the catch-up poll after the
+        // flip goes out at once, and its answer is a sync as of its arrival.
+        let r = f.next_request(&c, &s, now).unwrap();
+        assert_eq!(
+            r.header(":path"),
+            Some("/internal/v1/key-table?since=2&wait=0&limit=1")
+        );
+        f.on_response(
+            &s,
+            Some(200),
+            Some(&body(701, false, &[], &[1])),
+            now + 1_000,
+        );
+        assert_eq!(
+            TableReader::new(&s).last_sync_unix(),
+            Some(i64::try_from(now / 1_000 + 1).unwrap())
+        );
     }
 
     #[test]
@@ -844,7 +890,7 @@ mod tests {
         let r = f.next_request(&c, &s, 1_000).unwrap();
         assert_eq!(
             r.header(":path"),
-            Some("/internal/v1/key-table?since=3&wait=20")
+            Some("/internal/v1/key-table?since=3&wait=0")
         );
     }
 }
