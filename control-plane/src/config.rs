@@ -29,6 +29,14 @@ pub struct Config {
     pub header_read_timeout: std::time::Duration,
     /// Open connections served at once; beyond it, new ones wait unaccepted.
     pub max_connections: usize,
+    /// A connection whose write stays pending this long with no byte taken
+    /// by the peer (a client that does not read its answers) is closed.
+    pub write_timeout: std::time::Duration,
+    /// A request with a body must be received and answered within this, or
+    /// it gets 408 and its connection is closed (a dripped body).
+    pub request_body_timeout: std::time::Duration,
+    /// After SIGTERM, connections still open this long are dropped.
+    pub shutdown_timeout: std::time::Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -54,6 +62,10 @@ impl Config {
     pub const DEFAULT_HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
     /// Room for 10,000 parked feed long polls per replica, twice over.
     pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
+    pub const DEFAULT_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+    pub const DEFAULT_REQUEST_BODY_TIMEOUT: std::time::Duration =
+        std::time::Duration::from_secs(30);
+    pub const DEFAULT_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
     /// A configuration with defaults for everything but the database.
     pub fn new(database_url: impl Into<String>) -> Self {
@@ -68,6 +80,9 @@ impl Config {
             max_keys_per_user: Self::DEFAULT_MAX_KEYS_PER_USER,
             header_read_timeout: Self::DEFAULT_HEADER_READ_TIMEOUT,
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
+            write_timeout: Self::DEFAULT_WRITE_TIMEOUT,
+            request_body_timeout: Self::DEFAULT_REQUEST_BODY_TIMEOUT,
+            shutdown_timeout: Self::DEFAULT_SHUTDOWN_TIMEOUT,
         }
     }
 }

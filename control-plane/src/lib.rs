@@ -57,7 +57,9 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
-    /// Stops accepting, lets in-flight requests finish (long polls included), and returns.
+    /// Releases the long polls, stops accepting, lets in-flight requests
+    /// finish, and returns; connections still open after
+    /// `Config::shutdown_timeout` (a client not reading its answer) are dropped.
     pub async fn shutdown(mut self) -> std::io::Result<()> {
         self.state.feed.close();
         if let Some(tx) = self.shutdown.take() {
@@ -123,17 +125,31 @@ pub async fn start(config: Config) -> Result<RunningServer, BoxError> {
             state.feed.clone(),
         ))
     });
-    let app = routes::router(state.clone());
+    let app = serve::with_body_deadline(routes::router(state.clone()), config.request_body_timeout);
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let (tx, rx) = oneshot::channel::<()>();
-    let (timeout, max) = (config.header_read_timeout, config.max_connections);
-    let task = tokio::spawn(serve::serve(listener, app, timeout, max, rx));
+    let limits = serve::Limits {
+        header_read_timeout: config.header_read_timeout,
+        write_timeout: config.write_timeout,
+        max_connections: config.max_connections,
+        shutdown_timeout: config.shutdown_timeout,
+    };
     tracing::info!(
-        max_connections = max,
-        header_read_timeout = ?timeout,
-        "connection limit {max}, header-read timeout {timeout:?}"
+        max_connections = limits.max_connections,
+        header_read_timeout = ?limits.header_read_timeout,
+        write_timeout = ?limits.write_timeout,
+        request_body_timeout = ?config.request_body_timeout,
+        shutdown_timeout = ?limits.shutdown_timeout,
+        "connection limit {}, header-read timeout {:?}, write timeout {:?}, \
+         request-body timeout {:?}, shutdown deadline {:?}",
+        limits.max_connections,
+        limits.header_read_timeout,
+        limits.write_timeout,
+        config.request_body_timeout,
+        limits.shutdown_timeout,
     );
+    let task = tokio::spawn(serve::serve(listener, app, limits, rx));
     tracing::info!(%addr, "listening on {addr}");
     Ok(RunningServer {
         addr,

@@ -70,6 +70,20 @@ struct ServeArgs {
     #[arg(long, env = "KEYGATE_MAX_CONNECTIONS", default_value_t = Config::DEFAULT_MAX_CONNECTIONS,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     max_connections: usize,
+    /// Close a connection whose answer the client has not read any of for
+    /// this many seconds (a write stuck with no progress).
+    #[arg(long, env = "KEYGATE_WRITE_TIMEOUT_SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    write_timeout_seconds: u64,
+    /// A request with a body must be received and answered within this many
+    /// seconds, or it gets 408 and the connection is closed.
+    #[arg(long, env = "KEYGATE_REQUEST_BODY_TIMEOUT_SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    request_body_timeout_seconds: u64,
+    /// After SIGTERM, drop connections still open after this many seconds.
+    #[arg(long, env = "KEYGATE_SHUTDOWN_TIMEOUT_SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    shutdown_timeout_seconds: u64,
 }
 
 impl ServeArgs {
@@ -85,6 +99,9 @@ impl ServeArgs {
         c.max_keys_per_user = self.max_keys_per_user;
         c.header_read_timeout = std::time::Duration::from_secs(self.header_read_timeout_seconds);
         c.max_connections = self.max_connections;
+        c.write_timeout = std::time::Duration::from_secs(self.write_timeout_seconds);
+        c.request_body_timeout = std::time::Duration::from_secs(self.request_body_timeout_seconds);
+        c.shutdown_timeout = std::time::Duration::from_secs(self.shutdown_timeout_seconds);
         c.oidc = match (self.oidc_issuer, self.oidc_audience) {
             (Some(issuer), Some(audience)) => Some(OidcConfig {
                 issuer,
@@ -100,24 +117,34 @@ impl ServeArgs {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Installs the SIGTERM and Ctrl-C handlers now, and returns a future that
+/// ends at the first of them. Installed before serving starts: a SIGTERM
+/// right after `listening on` must shut down gracefully, not kill the process.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    #[cfg(unix)]
+    let int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
+    async move {
+        #[cfg(unix)]
+        {
+            async fn recv(s: std::io::Result<tokio::signal::unix::Signal>) {
+                match s {
+                    Ok(mut s) => {
+                        s.recv().await;
+                    }
+                    Err(_) => std::future::pending::<()>().await,
+                }
             }
-            Err(_) => std::future::pending::<()>().await,
+            tokio::select! {
+                _ = recv(term) => {},
+                _ = recv(int) => {},
+            }
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
@@ -134,6 +161,7 @@ async fn main() -> ExitCode {
     let config = args.into_config();
     tracing::info!(?config, "starting");
     keygate_control_plane::serve::raise_fd_limit(config.max_connections);
+    let stop = shutdown_signal();
     let server = match keygate_control_plane::start(config).await {
         Ok(s) => s,
         Err(e) => {
@@ -141,7 +169,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    shutdown_signal().await;
+    stop.await;
     tracing::info!("shutting down");
     match server.shutdown().await {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,9 +1,17 @@
 //! Serving connections: hyper's HTTP/1 connection builder rather than
 //! `axum::serve`, which has neither a header-read timeout nor a connection
-//! cap. The port is reachable by anything on the Envoys' network, so
-//! half-sent requests must not pin connections and their count must be
-//! bounded; and the process must be allowed that many sockets.
+//! cap. The port is reachable by anything on the Envoys' network, so no
+//! client may pin a connection: not by sending its headers slowly (the
+//! header-read timeout), not by never reading its answers (the write
+//! timeout), not by dripping a body (the request-body deadline), and not past
+//! a shutdown (the shutdown deadline). Their count is bounded, and the
+//! process is allowed that many sockets.
 
+use axum::body::HttpBody;
+use axum::extract::Request;
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -11,9 +19,30 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot};
+use tokio::task::JoinSet;
+use tokio_io_timeout::TimeoutStream;
+
+/// The error of a request whose body did not arrive in time.
+pub const MSG_BODY_TIMEOUT: &str = "request body not received in time";
+
+/// How long a connection may take, and how many there may be.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Request headers must be complete this long after the connection opens
+    /// or after the previous answer (an idle keep-alive connection).
+    pub header_read_timeout: Duration,
+    /// A write pending this long with no byte taken by the peer closes the
+    /// connection. There is deliberately no read timeout: a feed long poll
+    /// sends and receives nothing for up to a minute.
+    pub write_timeout: Duration,
+    pub max_connections: usize,
+    /// After `stop`, connections still open this long are dropped.
+    pub shutdown_timeout: Duration,
+}
 
 /// Accepts and serves connections until `stop` fires, then lets in-flight
-/// requests finish (long polls are released by `FeedNotifier::close` first).
+/// requests finish for up to `shutdown_timeout` (long polls are released by
+/// `FeedNotifier::close` first) and drops whatever is still open.
 ///
 /// At `max_connections` open connections the loop stops calling `accept`:
 /// new connections wait in the kernel's listen backlog (or are refused by it
@@ -21,21 +50,25 @@ use tokio::sync::{Semaphore, oneshot};
 pub async fn serve(
     listener: TcpListener,
     app: axum::Router,
-    header_read_timeout: Duration,
-    max_connections: usize,
+    limits: Limits,
     mut stop: oneshot::Receiver<()>,
 ) -> std::io::Result<()> {
     // Clamped: 0 would never serve, and Semaphore panics above MAX_PERMITS.
     let slots = Arc::new(Semaphore::new(
-        max_connections.clamp(1, Semaphore::MAX_PERMITS),
+        limits.max_connections.clamp(1, Semaphore::MAX_PERMITS),
     ));
     let graceful = GracefulShutdown::new();
+    // Owns every connection task, so the shutdown deadline can drop them.
+    let mut conns = JoinSet::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     // The timer is what makes hyper enforce the timeout at all. hyper also
     // applies it to a keep-alive connection waiting for its next request.
     http.timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout);
     loop {
+        // Finished connections are reaped here, so the set stays as large as
+        // the number of open connections (plus those closed since the last accept).
+        while conns.try_join_next().is_some() {}
         let slot = tokio::select! {
             biased;
             _ = &mut stop => break,
@@ -53,20 +86,69 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let conn =
-            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        // A client that pipelines requests and never reads the answers would
+        // otherwise leave hyper's write pending forever, holding the slot.
+        let mut stream = TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(limits.write_timeout));
+        let conn = http.serve_connection(
+            TokioIo::new(Box::pin(stream)),
+            TowerToHyperService::new(app.clone()),
+        );
         let conn = graceful.watch(conn);
-        tokio::spawn(async move {
+        conns.spawn(async move {
             if let Err(e) = conn.await {
-                // Header timeouts and resets land here; nothing of the request is logged.
+                // Header and write timeouts and resets land here; nothing of
+                // the request is logged.
                 tracing::debug!(error = %e, "connection closed with an error");
             }
             drop(slot);
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    if tokio::time::timeout(limits.shutdown_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        while conns.try_join_next().is_some() {}
+        let open = conns.len();
+        tracing::warn!(
+            open_connections = open,
+            "shutdown deadline of {:?} passed: dropping {open} open connections",
+            limits.shutdown_timeout
+        );
+        conns.shutdown().await;
+    }
     Ok(())
+}
+
+/// Bounds how long a request that carries a body may take, from its headers
+/// to its answer, so a client cannot hold a connection by dripping the body
+/// a byte at a time. A total deadline, not an idle one (tower-http's
+/// `RequestBodyTimeoutLayer` restarts its timer on every frame, which a drip
+/// defeats). Requests without a body, the feed's long polls among them, are
+/// not limited. The answer is 408 with `Connection: close`: the rest of the
+/// body is never read, so the connection cannot be reused.
+pub fn with_body_deadline(app: axum::Router, limit: Duration) -> axum::Router {
+    app.layer(axum::middleware::from_fn(
+        move |req: Request, next: Next| async move {
+            if req.body().is_end_stream() {
+                return next.run(req).await;
+            }
+            match tokio::time::timeout(limit, next.run(req)).await {
+                Ok(response) => response,
+                Err(_) => body_timeout_response(),
+            }
+        },
+    ))
+}
+
+fn body_timeout_response() -> Response {
+    (
+        StatusCode::REQUEST_TIMEOUT,
+        [(header::CONNECTION, "close")],
+        axum::Json(serde_json::json!({ "error": MSG_BODY_TIMEOUT })),
+    )
+        .into_response()
 }
 
 /// Per-connection accept errors (the peer reset before we took it) are

@@ -8,8 +8,9 @@
 //! Full snapshots are asked for in pages of `snapshotPageSize` keys
 //! (`limit=`): each page is applied as it arrives under a reserved generation
 //! ([`SnapshotWriter`]), the next one (`after=next`) is asked for at once, and
-//! after the last one the table flips to the first page's version and long
-//! polling resumes from there, which re-ships whatever changed while paging.
+//! after the last one the table flips to the first page's version, synced as
+//! of the first page's arrival (its data is the oldest), and long polling
+//! resumes from there, which re-ships whatever changed while paging.
 //! A snapshot in progress lives only in this feed: if the lease moves on, the
 //! new holder starts its own. Against a control plane that refuses `limit`
 //! (400), snapshots are asked for whole.
@@ -154,6 +155,11 @@ pub struct Feed {
     paging: Option<Paging>,
     /// The control plane refused `limit` (an older version): ask whole.
     unpaged: bool,
+    /// A snapshot was just flipped in: its sync is as of its first page, so
+    /// the next poll asks without waiting, and its answer (whatever changed
+    /// meanwhile, or nothing) records a sync as of now. Else an idle feed
+    /// would leave the table's age at paging time plus `feedWaitSeconds`.
+    catch_up: bool,
 }
 
 impl Feed {
@@ -175,7 +181,7 @@ impl Feed {
         // After a failure, ask without waiting: a long poll proves nothing
         // until it returns, and the table may be close to stale.
         // `Config::validate` checked both settings against the same limits.
-        let wait = if self.backoff_ms > 0 {
+        let wait = if self.backoff_ms > 0 || self.catch_up {
             WaitSeconds::ZERO
         } else {
             WaitSeconds::saturating(cfg.feed_wait_seconds)
@@ -214,6 +220,9 @@ impl Feed {
         };
         let path = query.path();
         self.in_flight = Some((asked, now_ms));
+        if matches!(asked, Asked::Since(_)) {
+            self.catch_up = false;
+        }
         Some(HttpRequest::to_control_plane(
             cfg,
             "GET",
@@ -287,7 +296,7 @@ impl Feed {
             return FeedEvent::Failed;
         };
         let result = match asked {
-            Asked::Page(after) => self.continue_snapshot(store, &table, after, now_ms),
+            Asked::Page(after) => self.continue_snapshot(store, &table, after),
             _ if table.full => self.start_snapshot(store, &table, now_ms),
             Asked::Since(v) => {
                 apply_delta(store, &table, v, now_ms, &mut self.known_ids).map(FeedEvent::Applied)
@@ -321,8 +330,8 @@ impl Feed {
         now_ms: u64,
     ) -> Result<FeedEvent, ApplyError> {
         self.paging = None;
-        let writer = SnapshotWriter::begin(store, page.version)?;
-        self.page(store, writer, page, i64::MIN, now_ms)
+        let writer = SnapshotWriter::begin(store, page.version, now_ms)?;
+        self.page(store, writer, page, i64::MIN)
     }
 
     fn continue_snapshot(
@@ -330,12 +339,9 @@ impl Feed {
         store: &dyn SharedStore,
         page: &KeyTable,
         after: i64,
-        now_ms: u64,
     ) -> Result<FeedEvent, ApplyError> {
         match self.paging.take() {
-            Some(p) if p.next == after && page.full => {
-                self.page(store, p.writer, page, after, now_ms)
-            }
+            Some(p) if p.next == after && page.full => self.page(store, p.writer, page, after),
             // Not a page of the snapshot in progress: start over.
             _ => Err(ApplyError::NotBasedOnTable),
         }
@@ -347,7 +353,6 @@ impl Feed {
         mut writer: SnapshotWriter,
         page: &KeyTable,
         after: i64,
-        now_ms: u64,
     ) -> Result<FeedEvent, ApplyError> {
         writer.write_page(store, page)?;
         match page.next {
@@ -358,9 +363,11 @@ impl Feed {
                 self.paging = Some(Paging { writer, next });
                 Ok(FeedEvent::PageApplied { written })
             }
-            None => writer
-                .finish(store, now_ms, &mut self.known_ids)
-                .map(FeedEvent::Applied),
+            None => {
+                let applied = writer.finish(store, &mut self.known_ids)?;
+                self.catch_up = true;
+                Ok(FeedEvent::Applied(applied))
+            }
         }
     }
 }
@@ -422,13 +429,20 @@ mod tests {
         assert!(f.next_request(&c, &s, 10).is_none());
         let ev = f.on_response(&s, Some(200), Some(&body(4, true, &[1, 2], &[])), 100);
         assert!(matches!(ev, FeedEvent::Applied(a) if a.version == 4 && a.key_count == 2));
+        // Right after a snapshot: catch up without waiting (see `catch_up`).
         let r = f.next_request(&c, &s, 100).unwrap();
         assert_eq!(
             r.header(":path"),
-            Some("/internal/v1/key-table?since=4&wait=20&limit=50000")
+            Some("/internal/v1/key-table?since=4&wait=0&limit=50000")
         );
         let ev = f.on_response(&s, Some(200), Some(&body(5, false, &[], &[1])), 300);
         assert!(matches!(ev, FeedEvent::Applied(a) if a.version == 5 && a.key_count == 1));
+        // Then long polls.
+        let r = f.next_request(&c, &s, 300).unwrap();
+        assert_eq!(
+            r.header(":path"),
+            Some("/internal/v1/key-table?since=5&wait=20&limit=50000")
+        );
     }
 
     #[test]
@@ -606,7 +620,7 @@ mod tests {
         let r = f.next_request(&c, &s, 1_000).unwrap();
         assert_eq!(
             r.header(":path"),
-            Some("/internal/v1/key-table?since=1&wait=20&limit=2")
+            Some("/internal/v1/key-table?since=1&wait=0&limit=2")
         );
         // The log no longer reaches 1: a paged snapshot at version 9 that
         // keeps 2 and 3 and drops 1, 4 and 6. Keys 2 and 3 stay valid at every
@@ -657,19 +671,31 @@ mod tests {
             "{ev:?}"
         );
         // Flipped to the reserved generation at the FIRST page's version,
-        // which counts as the sync.
-        assert_eq!(TableReader::new(&s).last_sync_unix(), Some(4));
+        // synced as of the first page's arrival (its data is the oldest).
+        assert_eq!(TableReader::new(&s).last_sync_unix(), Some(2));
         let meta = TableReader::new(&s).meta().unwrap();
         assert_eq!(
             (meta.generation, meta.version, meta.key_count, meta.reserved),
             (2, 9, 5, None)
         );
         assert_eq!(live(&s, 1..=9), vec![2, 3, 5, 7, 8]);
-        // Then long polling resumes from there.
+        // Then polling resumes from there: at once, so the catch-up's
+        // answer records a sync as of now, then long polls.
         let r = f.next_request(&c, &s, 4_000).unwrap();
         assert_eq!(
             r.header(":path"),
-            Some("/internal/v1/key-table?since=9&wait=20&limit=2")
+            Some("/internal/v1/key-table?since=9&wait=0&limit=2")
+        );
+        let ev = f.on_response(&s, Some(200), Some(&body(12, false, &[], &[])), 4_100);
+        assert!(
+            matches!(ev, FeedEvent::Applied(a) if a.version == 12),
+            "{ev:?}"
+        );
+        assert_eq!(TableReader::new(&s).last_sync_unix(), Some(4));
+        let r = f.next_request(&c, &s, 4_100).unwrap();
+        assert_eq!(
+            r.header(":path"),
+            Some("/internal/v1/key-table?since=12&wait=20&limit=2")
         );
     }
 
@@ -779,6 +805,74 @@ mod tests {
         assert_eq!(TableReader::new(&s).last_sync_unix(), Some(1));
     }
 
+    /// Review 2: a table is as fresh as its OLDEST data, which in a paged
+    /// snapshot is the first page. Here the pages span ten minutes (a failing
+    /// page is retried indefinitely); stamping the flip with the last page's
+    /// arrival would count key 1's ten-minute-old data as 29 s old, so a key
+    /// revoked at 2 s would be accepted until about 635 s if the control
+    /// plane then died.
+    #[test]
+    fn a_paged_snapshot_is_as_old_as_its_first_page() {
+        let s = MemoryStore::default();
+        let c = paged_cfg(1);
+        let mut f = Feed::new();
+        f.next_request(&c, &s, 1_000).unwrap();
+        let ev = f.on_response(&s, Some(200), Some(&page(2, &[1], Some(1))), 1_000);
+        assert_eq!(ev, FeedEvent::PageApplied { written: 1 });
+        // The second page fails for ten minutes.
+        let mut now = 5_000;
+        while now <= 600_000 {
+            if f.next_request(&c, &s, now).is_some() {
+                assert_eq!(f.on_response(&s, None, None, now), FeedEvent::Failed);
+            }
+            now += 5_000;
+        }
+        let mut now = 605_000;
+        let r = loop {
+            if let Some(r) = f.next_request(&c, &s, now) {
+                break r;
+            }
+            now += 100;
+        };
+        assert_eq!(
+            r.header(":path"),
+            Some("/internal/v1/key-table?after=1&limit=1")
+        );
+        let ev = f.on_response(&s, Some(200), Some(&page(700, &[2], None)), now);
+        assert!(
+            matches!(ev, FeedEvent::Applied(a) if a.version == 2 && a.key_count == 2),
+            "{ev:?}"
+        );
+        let synced = TableReader::new(&s).last_sync_unix().unwrap();
+        assert_eq!(
+            synced, 1,
+            "the flipped table counts as synced at {synced} s; its first page arrived at 1 s"
+        );
+        // So at 634 s it is stale (limit 30 s) and fails closed.
+        let age = 634 - synced;
+        assert!(
+            age > i64::try_from(c.max_staleness_seconds).unwrap(),
+            "age {age} s"
+        );
+        // Unless the control plane is still there: the catch-up poll after the
+        // flip goes out at once, and its answer is a sync as of its arrival.
+        let r = f.next_request(&c, &s, now).unwrap();
+        assert_eq!(
+            r.header(":path"),
+            Some("/internal/v1/key-table?since=2&wait=0&limit=1")
+        );
+        f.on_response(
+            &s,
+            Some(200),
+            Some(&body(701, false, &[], &[1])),
+            now + 1_000,
+        );
+        assert_eq!(
+            TableReader::new(&s).last_sync_unix(),
+            Some(i64::try_from(now / 1_000 + 1).unwrap())
+        );
+    }
+
     #[test]
     fn an_older_control_plane_gets_whole_snapshots() {
         let s = MemoryStore::default();
@@ -796,7 +890,7 @@ mod tests {
         let r = f.next_request(&c, &s, 1_000).unwrap();
         assert_eq!(
             r.header(":path"),
-            Some("/internal/v1/key-table?since=3&wait=20")
+            Some("/internal/v1/key-table?since=3&wait=0")
         );
     }
 }

@@ -1,6 +1,7 @@
 //! Resource limits and input hygiene from the security review (issue 9):
-//! metric-label cardinality, header-read timeout and connection cap (against
-//! the real binary), keys per user, and control/bidi characters in stored text.
+//! metric-label cardinality, header-read timeout, connection cap, slow readers,
+//! dripped bodies and the shutdown deadline (against the real binary), keys per
+//! user, and control/bidi characters in stored text.
 
 use crate::common::*;
 use reqwest::StatusCode;
@@ -265,6 +266,208 @@ async fn connection_cap_holds_extra_connections_until_one_closes() {
         "the start-up log names the limits:\n{}",
         bin.log()
     );
+}
+
+// ---- 4(c): slow readers, dripped bodies, and shutdown during both ----
+
+/// What the review's attacker did: a 2 KiB receive buffer, 2000 pipelined
+/// `GET /openapi.json` written for up to 3 s, and then nothing read, so the
+/// server's writes stay pending.
+async fn slow_reader(addr: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(2048).unwrap();
+    let mut s = sock.connect(addr.parse().unwrap()).await.unwrap();
+    let req = b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n".repeat(2000);
+    // Stops when the server stops reading; how far it got does not matter.
+    let _ = tokio::time::timeout(Duration::from_secs(3), s.write_all(&req)).await;
+    s
+}
+
+/// `GET /healthz` on a fresh connection, `None` if not answered within `limit`.
+async fn healthz_within(base: &str, limit: Duration) -> Option<StatusCode> {
+    let http = client();
+    match tokio::time::timeout(limit, http.get(format!("{base}/healthz")).send()).await {
+        Ok(Ok(r)) => Some(r.status()),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_readers_are_cut_after_the_write_timeout() {
+    let bin = Binary::start(
+        "slowread",
+        &[
+            ("KEYGATE_MAX_CONNECTIONS", "4"),
+            ("KEYGATE_HEADER_READ_TIMEOUT_SECONDS", "2"),
+            ("KEYGATE_WRITE_TIMEOUT_SECONDS", "2"),
+        ],
+    );
+    let mut attackers = Vec::new();
+    for _ in 0..4 {
+        attackers.push(slow_reader(&bin.addr).await);
+    }
+    let started = std::time::Instant::now();
+    // Write timeout 2 s, plus 5 s of slack.
+    let status = healthz_within(&bin.base, Duration::from_secs(7)).await;
+    assert_eq!(
+        status,
+        Some(StatusCode::OK),
+        "/healthz not answered {:?} after 4 slow readers filled a cap of 4 (write timeout 2 s)",
+        started.elapsed()
+    );
+    // The slow readers were closed, not merely outnumbered.
+    for (i, s) in attackers.iter_mut().enumerate() {
+        assert!(
+            read_until_closed(s, Duration::from_secs(10))
+                .await
+                .is_some(),
+            "slow reader {i} still open"
+        );
+    }
+    println!("served again {:?} after the attack", started.elapsed());
+    // A long poll that sends nothing for twice the write timeout is not cut:
+    // the deadline is on writes that make no progress, not on silence.
+    let http = client();
+    let t: serde_json::Value = http
+        .get(format!("{}/internal/v1/key-table", bin.base))
+        .bearer_auth(DATA_PLANE)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let v = t["version"].as_u64().unwrap();
+    let polled = std::time::Instant::now();
+    let r = http
+        .get(format!(
+            "{}/internal/v1/key-table?since={v}&wait=4",
+            bin.base
+        ))
+        .bearer_auth(DATA_PLANE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        polled.elapsed() >= Duration::from_millis(3500),
+        "the long poll returned early: {:?}",
+        polled.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_request_body_is_cut() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let bin = Binary::start(
+        "slowbody",
+        &[
+            ("KEYGATE_MAX_CONNECTIONS", "4"),
+            ("KEYGATE_REQUEST_BODY_TIMEOUT_SECONDS", "2"),
+        ],
+    );
+    let s = tokio::net::TcpStream::connect(&bin.addr).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let head = format!(
+        "POST /api/api-keys HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{{"
+    );
+    wr.write_all(head.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    // One byte every 300 ms: an idle-between-bytes timeout never fires.
+    let drip = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if wr.write_all(b" ").await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut got = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(8), async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    drip.abort();
+    let took = started.elapsed();
+    assert!(
+        closed.is_ok(),
+        "a body dripped one byte per 300 ms still held its connection after {took:?} \
+         (request-body timeout 2 s); got {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    assert!(took >= Duration::from_millis(1800), "cut early: {took:?}");
+    // A reset may beat the answer to us; when the answer arrives, it is the 408.
+    let got = String::from_utf8_lossy(&got);
+    if !got.is_empty() {
+        assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+        assert!(
+            got.contains(r#"{"error":"request body not received in time"}"#),
+            "{got}"
+        );
+    }
+    assert_eq!(
+        healthz_within(&bin.base, Duration::from_secs(5)).await,
+        Some(StatusCode::OK)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_slow_reads_exits_within_the_deadline() {
+    let mut bin = Binary::start(
+        "slowterm",
+        &[
+            ("KEYGATE_MAX_CONNECTIONS", "4"),
+            // Long enough that only the shutdown deadline can end the attack.
+            ("KEYGATE_WRITE_TIMEOUT_SECONDS", "120"),
+            ("KEYGATE_SHUTDOWN_TIMEOUT_SECONDS", "2"),
+        ],
+    );
+    let mut attackers = Vec::new();
+    for _ in 0..4 {
+        attackers.push(slow_reader(&bin.addr).await);
+    }
+    // Graceful shutdown lets each connection finish the answer it is writing
+    // and drops the pipelined rest: give the answers time to fill the socket
+    // buffers, so every connection is stuck mid-write when SIGTERM arrives.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pid = bin.child.id().to_string();
+    let kill = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(kill.success());
+    let started = std::time::Instant::now();
+    let mut exited = None;
+    while started.elapsed() < Duration::from_secs(8) {
+        if let Some(status) = bin.child.try_wait().unwrap() {
+            exited = Some(status);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = started.elapsed();
+    let status = exited.unwrap_or_else(|| {
+        panic!(
+            "still running {took:?} after SIGTERM with 4 slow readers (shutdown deadline 2 s); log:\n{}",
+            bin.log()
+        )
+    });
+    assert!(status.success(), "{status:?}\n{}", bin.log());
+    assert!(
+        took >= Duration::from_millis(1800),
+        "exited early: {took:?}"
+    );
+    assert!(
+        bin.log().contains("shutdown deadline"),
+        "the log says connections were dropped:\n{}",
+        bin.log()
+    );
+    drop(attackers);
 }
 
 // ---- 5: keys per user ----

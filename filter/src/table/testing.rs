@@ -47,7 +47,7 @@ pub fn write_snapshot(
     now_ms: u64,
     known_ids: &mut BTreeSet<i64>,
 ) -> Result<Applied, ApplyError> {
-    let mut writer = SnapshotWriter::begin(store, table.version)?;
+    let mut writer = SnapshotWriter::begin(store, table.version, now_ms)?;
     writer.write_page(store, table)?;
-    writer.finish(store, now_ms, known_ids)
+    writer.finish(store, known_ids)
 }

@@ -142,7 +142,7 @@ pub fn apply_delta(
 /// in meta before any entry is written; each page writes its entries under it
 /// (live at once: readers accept `entry.generation >= meta.generation`);
 /// [`finish`](Self::finish) flips meta to the new generation at the first
-/// page's version and records the sync. Every meta write checks, by
+/// page's version and records the sync at the first page's arrival. Every meta write checks, by
 /// compare-and-swap, that the reservation is still this writer's and the
 /// table has not moved meanwhile.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,14 +153,23 @@ pub struct SnapshotWriter {
     generation: u64,
     /// The first page's version: the table's version once flipped.
     version: u64,
+    /// When the first page arrived: the flipped table's last sync. The first
+    /// page is the oldest data in the table (later pages are read later, and
+    /// a failing page is retried indefinitely), so the table is no fresher
+    /// than it. Its arrival, not its request's sending, for the same clock
+    /// as every delta (stamped on arrival): the request may have been a long
+    /// poll that waited up to `feedWaitSeconds` before the control plane read
+    /// the table, so the sending time would misdate it by that much.
+    first_page_ms: u64,
     /// Ids written so far (pages come in id order; sorted again at the end).
     ids: Vec<i64>,
     writes: usize,
 }
 
 impl SnapshotWriter {
-    /// Reserves a generation for a snapshot whose first page is at `version`.
-    pub fn begin(store: &dyn SharedStore, version: u64) -> Result<Self, ApplyError> {
+    /// Reserves a generation for a snapshot whose first page is at `version`
+    /// and arrived at `now_ms`.
+    pub fn begin(store: &dyn SharedStore, version: u64, now_ms: u64) -> Result<Self, ApplyError> {
         let (meta, cas) = read_meta(store);
         let base = meta.map_or(0, |m| m.generation);
         let reserved = meta.and_then(|m| m.reserved).unwrap_or(0);
@@ -179,6 +188,7 @@ impl SnapshotWriter {
             base,
             generation,
             version,
+            first_page_ms: now_ms,
             ids: Vec::new(),
             writes: 0,
         })
@@ -224,13 +234,13 @@ impl SnapshotWriter {
     }
 
     /// Flips the table to the new generation, which kills every entry the
-    /// snapshot did not write, then clears the slots of known ids it dropped.
+    /// snapshot did not write, and records the sync as of the first page;
+    /// then clears the slots of known ids it dropped.
     /// (A new lease holder starts with an empty memory; entries it never saw
     /// stay dead, not live, until overwritten.)
     pub fn finish(
         mut self,
         store: &dyn SharedStore,
-        now_ms: u64,
         known_ids: &mut BTreeSet<i64>,
     ) -> Result<Applied, ApplyError> {
         let (_, cas) = self.check(store)?;
@@ -240,7 +250,7 @@ impl SnapshotWriter {
         let new_meta = Meta {
             generation: self.generation,
             version: self.version,
-            synced_at_ms: now_ms,
+            synced_at_ms: self.first_page_ms,
             key_count: ids.len() as u64,
             reserved: None,
         };
@@ -460,13 +470,14 @@ mod tests {
         let s = MemoryStore::default();
         let mut known = BTreeSet::new();
         write_snapshot(&s, &snapshot(1, &[1]), 1_000, &mut known).unwrap();
-        let mut writer = SnapshotWriter::begin(&s, 2).unwrap();
+        let mut writer = SnapshotWriter::begin(&s, 2, 5_000).unwrap();
         assert_eq!(TableReader::new(&s).last_sync_unix(), Some(1), "begin");
         let mut page = snapshot(2, &[1, 2]);
         page.next = Some(2);
         writer.write_page(&s, &page).unwrap();
         assert_eq!(TableReader::new(&s).last_sync_unix(), Some(1), "a page");
-        writer.finish(&s, 70_000, &mut known).unwrap();
-        assert_eq!(TableReader::new(&s).last_sync_unix(), Some(70), "flipped");
+        writer.finish(&s, &mut known).unwrap();
+        // As of the first page, not of the flip.
+        assert_eq!(TableReader::new(&s).last_sync_unix(), Some(5), "flipped");
     }
 }
