@@ -305,7 +305,7 @@ impl Report {
         out
     }
 
-    /// Each target of issue 5 with its verdict.
+    /// Each benchmark target with its verdict.
     pub fn targets_markdown(&self, plan: &Plan) -> String {
         let mut out = String::new();
         let verdict = |ok: bool| if ok { "**met**" } else { "**missed**" };
@@ -443,7 +443,7 @@ impl Report {
             }
             out.push('\n');
         }
-        out.push_str("## Targets (issue 5)\n\n");
+        out.push_str("## Targets\n\n");
         out.push_str(&self.targets_markdown(plan));
         out.push('\n');
         out.push_str(METHOD);

@@ -126,6 +126,37 @@ async fn read_until_closed(s: &mut tokio::net::TcpStream, limit: Duration) -> Op
     res.ok().map(|_| got)
 }
 
+/// A feed long poll with nothing to report waits its whole `wait` (less
+/// half a second of slack) and then answers 200: no timeout cut it.
+async fn assert_long_poll_waits(base: &str, wait_seconds: u64) {
+    let http = client();
+    let t: serde_json::Value = http
+        .get(format!("{base}/internal/v1/key-table"))
+        .bearer_auth(DATA_PLANE)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let v = t["version"].as_u64().unwrap();
+    let started = std::time::Instant::now();
+    let r = http
+        .get(format!(
+            "{base}/internal/v1/key-table?since={v}&wait={wait_seconds}"
+        ))
+        .bearer_auth(DATA_PLANE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(wait_seconds * 1000 - 500),
+        "the long poll returned early: {waited:?}"
+    );
+}
+
 async fn healthz_ok(http: &reqwest::Client, base: &str) {
     let r = tokio::time::timeout(
         Duration::from_secs(5),
@@ -198,33 +229,7 @@ async fn header_timeout_ends_idle_keep_alive_but_not_long_polls() {
     let idle = idle_from.elapsed();
     assert!(idle >= Duration::from_millis(900), "closed after {idle:?}");
 
-    let http = client();
-    let t: serde_json::Value = http
-        .get(format!("{}/internal/v1/key-table", bin.base))
-        .bearer_auth(DATA_PLANE)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let v = t["version"].as_u64().unwrap();
-    let started = std::time::Instant::now();
-    let r = http
-        .get(format!(
-            "{}/internal/v1/key-table?since={v}&wait=3",
-            bin.base
-        ))
-        .bearer_auth(DATA_PLANE)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert!(
-        started.elapsed() >= Duration::from_millis(2500),
-        "the long poll returned early: {:?}",
-        started.elapsed()
-    );
+    assert_long_poll_waits(&bin.base, 3).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -328,33 +333,7 @@ async fn slow_readers_are_cut_after_the_write_timeout() {
     println!("served again {:?} after the attack", started.elapsed());
     // A long poll that sends nothing for twice the write timeout is not cut:
     // the deadline is on writes that make no progress, not on silence.
-    let http = client();
-    let t: serde_json::Value = http
-        .get(format!("{}/internal/v1/key-table", bin.base))
-        .bearer_auth(DATA_PLANE)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let v = t["version"].as_u64().unwrap();
-    let polled = std::time::Instant::now();
-    let r = http
-        .get(format!(
-            "{}/internal/v1/key-table?since={v}&wait=4",
-            bin.base
-        ))
-        .bearer_auth(DATA_PLANE)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert!(
-        polled.elapsed() >= Duration::from_millis(3500),
-        "the long poll returned early: {:?}",
-        polled.elapsed()
-    );
+    assert_long_poll_waits(&bin.base, 4).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
