@@ -1,4 +1,4 @@
--- Where each user's role comes from (security review, issue 9):
+-- Where each user's role comes from (decided after a security review):
 --   oidc     the role follows the identity provider's claims on every sign-in;
 --   api      an admin set it through the API, and it stays until changed again;
 --   builtin  the one user the static admin token acts as (role admin, fixed).
