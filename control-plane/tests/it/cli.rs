@@ -3,7 +3,7 @@
 //! `listening on <addr>` log line, no secrets in logs, and a prompt graceful
 //! exit on SIGTERM even with a long poll in flight.
 
-use crate::common::{capture_until_listening, client, flip_first_char};
+use crate::common::{capture_until_listening, client, feed_version, flip_first_char};
 use serde_json::{Value, json};
 use std::process::{Command, Stdio};
 
@@ -79,16 +79,7 @@ async fn serve_binary_contract() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
-    let t: Value = http
-        .get(format!("{base}/internal/v1/key-table"))
-        .bearer_auth(DATA_PLANE)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let version = t["version"].as_u64().unwrap();
+    let version = feed_version(&http, &base, DATA_PLANE).await;
 
     // A long poll in flight must not hold up SIGTERM.
     let poll = {

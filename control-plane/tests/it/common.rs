@@ -297,6 +297,21 @@ impl TestApp {
 }
 
 /// Asserts a JSON error with this status and exact message.
+/// The key-table version a running binary at `base` serves now (a full
+/// snapshot asked with its data-plane token).
+pub async fn feed_version(http: &reqwest::Client, base: &str, data_plane_token: &str) -> u64 {
+    let t: Value = http
+        .get(format!("{base}/internal/v1/key-table"))
+        .bearer_auth(data_plane_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    t["version"].as_u64().unwrap()
+}
+
 pub fn assert_error(r: &Resp, status: StatusCode, message: &str) {
     assert_eq!(r.status, status, "body: {}", r.text);
     assert_eq!(r.body["error"].as_str(), Some(message), "body: {}", r.text);

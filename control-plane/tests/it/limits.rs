@@ -130,16 +130,7 @@ async fn read_until_closed(s: &mut tokio::net::TcpStream, limit: Duration) -> Op
 /// half a second of slack) and then answers 200: no timeout cut it.
 async fn assert_long_poll_waits(base: &str, wait_seconds: u64) {
     let http = client();
-    let t: serde_json::Value = http
-        .get(format!("{base}/internal/v1/key-table"))
-        .bearer_auth(DATA_PLANE)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let v = t["version"].as_u64().unwrap();
+    let v = feed_version(&http, base, DATA_PLANE).await;
     let started = std::time::Instant::now();
     let r = http
         .get(format!(
