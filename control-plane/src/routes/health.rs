@@ -39,6 +39,16 @@ pub async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
     )
 }
 
-pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(crate::openapi::document())
+/// The document never changes while the process runs: built and encoded
+/// once, so a client fetching it in a loop costs a copy of bytes, not a build.
+pub async fn openapi() -> impl IntoResponse {
+    static ENCODED: std::sync::OnceLock<axum::body::Bytes> = std::sync::OnceLock::new();
+    let body = ENCODED.get_or_init(|| {
+        // Serializing plain structs to JSON cannot fail; an empty object
+        // would still be valid JSON if it ever did.
+        serde_json::to_vec(&crate::openapi::document())
+            .unwrap_or_else(|_| b"{}".to_vec())
+            .into()
+    });
+    ([(CONTENT_TYPE, "application/json")], body.clone())
 }
