@@ -86,7 +86,24 @@ async function page(main, header, draw) {
 
 export async function usersPage(main, me) {
   const add = h('button', { type: 'button', class: 'primary' }, 'Create User');
-  const reload = await page(main, pageHeader('Users', 'People who can sign in. Admins manage everything; users manage their own keys.', add), async (again) => {
+  let reload = () => {};
+  add.addEventListener('click', () => {
+    const username = field('Username', h('input', { type: 'text', required: true, autocomplete: 'off' }));
+    const email = field('Email', h('input', { type: 'email', autocomplete: 'off' }), 'Optional.');
+    const role = field('Role', h('select', {}, h('option', { value: 'user' }, 'User'), h('option', { value: 'admin' }, 'Admin')));
+    createDialog({
+      title: 'Create User',
+      fields: [username, email, role],
+      submitLabel: 'Create User',
+      build() {
+        if (!username.input.value.trim()) throw 'Enter a username.';
+        return { username: username.input.value.trim(), email: email.input.value.trim() || undefined, role: role.input.value };
+      },
+      post: (body) => api('POST', '/api/users', body),
+      done: () => { toast('User created.'); reload(); },
+    });
+  });
+  reload = await page(main, pageHeader('Users', 'People who can sign in. Admins manage everything; users manage their own keys.', add), async (again) => {
     const users = await list('/api/users');
     return table('Users', ['Username', 'Email', 'Role', 'Created'], users, (u) => {
       const roleId = uid('role');
@@ -111,36 +128,11 @@ export async function usersPage(main, me) {
         h('td', { class: 'actions' }, u.roleSource === 'builtin' || u.id === me.id ? null : deleteAction('User', u.username, `/api/users/${u.id}`, again)));
     }, ['No users yet', 'Create a user, or let people sign in with OpenID Connect.']);
   });
-  add.addEventListener('click', () => {
-    const username = field('Username', h('input', { type: 'text', required: true, autocomplete: 'off' }));
-    const email = field('Email', h('input', { type: 'email', autocomplete: 'off' }), 'Optional.');
-    const role = field('Role', h('select', {}, h('option', { value: 'user' }, 'User'), h('option', { value: 'admin' }, 'Admin')));
-    createDialog({
-      title: 'Create User',
-      fields: [username, email, role],
-      submitLabel: 'Create User',
-      build() {
-        if (!username.input.value.trim()) throw 'Enter a username.';
-        return { username: username.input.value.trim(), email: email.input.value.trim() || undefined, role: role.input.value };
-      },
-      post: (body) => api('POST', '/api/users', body),
-      done: () => { toast('User created.'); reload(); },
-    });
-  });
 }
 
 export async function mcpServersPage(main) {
   const add = h('button', { type: 'button', class: 'primary' }, 'Add MCP Server');
-  const reload = await page(main, pageHeader('MCP Servers', 'The servers keys can be scoped to. Envoy needs a route /mcp-connect/<name>/ to each server.', add), async (again) => {
-    const servers = await list('/api/mcp-servers');
-    return table('MCP servers', ['Name', 'Display Name', 'Description', 'Created'], servers, (s) => h('tr', {},
-      h('td', { 'data-label': 'Name' }, h('span', { class: 'mono' }, s.name)),
-      h('td', { 'data-label': 'Display Name' }, s.displayName),
-      h('td', { 'data-label': 'Description', class: 'description' }, s.description || h('span', { class: 'muted' }, '—')),
-      h('td', { 'data-label': 'Created' }, timeCell(s.createdAt)),
-      h('td', { class: 'actions' }, deleteAction('MCP Server', s.name, `/api/mcp-servers/${encodeURIComponent(s.name)}`, again))),
-    ['No MCP servers yet', 'Add the MCP servers your Envoy routes to, then give people access with an access rule.']);
-  });
+  let reload = () => {};
   add.addEventListener('click', () => {
     const name = field('Name', h('input', { type: 'text', required: true, autocomplete: 'off' }), 'As in the URL: /mcp-connect/<name>/mcp.');
     const display = field('Display Name', h('input', { type: 'text', autocomplete: 'off' }), 'Optional.');
@@ -157,6 +149,16 @@ export async function mcpServersPage(main) {
       done: () => { toast('MCP server added.'); reload(); },
     });
   });
+  reload = await page(main, pageHeader('MCP Servers', 'The servers keys can be scoped to. Envoy needs a route /mcp-connect/<name>/ to each server.', add), async (again) => {
+    const servers = await list('/api/mcp-servers');
+    return table('MCP servers', ['Name', 'Display Name', 'Description', 'Created'], servers, (s) => h('tr', {},
+      h('td', { 'data-label': 'Name' }, h('span', { class: 'mono' }, s.name)),
+      h('td', { 'data-label': 'Display Name' }, s.displayName),
+      h('td', { 'data-label': 'Description', class: 'description' }, s.description || h('span', { class: 'muted' }, '—')),
+      h('td', { 'data-label': 'Created' }, timeCell(s.createdAt)),
+      h('td', { class: 'actions' }, deleteAction('MCP Server', s.name, `/api/mcp-servers/${encodeURIComponent(s.name)}`, again))),
+    ['No MCP servers yet', 'Add the MCP servers your Envoy routes to, then give people access with an access rule.']);
+  });
 }
 
 function subjectText(subject, users) {
@@ -170,18 +172,14 @@ export async function accessRulesPage(main) {
   const add = h('button', { type: 'button', class: 'primary' }, 'Create Access Rule');
   let users = [];
   let servers = [];
-  const reload = await page(main, pageHeader('Access Rules', 'Who can reach which MCP servers. A person reaches the union of the rules that name them.', add), async (again) => {
-    const rules = await list('/api/access-rules');
-    [users, servers] = await Promise.all([list('/api/users'), list('/api/mcp-servers')]);
-    return table('Access rules', ['Name', 'MCP Servers', 'Subjects', 'Created'], rules, (r) => h('tr', {},
-      h('td', { 'data-label': 'Name' }, r.name),
-      h('td', { 'data-label': 'MCP Servers' }, r.mcpServerIds.includes('*') ? 'All MCP Servers' : r.mcpServerIds.join(', ')),
-      h('td', { 'data-label': 'Subjects' }, r.subjects.map((s) => subjectText(s, users)).join(', ')),
-      h('td', { 'data-label': 'Created' }, timeCell(r.createdAt)),
-      h('td', { class: 'actions' }, deleteAction('Access Rule', r.name, `/api/access-rules/${r.id}`, again))),
-    ['No access rules yet', 'Nobody reaches any MCP server until a rule grants it. Create a rule that names servers and people.']);
-  });
-  add.addEventListener('click', () => {
+  let reload = () => {};
+  add.addEventListener('click', async () => {
+    try {
+      [users, servers] = await Promise.all([list('/api/users'), list('/api/mcp-servers')]);
+    } catch (e) {
+      toast(e.message);
+      return;
+    }
     const name = field('Name', h('input', { type: 'text', required: true, autocomplete: 'off' }));
     const checklist = (legend, allLabel, options) => {
       const all = h('input', { type: 'checkbox', value: '*' });
@@ -210,5 +208,16 @@ export async function accessRulesPage(main) {
       post: (body) => api('POST', '/api/access-rules', body),
       done: () => { toast('Access rule created.'); reload(); },
     });
+  });
+  reload = await page(main, pageHeader('Access Rules', 'Who can reach which MCP servers. A person reaches the union of the rules that name them.', add), async (again) => {
+    const rules = await list('/api/access-rules');
+    [users, servers] = await Promise.all([list('/api/users'), list('/api/mcp-servers')]);
+    return table('Access rules', ['Name', 'MCP Servers', 'Subjects', 'Created'], rules, (r) => h('tr', {},
+      h('td', { 'data-label': 'Name' }, r.name),
+      h('td', { 'data-label': 'MCP Servers' }, r.mcpServerIds.includes('*') ? 'All MCP Servers' : r.mcpServerIds.join(', ')),
+      h('td', { 'data-label': 'Subjects' }, r.subjects.map((s) => subjectText(s, users)).join(', ')),
+      h('td', { 'data-label': 'Created' }, timeCell(r.createdAt)),
+      h('td', { class: 'actions' }, deleteAction('Access Rule', r.name, `/api/access-rules/${r.id}`, again))),
+    ['No access rules yet', 'Nobody reaches any MCP server until a rule grants it. Create a rule that names servers and people.']);
   });
 }

@@ -68,6 +68,11 @@ async function keysPage(main, me, admin) {
   toolbar.append(count);
   const content = h('div', { class: 'card' });
   main.append(pageHeader('API Keys', lead, createButton), errors, toolbar, content);
+  createButton.addEventListener('click', () => create());
+  filterInput.addEventListener('input', () => { state.filter = filterInput.value; draw(); });
+  if (userSelect) {
+    userSelect.addEventListener('change', () => { state.userId = userSelect.value; state.offset = 0; load(); });
+  }
 
   async function load() {
     errors.replaceChildren();
@@ -245,10 +250,5 @@ async function keysPage(main, me, admin) {
     });
   }
 
-  createButton.addEventListener('click', create);
-  filterInput.addEventListener('input', () => { state.filter = filterInput.value; draw(); });
-  if (userSelect) {
-    userSelect.addEventListener('change', () => { state.userId = userSelect.value; state.offset = 0; load(); });
-  }
   await load();
 }

@@ -327,7 +327,15 @@ def key_lifecycle(page: Page, key_name: str) -> None:
     assert_key_nowhere(page, key)
     expect(cell(page, key_name, "Servers")).to_have_text("1")
     expect(cell(page, key_name, "Last Used")).to_have_text("Never")
-    expect(cell(page, key_name, "Expires")).to_contain_text("in 1 week")
+    expect(cell(page, key_name, "Expires")).to_contain_text(re.compile(r"week|days"))
+    expect(cell(page, key_name, "Expires").locator(".badge")).to_have_count(0)
+    # The key expires at the end of the picked day in the browser's zone.
+    listed = page.evaluate("fetch('/api/api-keys').then(r => r.json())")["items"]
+    expires = next(k["expiresAt"] for k in listed if k["name"] == key_name)
+    day = datetime.date.fromisoformat(future_day(10))
+    end_of_day = datetime.datetime.combine(day, datetime.time(23, 59, 59)).astimezone()
+    got = datetime.datetime.fromisoformat(expires.replace("Z", "+00:00"))
+    assert got == end_of_day, f"expiresAt {expires} is not the end of {day} in the browser's time zone ({end_of_day})"
 
     wait_edge_status(key, 200)
     report = call_tool_with_sdk(key)
@@ -610,9 +618,9 @@ def scenario_admin_pages(browser: Browser) -> None:
     server = unique("srv")
     page.get_by_role("button", name="Add MCP Server").click()
     dialog = page.get_by_role("dialog", name="Add MCP Server")
-    dialog.get_by_label("Name").fill(server)
+    dialog.get_by_label("Name", exact=True).fill(server)
     dialog.get_by_role("button", name="Add MCP Server").click()
-    expect(page.get_by_text(server, exact=True)).to_be_visible()
+    expect(page.locator("td[data-label='Name']", has_text=server)).to_be_visible()
 
     page.goto(BASE + "/admin/access-rules")
     rule = unique("rule")
@@ -632,7 +640,7 @@ def scenario_admin_pages(browser: Browser) -> None:
     page.get_by_role("button", name=f"Actions for mcp server {server}").click()
     page.get_by_role("menuitem", name="Delete").click()
     page.get_by_role("alertdialog").get_by_role("button", name="Delete").click()
-    expect(page.get_by_text(server, exact=True)).to_have_count(0)
+    expect(page.locator("td[data-label='Name']", has_text=server)).to_have_count(0)
 
     page.goto(BASE + "/admin/users")
     page.get_by_role("button", name=f"Actions for user {username}").click()
