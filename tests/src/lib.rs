@@ -27,6 +27,7 @@ pub mod mcp_client;
 pub mod mcp_server;
 pub mod raw_http;
 pub mod shipped;
+pub mod snippets;
 pub mod spelling;
 pub mod stack;
 

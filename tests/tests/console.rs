@@ -123,3 +123,156 @@ async fn edge_serves_console_but_not_internal_or_metrics() {
 async fn screenshots() {
     run("screenshots").await;
 }
+
+/// Every client snippet the console shows (and the README prints) runs
+/// through the shipped Envoy configuration with a real key: LangChain and
+/// Agno in their own venvs, curl on `/api/me`, and VS Code's file read as VS
+/// Code would (its URL and header then used by the MCP SDK).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_snippets_run_through_the_edge() {
+    let stack = stack().await;
+    let admin = stack.control_plane.admin();
+    let user = admin
+        .create_user(&keygate_e2e::api::unique_name("snippets"))
+        .await
+        .unwrap();
+    admin.grant_user(user, &["echo"]).await.unwrap();
+    let key = admin
+        .create_key_for(user, &["echo"], None)
+        .await
+        .unwrap()
+        .key;
+    wait_until_open(stack, &key).await;
+    let origin = stack.url();
+    let dir = stack.dir().to_owned();
+    tokio::task::spawn_blocking(move || run_snippets(&origin, &key, &dir))
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+}
+
+async fn wait_until_open(stack: &ConsoleStack, key: &str) {
+    let edge = Edge::new(stack.envoy.listener_port());
+    let started = std::time::Instant::now();
+    while edge.initialize("echo", Some(key)).await.status != 200 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(15),
+            "a new key did not open echo within 15 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(keygate_e2e::edge::WORKERS_AGREE_AFTER).await;
+}
+
+fn run_snippets(origin: &str, key: &str, dir: &std::path::Path) {
+    use keygate_e2e::env;
+    use std::process::Command;
+    let run = |what: &str, command: &mut Command| -> String {
+        let output = command
+            .output()
+            .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "{what} failed ({}):\n{stdout}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        println!("{what}: {}", stdout.trim());
+        stdout
+    };
+    let snippets = keygate_e2e::snippets::all();
+    let ids: Vec<&str> = snippets.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["vscode", "langchain", "agno", "curl"],
+        "the snippets changed: extend this test"
+    );
+    for snippet in &snippets {
+        let text = keygate_e2e::snippets::render(snippet, origin, "echo", None);
+        assert!(
+            !text.contains(key),
+            "{}: the key is in the snippet",
+            snippet.id
+        );
+        let file = dir.join(format!("snippet-{}", snippet.file));
+        std::fs::write(&file, &text).expect("write snippet");
+        match snippet.id.as_str() {
+            "vscode" => {
+                let config: serde_json::Value =
+                    serde_json::from_str(&text).expect("the VS Code snippet is JSON");
+                let server = &config["servers"]["echo"];
+                assert_eq!(server["type"], "http");
+                assert_eq!(
+                    server["headers"]["Authorization"],
+                    "Bearer ${input:keygate-key}"
+                );
+                let input = &config["inputs"][0];
+                assert_eq!(input["id"], "keygate-key");
+                assert_eq!(input["password"], true);
+                let url = server["url"].as_str().expect("url");
+                let out = run(
+                    "VS Code's URL and header with the MCP SDK",
+                    Command::new(env::required_file(env::PYTHON))
+                        .arg(env::crate_dir().join("python/mcp_client.py"))
+                        .arg(url)
+                        .env("KEYGATE_TEST_KEY", key),
+                );
+                assert!(out.contains("hello from python"), "{out}");
+            }
+            "langchain" | "agno" => {
+                let python = env::required_file(if snippet.id == "langchain" {
+                    env::LANGCHAIN_PYTHON
+                } else {
+                    env::AGNO_PYTHON
+                });
+                let out = run(
+                    &snippet.label,
+                    Command::new(&python).arg(&file).env("KEYGATE_API_KEY", key),
+                );
+                assert!(out.contains("'echo'") && out.contains("'whoami'"), "{out}");
+                // With the key filled in, as the console shows it on request.
+                let filled = keygate_e2e::snippets::render(snippet, origin, "echo", Some(key));
+                let filled_file = dir.join(format!("snippet-filled-{}", snippet.file));
+                std::fs::write(&filled_file, filled).expect("write snippet");
+                let out = run(
+                    &format!("{} with the key filled in", snippet.label),
+                    Command::new(&python)
+                        .arg(&filled_file)
+                        .env_remove("KEYGATE_API_KEY"),
+                );
+                assert!(out.contains("'echo'"), "{out}");
+            }
+            "curl" => {
+                let out = run(
+                    "curl",
+                    Command::new("sh").arg(&file).env("KEYGATE_API_KEY", key),
+                );
+                let me: serde_json::Value = serde_json::from_str(&out).expect("/api/me JSON");
+                assert!(
+                    me["username"]
+                        .as_str()
+                        .is_some_and(|u| u.starts_with("snippets")),
+                    "{out}"
+                );
+            }
+            other => panic!("no runner for snippet {other}"),
+        }
+    }
+}
+
+/// The README's client snippets are the console's templates, filled in for
+/// the demo (`echo` behind `http://127.0.0.1:8080`, the key not filled in).
+#[test]
+fn readme_shows_the_console_snippets() {
+    let readme_path = keygate_e2e::env::workspace_dir().join("README.md");
+    let readme = std::fs::read_to_string(&readme_path).expect("read README.md");
+    for snippet in keygate_e2e::snippets::all() {
+        let text = keygate_e2e::snippets::render(&snippet, "http://127.0.0.1:8080", "echo", None);
+        let fenced = format!("\n{text}```\n");
+        assert!(
+            readme.contains(&fenced),
+            "README.md does not show the console's {} snippet as rendered for the demo:\n{text}",
+            snippet.label
+        );
+    }
+}

@@ -27,12 +27,12 @@ pub fn run() -> Result<()> {
             .args(["test", "-p", "keygate-e2e", "--test", "console", "--"])
             .args(["--exact", "screenshots", "--nocapture"])
             .env("KEYGATE_SCREENSHOTS", &docs)
-            .env("KEYGATE_CHROMIUM", &browser.chromium)
             .env("KEYGATE_ENVOY_BIN", &venv.envoy)
             .env("KEYGATE_PYTHON", &venv.python)
             .env("KEYGATE_FILTER_WASM", &artifacts.filter_wasm)
             .env("KEYGATE_CONTROL_PLANE_BIN", &artifacts.control_plane_bin)
             .env("KEYGATE_MCP_SERVER_BIN", &artifacts.mcp_server_bin);
+        browser.set_env(&mut command);
         run_checked(&mut command, "the screenshots browser test")
     })?;
     println!("Screenshots written to {}", docs.display());

@@ -78,7 +78,7 @@ fn run_steps(args: &TestArgs) -> Result<()> {
             command.arg("--").args(&args.cargo_test_args);
         }
         set_test_env(&mut command, &venv, &artifacts, &postgres);
-        command.env("KEYGATE_CHROMIUM", &browser.chromium);
+        browser.set_env(&mut command);
         run_checked(&mut command, "cargo test --workspace")
     })?;
     if args.skip_demo {
