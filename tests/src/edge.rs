@@ -1,5 +1,5 @@
 //! Requests to Envoy's listener as an MCP client would send them, and
-//! assertions on the edge's answers (contract 4: statuses, `WWW-Authenticate`,
+//! assertions on the edge's answers (statuses, `WWW-Authenticate`,
 //! `Retry-After`, small JSON error bodies that never echo the key).
 
 use std::time::Duration;

@@ -1,5 +1,5 @@
 //! The binaries and tools the end-to-end tests run, found through the
-//! environment variables `cargo xtask test` sets (contract 5 of the brief).
+//! environment variables `cargo xtask test` sets (see tests/README.md).
 //!
 //! A missing variable is a setup error, never a reason to skip: the tests
 //! panic with a message that says how to run them properly.

@@ -1,5 +1,6 @@
 //! The HTTP routes, one module per resource, assembled into one router.
 
+pub mod auth;
 pub mod console;
 pub mod health;
 pub mod internal;
@@ -23,6 +24,11 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(health::openapi))
+        .route("/auth/options", get(auth::options))
+        .route("/auth/login", get(auth::login))
+        .route("/auth/callback", get(auth::callback))
+        .route("/auth/token", post(auth::token))
+        .route("/auth/logout", post(auth::logout))
         .route("/api/me", get(users::me))
         .route("/api/api-keys", post(keys::create_own).get(keys::list_own))
         .route(

@@ -1,7 +1,8 @@
-//! Resource limits and input hygiene from the security review (issue 9):
-//! metric-label cardinality, header-read timeout, connection cap, slow readers,
-//! dripped bodies and the shutdown deadline (against the real binary), keys per
-//! user, and control/bidi characters in stored text.
+//! Resource limits and input hygiene from the security review
+//! (docs/security.md, "Security review findings"): metric-label cardinality,
+//! header-read timeout, connection cap, slow readers, dripped bodies and the
+//! shutdown deadline (against the real binary), keys per user, and
+//! control/bidi characters in stored text.
 
 use crate::common::*;
 use reqwest::StatusCode;
