@@ -1,19 +1,27 @@
-//! Who is calling: the bearer credential of a request resolved to a user.
+//! Who is calling: the credential of a request resolved to a user.
 //!
 //! The `Authorization` header is read with the same strict rule as at the
 //! edge (`Bearer`, one space, the token). Accepted bearers, tried in this order:
 //! - an ok1 API key (only for `GET /api/me`; everything else answers 403),
 //! - the static admin token (the built-in admin user, found by its
 //!   `builtin` mark and never by name; always role admin),
-//! - an OIDC JWT, when an issuer is configured.
+//! - an OIDC JWT, when an issuer and audience are configured.
+//!
+//! A request with no `Authorization` header may instead carry the console's
+//! session cookie ([`crate::session`]); such a request that changes state
+//! must also pass the same-origin check, or it is refused with 403. An
+//! `Authorization` header that does not authenticate never falls back to the
+//! cookie, and an API key never opens a session.
 //!
 //! Tokens are compared in constant time (as SHA-256 digests, so lengths do
 //! not leak either) and never logged.
 
 use crate::AppState;
+use crate::db::sessions::SessionKind;
 use crate::db::{keys, users};
 use crate::domain::Role;
-use crate::error::{ApiError, MSG_ADMIN_REQUIRED, MSG_KEY_NOT_ALLOWED};
+use crate::error::{ApiError, MSG_ADMIN_REQUIRED, MSG_CROSS_SITE, MSG_KEY_NOT_ALLOWED};
+use crate::session::{self, SESSION_COOKIE};
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -34,13 +42,29 @@ impl StaticToken {
         let d: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         self.0.ct_eq(&d).into()
     }
+
+    /// What an admin-token session stores to prove which token opened it:
+    /// a digest of this token salted with the session's id, so equal tokens
+    /// give unrelated fingerprints and none is a plain hash of the token.
+    pub fn fingerprint(&self, session_id: &str) -> String {
+        let mut h = Sha256::new();
+        h.update(b"keygate admin-token session\0");
+        h.update(session_id.as_bytes());
+        h.update(b"\0");
+        h.update(self.0);
+        hex::encode(h.finalize())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Credential {
-    ApiKey { key_id: i64 },
+    ApiKey {
+        key_id: i64,
+    },
     AdminToken,
     Oidc,
+    /// The console's session cookie, opened as `kind` says.
+    Session(SessionKind),
 }
 
 #[derive(Debug, Clone)]
@@ -87,7 +111,43 @@ async fn authenticate_key(state: &AppState, token: &str) -> Result<Caller, ApiEr
     })
 }
 
+/// The session cookie as a credential (no `Authorization` header). A write
+/// must come from the console's own origin; the check runs before the
+/// database is asked, so cross-site junk costs nothing.
+async fn authenticate_session(state: &AppState, parts: &Parts) -> Result<Caller, ApiError> {
+    let value = match session::cookie(&parts.headers, SESSION_COOKIE) {
+        Ok(Some(v)) => v,
+        Ok(None) => return Err(ApiError::AuthRequired),
+        Err(()) => return Err(ApiError::InvalidToken),
+    };
+    if !session::is_safe_method(&parts.method) && !state.sessions.same_origin(&parts.headers) {
+        return Err(ApiError::Forbidden(MSG_CROSS_SITE));
+    }
+    let (user, kind) = state
+        .sessions
+        .resolve(
+            &state.db,
+            value,
+            state.admin_token.as_ref(),
+            state.login.is_some(),
+        )
+        .await?;
+    let role = match kind {
+        SessionKind::AdminToken => Role::Admin,
+        // Read from the user row on every request: a demotion is immediate.
+        SessionKind::Oidc => user.role(),
+    };
+    Ok(Caller {
+        user,
+        role,
+        credential: Credential::Session(kind),
+    })
+}
+
 async fn authenticate(state: &AppState, parts: &Parts) -> Result<Caller, ApiError> {
+    if !parts.headers.contains_key(AUTHORIZATION) {
+        return authenticate_session(state, parts).await;
+    }
     let token = bearer(parts)?;
     if ApiKeyToken::looks_like_token(token.as_bytes()) {
         return authenticate_key(state, token).await;
@@ -123,7 +183,7 @@ impl FromRequestParts<AppState> for AnyCaller {
     }
 }
 
-/// A person (admin token or OIDC), not an API key.
+/// A person (admin token, OIDC, or a console session), not an API key.
 pub struct Person(pub Caller);
 
 impl FromRequestParts<AppState> for Person {

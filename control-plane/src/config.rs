@@ -16,6 +16,13 @@ pub struct Config {
     /// Bearer the edge uses for `/internal/v1/*`; `None` disables the feed.
     pub data_plane_token: Option<SecretString>,
     pub oidc: Option<OidcConfig>,
+    /// Where people reach the console (`https://keygate.example.com`): the
+    /// OIDC redirect URI is `<public_url>/auth/callback`, the same-origin
+    /// check compares `Origin` with it, and the session cookie is `Secure`
+    /// when it is https. `None`: the origin is `http://` + the request's `Host`.
+    pub public_url: Option<String>,
+    /// Browser sessions' lifetimes.
+    pub sessions: SessionConfig,
     /// How many feed versions the change log keeps; an edge further behind
     /// gets a full snapshot.
     pub feed_log_retention: i64,
@@ -42,7 +49,12 @@ pub struct Config {
 #[derive(Clone, Debug)]
 pub struct OidcConfig {
     pub issuer: String,
-    pub audience: String,
+    /// The `aud` API bearer JWTs must carry; `None`: no bearer JWT is accepted
+    /// (browser sign-in only).
+    pub audience: Option<String>,
+    /// The console's OIDC client (browser sign-in); `None`: only the admin
+    /// token signs in.
+    pub client: Option<OidcClientConfig>,
     pub admin_emails: Vec<String>,
     pub admin_groups: Vec<String>,
     /// Let `admin_emails` match an email the provider does not mark
@@ -51,6 +63,46 @@ pub struct OidcConfig {
     /// Least time between JWKS fetches caused by an unknown `kid`, so forged
     /// tokens cannot make us hammer the issuer.
     pub jwks_refetch_interval: std::time::Duration,
+}
+
+/// The relying party the console signs people in as. ID tokens must name
+/// `id` as their audience.
+#[derive(Clone, Debug)]
+pub struct OidcClientConfig {
+    pub id: String,
+    /// `None`: a public client (PKCE only).
+    pub secret: Option<SecretString>,
+    /// Scopes asked for besides `openid`.
+    pub scopes: Vec<String>,
+}
+
+impl OidcClientConfig {
+    pub const DEFAULT_SCOPES: [&str; 2] = ["email", "profile"];
+}
+
+/// How long a browser session lasts.
+#[derive(Clone, Copy, Debug)]
+pub struct SessionConfig {
+    /// A session unused this long ends.
+    pub idle: std::time::Duration,
+    /// A session ends this long after sign-in, however busy.
+    pub max: std::time::Duration,
+}
+
+impl SessionConfig {
+    /// Two hours idle: a console left open over lunch asks again.
+    pub const DEFAULT_IDLE: std::time::Duration = std::time::Duration::from_secs(2 * 3600);
+    /// Twelve hours: at most a working day per sign-in.
+    pub const DEFAULT_MAX: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            idle: Self::DEFAULT_IDLE,
+            max: Self::DEFAULT_MAX,
+        }
+    }
 }
 
 impl OidcConfig {
@@ -75,6 +127,8 @@ impl Config {
             admin_token: None,
             data_plane_token: None,
             oidc: None,
+            public_url: None,
+            sessions: SessionConfig::default(),
             feed_log_retention: 100_000,
             feed_recheck: std::time::Duration::from_secs(1),
             max_keys_per_user: Self::DEFAULT_MAX_KEYS_PER_USER,

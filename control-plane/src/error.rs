@@ -11,6 +11,8 @@ pub const MSG_AUTH_REQUIRED: &str = "authentication required";
 pub const MSG_INVALID_TOKEN: &str = "invalid or expired credentials";
 pub const MSG_KEY_NOT_ALLOWED: &str = "API keys can only be used for MCP servers and /api/me";
 pub const MSG_ADMIN_REQUIRED: &str = "admin role required";
+/// A cookie-authenticated write that did not come from the console's origin.
+pub const MSG_CROSS_SITE: &str = "cross-site request refused";
 
 #[derive(Debug)]
 pub enum ApiError {
@@ -19,6 +21,8 @@ pub enum ApiError {
     AuthRequired,
     /// A credential that does not authenticate (`error="invalid_token"`).
     InvalidToken,
+    /// A 401 with its own message (a refused sign-in), without a bearer challenge.
+    Unauthorized(&'static str),
     Forbidden(&'static str),
     NotFound(&'static str),
     Conflict(&'static str),
@@ -37,7 +41,9 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::AuthRequired | ApiError::InvalidToken => StatusCode::UNAUTHORIZED,
+            ApiError::AuthRequired | ApiError::InvalidToken | ApiError::Unauthorized(_) => {
+                StatusCode::UNAUTHORIZED
+            }
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) | ApiError::LimitReached(_) => StatusCode::CONFLICT,
@@ -51,7 +57,8 @@ impl ApiError {
             ApiError::BadRequest(m) | ApiError::LimitReached(m) => m,
             ApiError::AuthRequired => MSG_AUTH_REQUIRED,
             ApiError::InvalidToken => MSG_INVALID_TOKEN,
-            ApiError::Forbidden(m)
+            ApiError::Unauthorized(m)
+            | ApiError::Forbidden(m)
             | ApiError::NotFound(m)
             | ApiError::Conflict(m)
             | ApiError::Unavailable(m) => m,

@@ -11,11 +11,15 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod feed;
+pub mod identity;
+pub mod login;
+pub mod login_http;
 pub mod metrics;
 pub mod oidc;
 pub mod openapi;
 pub mod routes;
 pub mod serve;
+pub mod session;
 
 use crate::auth::StaticToken;
 use crate::config::Config;
@@ -40,6 +44,10 @@ pub struct AppState {
     pub admin_token: Option<StaticToken>,
     pub data_plane_token: Option<StaticToken>,
     pub oidc: Option<Arc<oidc::Oidc>>,
+    /// Browser sign-in through the OpenID provider, when a client id is set.
+    pub login: Option<Arc<login::Login>>,
+    /// Session lifetimes, cookies and the console's origin.
+    pub sessions: Arc<session::Sessions>,
     pub feed_recheck: Duration,
     /// Checked when a key is created, inside the write transaction.
     pub max_keys_per_user: u32,
@@ -93,6 +101,18 @@ pub async fn build_state(config: &Config) -> Result<AppState, BoxError> {
         Some(o) => Some(Arc::new(oidc::Oidc::new(o.clone())?)),
         None => None,
     };
+    let sessions = Arc::new(session::Sessions::from_config(config)?);
+    let login = login::Login::from_config(config)?.map(Arc::new);
+    if let Some(o) = &config.oidc {
+        let mut conn = db.conn().await?;
+        let stamped = db::users::stamp_oidc_issuer(&mut conn, &o.issuer).await?;
+        if stamped > 0 {
+            tracing::info!(
+                users = stamped,
+                "recorded the OIDC issuer of {stamped} users from before issuers were stored"
+            );
+        }
+    }
     let state = AppState {
         feed: db.feed.clone(),
         db,
@@ -106,6 +126,8 @@ pub async fn build_state(config: &Config) -> Result<AppState, BoxError> {
             .as_ref()
             .map(|t| StaticToken::new(t.expose_secret())),
         oidc,
+        login,
+        sessions,
         feed_recheck: config.feed_recheck,
         max_keys_per_user: config.max_keys_per_user,
     };

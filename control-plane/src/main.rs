@@ -2,7 +2,7 @@
 //! variable), sets up logging, runs the server until SIGTERM or Ctrl-C.
 
 use clap::{Parser, Subcommand};
-use keygate_control_plane::config::{Config, OidcConfig};
+use keygate_control_plane::config::{Config, OidcClientConfig, OidcConfig, SessionConfig};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
@@ -41,10 +41,40 @@ struct ServeArgs {
     /// Bearer token the edge uses for /internal/v1/*.
     #[arg(long, env = "KEYGATE_DATA_PLANE_TOKEN", hide_env_values = true)]
     data_plane_token: Option<String>,
-    #[arg(long, env = "KEYGATE_OIDC_ISSUER", requires = "oidc_audience")]
+    /// OpenID provider (discovery at <issuer>/.well-known/openid-configuration);
+    /// needs --oidc-audience (API bearer JWTs), --oidc-client-id (console
+    /// sign-in), or both.
+    #[arg(long, env = "KEYGATE_OIDC_ISSUER")]
     oidc_issuer: Option<String>,
+    /// The `aud` API bearer JWTs must carry; unset: no bearer JWT is accepted.
     #[arg(long, env = "KEYGATE_OIDC_AUDIENCE", requires = "oidc_issuer")]
     oidc_audience: Option<String>,
+    /// The console's client id at the provider (enables "Sign in with OpenID
+    /// Connect"; ID tokens must name it as audience). Needs --public-url. The
+    /// client secret is read from KEYGATE_OIDC_CLIENT_SECRET only (unset: a
+    /// public client, PKCE only).
+    #[arg(long, env = "KEYGATE_OIDC_CLIENT_ID", requires_all = ["oidc_issuer", "public_url"])]
+    oidc_client_id: Option<String>,
+    /// Scopes the console asks for besides `openid` (repeat or comma-separate;
+    /// add `groups` for providers such as Dex that need it for the claim).
+    #[arg(long, env = "KEYGATE_OIDC_SCOPE", value_delimiter = ',',
+          default_values_t = OidcClientConfig::DEFAULT_SCOPES.map(String::from))]
+    oidc_scope: Vec<String>,
+    /// Where people reach the console, e.g. https://keygate.example.com: the
+    /// OIDC redirect URI is <public-url>/auth/callback, writes must come from
+    /// this origin, and cookies are Secure when it is https.
+    #[arg(long, env = "KEYGATE_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// A console session unused this many minutes ends.
+    #[arg(long, env = "KEYGATE_SESSION_IDLE_MINUTES",
+          default_value_t = SessionConfig::DEFAULT_IDLE.as_secs() / 60,
+          value_parser = clap::value_parser!(u64).range(1..=525_600))]
+    session_idle_minutes: u64,
+    /// A console session ends this many hours after sign-in, however busy.
+    #[arg(long, env = "KEYGATE_SESSION_MAX_HOURS",
+          default_value_t = SessionConfig::DEFAULT_MAX.as_secs() / 3600,
+          value_parser = clap::value_parser!(u64).range(1..=8_760))]
+    session_max_hours: u64,
     /// Emails that get role admin (repeat or comma-separate).
     #[arg(long, env = "KEYGATE_OIDC_ADMIN_EMAIL", value_delimiter = ',')]
     oidc_admin_email: Vec<String>,
@@ -87,7 +117,7 @@ struct ServeArgs {
 }
 
 impl ServeArgs {
-    fn into_config(self) -> Config {
+    fn into_config(self) -> Result<Config, String> {
         let mut c = Config::new(self.database_url);
         c.listen = self.listen;
         c.admin_token = self.admin_token.filter(|t| !t.is_empty()).map(Into::into);
@@ -102,18 +132,40 @@ impl ServeArgs {
         c.write_timeout = std::time::Duration::from_secs(self.write_timeout_seconds);
         c.request_body_timeout = std::time::Duration::from_secs(self.request_body_timeout_seconds);
         c.shutdown_timeout = std::time::Duration::from_secs(self.shutdown_timeout_seconds);
-        c.oidc = match (self.oidc_issuer, self.oidc_audience) {
-            (Some(issuer), Some(audience)) => Some(OidcConfig {
-                issuer,
-                audience,
-                admin_emails: self.oidc_admin_email,
-                admin_groups: self.oidc_admin_group,
-                trust_unverified_email: self.oidc_trust_unverified_email,
-                jwks_refetch_interval: OidcConfig::DEFAULT_JWKS_REFETCH,
-            }),
-            _ => None,
+        c.public_url = self.public_url.filter(|u| !u.is_empty());
+        c.sessions = SessionConfig {
+            idle: std::time::Duration::from_secs(self.session_idle_minutes * 60),
+            max: std::time::Duration::from_secs(self.session_max_hours * 3600),
         };
-        c
+        let client = self.oidc_client_id.map(|id| OidcClientConfig {
+            id,
+            // Environment only: a flag would show in `ps`.
+            secret: std::env::var("KEYGATE_OIDC_CLIENT_SECRET")
+                .ok()
+                .filter(|s| !s.is_empty())
+                .map(Into::into),
+            scopes: self.oidc_scope,
+        });
+        c.oidc = match self.oidc_issuer {
+            Some(issuer) => {
+                if self.oidc_audience.is_none() && client.is_none() {
+                    return Err("--oidc-issuer needs --oidc-audience (API bearer tokens), \
+                         --oidc-client-id (console sign-in), or both"
+                        .into());
+                }
+                Some(OidcConfig {
+                    issuer,
+                    audience: self.oidc_audience,
+                    client,
+                    admin_emails: self.oidc_admin_email,
+                    admin_groups: self.oidc_admin_group,
+                    trust_unverified_email: self.oidc_trust_unverified_email,
+                    jwks_refetch_interval: OidcConfig::DEFAULT_JWKS_REFETCH,
+                })
+            }
+            None => None,
+        };
+        Ok(c)
     }
 }
 
@@ -158,7 +210,13 @@ async fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     let Command::Serve(args) = Cli::parse().command;
-    let config = args.into_config();
+    let config = match args.into_config() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            return ExitCode::FAILURE;
+        }
+    };
     tracing::info!(?config, "starting");
     keygate_control_plane::serve::raise_fd_limit(config.max_connections);
     let stop = shutdown_signal();

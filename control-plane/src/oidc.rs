@@ -1,14 +1,13 @@
 //! OIDC bearer JWTs: discovery, a cached JWKS (refetched on an unknown `kid`,
 //! at most once per `jwks_refetch_interval`, one fetch at a time; a cached
-//! `kid` never waits on a fetch), signature and claim verification,
-//! and mapping the token's subject to a user created on first sight. A user
-//! whose role source is `oidc` gets the role the current token implies on
-//! every authentication, promotion and demotion alike.
+//! `kid` never waits on a fetch), signature and claim verification (`aud` is
+//! `--oidc-audience`; without one no bearer JWT is accepted). Which user a
+//! token is, and its role, is decided by [`crate::identity`].
 
 use crate::config::OidcConfig;
 use crate::db::{Db, users};
-use crate::domain::{Email, Role, RoleSource, Username};
 use crate::error::ApiError;
+use crate::identity::{self, Identity, groups_claim, verified_claim};
 use jsonwebtoken::jwk::{JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
@@ -81,7 +80,6 @@ struct Claims {
     preferred_username: Option<String>,
     #[serde(default)]
     email: Option<String>,
-    /// A bool per the spec; some providers send the string "true".
     #[serde(default)]
     email_verified: Option<serde_json::Value>,
     #[serde(default)]
@@ -186,9 +184,10 @@ impl Oidc {
     }
 
     fn verify_with(&self, token: &str, alg: Algorithm, key: &DecodingKey) -> Option<Claims> {
+        let audience = self.cfg.audience.as_deref()?;
         let mut v = Validation::new(alg);
         v.set_issuer(&[self.cfg.issuer.as_str()]);
-        v.set_audience(&[self.cfg.audience.as_str()]);
+        v.set_audience(&[audience]);
         v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         v.validate_nbf = true;
         jsonwebtoken::decode::<Claims>(token, key, &v)
@@ -196,34 +195,11 @@ impl Oidc {
             .map(|d| d.claims)
     }
 
-    fn is_admin(&self, c: &Claims) -> bool {
-        // An unverified email can be whatever the person typed in.
-        let verified = match &c.email_verified {
-            Some(serde_json::Value::Bool(b)) => *b,
-            Some(serde_json::Value::String(s)) => s.eq_ignore_ascii_case("true"),
-            _ => false,
-        };
-        let email_counts = verified || self.cfg.trust_unverified_email;
-        let by_email = email_counts
-            && c.email.as_deref().is_some_and(|e| {
-                self.cfg
-                    .admin_emails
-                    .iter()
-                    .any(|a| a.eq_ignore_ascii_case(e))
-            });
-        let groups: Vec<&str> = match &c.groups {
-            Some(serde_json::Value::Array(a)) => a.iter().filter_map(|g| g.as_str()).collect(),
-            Some(serde_json::Value::String(s)) => vec![s.as_str()],
-            _ => Vec::new(),
-        };
-        by_email
-            || groups
-                .iter()
-                .any(|g| self.cfg.admin_groups.iter().any(|a| a == g))
-    }
-
     /// Verifies a JWT and returns its user, creating it on first sight.
     pub async fn authenticate(&self, db: &Db, token: &str) -> Result<users::UserRow, ApiError> {
+        if self.cfg.audience.is_none() {
+            return Err(ApiError::InvalidToken);
+        }
         let header = jsonwebtoken::decode_header(token).map_err(|_| ApiError::InvalidToken)?;
         if !ALLOWED.contains(&header.alg) {
             return Err(ApiError::InvalidToken);
@@ -241,69 +217,14 @@ impl Oidc {
         if claims.sub.is_empty() {
             return Err(ApiError::InvalidToken);
         }
-        let role = if self.is_admin(&claims) {
-            Role::Admin
-        } else {
-            Role::User
+        let identity = Identity {
+            issuer: self.cfg.issuer.clone(),
+            subject: claims.sub,
+            preferred_username: claims.preferred_username,
+            email: claims.email,
+            email_verified: verified_claim(claims.email_verified.as_ref()),
+            groups: groups_claim(claims.groups.as_ref()),
         };
-        let mut conn = db.conn().await?;
-        if let Some(u) = users::get_by_oidc_subject(&mut conn, &claims.sub).await? {
-            // The provider decides, both ways, unless an admin pinned the
-            // role through the API (role source `api`).
-            if u.role_source() != RoleSource::Oidc || u.role() == role {
-                return Ok(u);
-            }
-            if users::follow_oidc_role(&mut conn, u.id, role).await? {
-                tracing::info!(
-                    user_id = u.id,
-                    old_role = u.role().as_str(),
-                    new_role = role.as_str(),
-                    source = RoleSource::Oidc.as_str(),
-                    "user role changed"
-                );
-            }
-            // Re-read: a concurrent API pin may have won.
-            return users::get(&mut conn, u.id)
-                .await?
-                .ok_or(ApiError::InvalidToken);
-        }
-        let email = claims
-            .email
-            .as_deref()
-            .and_then(|e| Email::parse(e).ok())
-            .map(|e| e.as_str().to_owned());
-        let preferred = claims
-            .preferred_username
-            .as_deref()
-            .or(claims.email.as_deref())
-            .and_then(|n| Username::parse(n).ok())
-            // Never a name that could pass for the built-in admin.
-            .filter(|n| !users::is_reserved_name(n.as_str()));
-        let fallback =
-            Username::parse(&format!("oidc-{}", claims.sub)).map_err(|_| ApiError::InvalidToken)?;
-        let mut candidates = preferred.into_iter().collect::<Vec<_>>();
-        candidates.push(fallback);
-        for name in candidates {
-            match users::create(
-                &mut conn,
-                name.as_str(),
-                email.as_deref(),
-                role,
-                RoleSource::Oidc,
-                Some(&claims.sub),
-            )
-            .await
-            {
-                Ok(u) => return Ok(u),
-                Err(ApiError::Conflict(_)) => {
-                    // A concurrent first request may have created this subject.
-                    if let Some(u) = users::get_by_oidc_subject(&mut conn, &claims.sub).await? {
-                        return Ok(u);
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Err(ApiError::Conflict("username already exists"))
+        identity::find_or_create(db, &self.cfg, &identity).await
     }
 }

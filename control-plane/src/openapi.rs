@@ -1,6 +1,6 @@
 //! The OpenAPI document served at `/openapi.json`, generated from the handlers' annotations.
 
-use crate::routes::{internal, keys, rules, servers, users};
+use crate::routes::{auth, internal, keys, rules, servers, users};
 use utoipa::OpenApi;
 
 #[derive(OpenApi)]
@@ -10,6 +10,11 @@ use utoipa::OpenApi;
         description = "Users, MCP servers, access rules, API keys, and the key-table feed for the edge."
     ),
     paths(
+        auth::options,
+        auth::login,
+        auth::callback,
+        auth::token,
+        auth::logout,
         users::me,
         keys::create_own,
         keys::list_own,

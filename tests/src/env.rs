@@ -14,6 +14,13 @@ pub const FILTER_WASM: &str = "KEYGATE_FILTER_WASM";
 pub const CONTROL_PLANE_BIN: &str = "KEYGATE_CONTROL_PLANE_BIN";
 /// `keygate-mcp-server` binary.
 pub const MCP_SERVER_BIN: &str = "KEYGATE_MCP_SERVER_BIN";
+/// Headless Chromium (Debian's `chromium` package) for the console's
+/// browser tests, driven by Playwright from the venv's python.
+pub const CHROMIUM: &str = "KEYGATE_CHROMIUM";
+/// Python of the venv with the LangChain MCP adapters (the README's snippet).
+pub const LANGCHAIN_PYTHON: &str = "KEYGATE_LANGCHAIN_PYTHON";
+/// Python of the venv with Agno and fastmcp (the README's snippet).
+pub const AGNO_PYTHON: &str = "KEYGATE_AGNO_PYTHON";
 /// Python interpreter of a venv that has the official `mcp` package.
 pub const PYTHON: &str = "KEYGATE_PYTHON";
 

@@ -15,6 +15,7 @@
 //! - [`header_echo`]: an upstream that shows the headers it received;
 //!   [`shipped`]: the shipped `envoy/envoy.yaml` in front of it.
 
+pub mod console;
 pub mod control_plane;
 pub mod dirs;
 pub mod edge;
@@ -26,6 +27,7 @@ pub mod mcp_client;
 pub mod mcp_server;
 pub mod raw_http;
 pub mod shipped;
+pub mod snippets;
 pub mod spelling;
 pub mod stack;
 

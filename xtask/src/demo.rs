@@ -149,6 +149,11 @@ fn start_services(
             .arg("serve")
             .args(["--listen", &format!("127.0.0.1:{CONTROL_PLANE_PORT}")])
             .args(["--database-url", "sqlite://keygate.db"])
+            // The console is served through Envoy: its origin is the edge's.
+            .env(
+                "KEYGATE_PUBLIC_URL",
+                format!("http://127.0.0.1:{EDGE_PORT}"),
+            )
             .current_dir(&demo_dir)
             // Tokens go through the environment, not argv, so `ps` does not show them.
             .env("KEYGATE_ADMIN_TOKEN", admin_token)
@@ -395,6 +400,16 @@ fn prove(http: &Http, echo_url: &str, time_url: &str, me_url: &str, key: &str) -
         ));
     }
     println!("    the same key on /mcp-connect/time/mcp: 403 (outside its scope), as expected");
+
+    let console_url = format!("http://127.0.0.1:{EDGE_PORT}/signin");
+    let console = http.get(&console_url, None)?;
+    if console.status != 200 || !console.body.contains("/console/signin.js") {
+        return Err(anyhow!(
+            "GET /signin through Envoy answered {} without the console's sign-in page",
+            console.status
+        ));
+    }
+    println!("    GET /signin via Envoy: 200, the web console's sign-in page");
     Ok(())
 }
 
@@ -404,6 +419,8 @@ fn print_summary(admin_token: &str, key: &str, echo_url: &str, me_url: &str, dem
     println!("================================ keygate demo ================================");
     println!("Admin token (control plane started with it):");
     println!("  {admin_token}");
+    println!("Web console (the admin signs in there with the admin token above):");
+    println!("  http://127.0.0.1:{EDGE_PORT}/");
     println!("Demo user `demo`, key scoped to server `echo` (shown once):");
     println!("  {key}");
     println!("MCP connection URL:");

@@ -4,13 +4,17 @@
 //! - `cargo xtask demo`: the whole path (control plane, MCP servers, Envoy
 //!   with the filter) on loopback, with a demo user and key.
 //! - `cargo xtask bench [--quick]`: benchmarks against Envoy's own options (see docs/benchmarks.md).
+//! - `cargo xtask screenshots`: the README's console pictures, taken by the browser test.
 
 mod api;
 mod artifacts;
 mod bench;
+mod browser;
+mod chromium;
 mod demo;
 mod postgres;
 mod procs;
+mod screenshots;
 mod step;
 mod test;
 mod toolchain;
@@ -42,6 +46,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Benchmarks: keygate against no filter, a no-op Wasm filter, api_key_auth and ext_authz.
     Bench(bench::BenchArgs),
+    /// The README's console screenshots (docs/console-*.png), taken by the browser test.
+    Screenshots,
 }
 
 fn main() -> ExitCode {
@@ -50,6 +56,7 @@ fn main() -> ExitCode {
         Command::Test(args) => test::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Screenshots => screenshots::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,7 +10,7 @@ use clap::Args;
 
 use crate::{
     artifacts::{self, Artifacts},
-    demo,
+    browser, demo,
     postgres::{self, TestPostgres},
     step::{print_timeline, step},
     toolchain::WASM_TARGET,
@@ -51,6 +51,10 @@ pub fn run(args: &TestArgs) -> Result<()> {
 fn run_steps(args: &TestArgs) -> Result<()> {
     let workspace = Workspace::locate()?;
     let venv = venv::prepare(&workspace)?;
+    let browser = step(
+        "Chromium and Playwright for the console's browser tests",
+        || browser::prepare(&workspace, &venv),
+    )?;
     if args.skip_lint {
         println!("==> skipping fmt and clippy (--skip-lint)");
     } else {
@@ -74,6 +78,7 @@ fn run_steps(args: &TestArgs) -> Result<()> {
             command.arg("--").args(&args.cargo_test_args);
         }
         set_test_env(&mut command, &venv, &artifacts, &postgres);
+        browser.set_env(&mut command);
         run_checked(&mut command, "cargo test --workspace")
     })?;
     if args.skip_demo {

@@ -58,6 +58,23 @@ pub fn ensure(workspace: &Workspace) -> Result<Venv> {
     Ok(Venv { python, envoy })
 }
 
+/// Another venv, `<repo>/<name>`, with `requirements` installed (for
+/// clients whose dependencies conflict with the main venv's); returns its
+/// python.
+pub fn ensure_named(workspace: &Workspace, name: &str, requirements: &Path) -> Result<PathBuf> {
+    let venv_dir = workspace.root.join(name);
+    let python = venv_dir.join("bin/python");
+    if !python.exists() {
+        println!("    creating {}", venv_dir.display());
+        run_checked(
+            Command::new("python3").args(["-m", "venv"]).arg(&venv_dir),
+            "creating a Python venv with `python3 -m venv`",
+        )?;
+    }
+    install_requirements(&python, requirements)?;
+    Ok(python)
+}
+
 /// Installs another pinned requirements file into the venv (for tools only
 /// some runs need, such as a throwaway PostgreSQL).
 pub fn install(venv: &Venv, requirements: &Path) -> Result<()> {

@@ -83,6 +83,60 @@ pub async fn list(conn: &mut Conn, owner: Option<i64>) -> Result<Vec<KeyRow>, sq
     Ok(assemble(heads, pairs))
 }
 
+/// One page of keys, newest first (all keys, or one user's), and how many
+/// match in all. Server names are read for the page's keys only, so a page
+/// costs the same with ten keys or a hundred thousand.
+pub async fn list_page(
+    conn: &mut Conn,
+    owner: Option<i64>,
+    limit: i64,
+    offset: i64,
+) -> Result<(Vec<KeyRow>, i64), sqlx::Error> {
+    // `$1 IS NULL` keeps one query text for both (owner given or not); the
+    // cast names the parameter's type for PostgreSQL.
+    macro_rules! filter {
+        () => {
+            "WHERE (CAST($1 AS BIGINT) IS NULL OR k.user_id = $1)"
+        };
+    }
+    macro_rules! page {
+        () => {
+            concat!(
+                "SELECT k.id FROM api_keys k ",
+                filter!(),
+                " ORDER BY k.created_at DESC, k.id DESC LIMIT $2 OFFSET $3"
+            )
+        };
+    }
+    let total: i64 = sqlx::query_scalar(concat!("SELECT COUNT(*) FROM api_keys k ", filter!()))
+        .bind(owner)
+        .fetch_one(&mut *conn)
+        .await?;
+    let heads: Vec<KeyHead> = sqlx::query_as(concat!(
+        "SELECT k.id, k.user_id, u.username, k.name, k.description, k.created_at, \
+         k.expires_at, k.last_used_at, k.all_servers \
+         FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.id IN (",
+        page!(),
+        ") ORDER BY k.created_at DESC, k.id DESC"
+    ))
+    .bind(owner)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(&mut *conn)
+    .await?;
+    let pairs: Vec<(i64, String)> = sqlx::query_as(concat!(
+        "SELECT key_id, server_name FROM api_key_servers WHERE key_id IN (",
+        page!(),
+        ")"
+    ))
+    .bind(owner)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok((assemble(heads, pairs), total))
+}
+
 /// One key; with `owner`, only if it belongs to that user.
 pub async fn get(
     conn: &mut Conn,

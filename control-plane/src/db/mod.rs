@@ -10,6 +10,7 @@ pub mod feed;
 pub mod keys;
 pub mod rules;
 pub mod servers;
+pub mod sessions;
 pub mod users;
 
 use crate::feed::FeedNotifier;

@@ -9,7 +9,7 @@ use crate::error::ApiError;
 /// The columns every query returns, in [`UserRow`] order.
 macro_rules! columns {
     () => {
-        "id, username, email, role, role_source, oidc_subject, created_at"
+        "id, username, email, role, role_source, oidc_issuer, oidc_subject, created_at"
     };
 }
 
@@ -37,6 +37,7 @@ pub struct UserRow {
     pub email: Option<String>,
     pub role: String,
     pub role_source: String,
+    pub oidc_issuer: Option<String>,
     pub oidc_subject: Option<String>,
     pub created_at: i64,
 }
@@ -68,18 +69,34 @@ pub async fn get_builtin(conn: &mut Conn) -> Result<Option<UserRow>, sqlx::Error
     .await
 }
 
-pub async fn get_by_oidc_subject(
+/// The user of an OIDC identity: this subject at this issuer.
+pub async fn get_by_oidc_identity(
     conn: &mut Conn,
+    issuer: &str,
     subject: &str,
 ) -> Result<Option<UserRow>, sqlx::Error> {
     sqlx::query_as(concat!(
         "SELECT ",
         columns!(),
-        " FROM users WHERE oidc_subject = $1"
+        " FROM users WHERE oidc_subject = $1 AND oidc_issuer = $2"
     ))
     .bind(subject)
+    .bind(issuer)
     .fetch_optional(conn)
     .await
+}
+
+/// Gives OIDC users from before issuers were recorded (subject only) the
+/// configured issuer, the one that created them. Run at start; returns how
+/// many users it stamped.
+pub async fn stamp_oidc_issuer(conn: &mut Conn, issuer: &str) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE users SET oidc_issuer = $1 WHERE oidc_subject IS NOT NULL AND oidc_issuer IS NULL",
+    )
+    .bind(issuer)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 pub async fn list(conn: &mut Conn) -> Result<Vec<UserRow>, sqlx::Error> {
@@ -88,25 +105,27 @@ pub async fn list(conn: &mut Conn) -> Result<Vec<UserRow>, sqlx::Error> {
         .await
 }
 
-/// Inserts a user; a taken username (or OIDC subject) is a 409.
+/// Inserts a user, with its OIDC identity `(issuer, subject)` if it has
+/// one; a taken username (or OIDC subject) is a 409.
 pub async fn create(
     conn: &mut Conn,
     username: &str,
     email: Option<&str>,
     role: Role,
     role_source: RoleSource,
-    oidc_subject: Option<&str>,
+    oidc: Option<(&str, &str)>,
 ) -> Result<UserRow, ApiError> {
     let res = sqlx::query_as(concat!(
-        "INSERT INTO users (username, email, role, role_source, oidc_subject, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING ",
+        "INSERT INTO users (username, email, role, role_source, oidc_issuer, oidc_subject, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ",
         columns!()
     ))
     .bind(username)
     .bind(email)
     .bind(role.as_str())
     .bind(role_source.as_str())
-    .bind(oidc_subject)
+    .bind(oidc.map(|(issuer, _)| issuer))
+    .bind(oidc.map(|(_, subject)| subject))
     .bind(now_unix())
     .fetch_one(conn)
     .await;
@@ -206,7 +225,8 @@ pub enum DeleteOutcome {
     Builtin,
 }
 
-/// Deletes a user with their keys and rule memberships.
+/// Deletes a user with their keys, rule memberships and sessions (signed
+/// out everywhere at once).
 pub async fn delete(tx: &mut Tx, db: &Db, id: i64) -> Result<DeleteOutcome, sqlx::Error> {
     match get(tx, id).await? {
         None => return Ok(DeleteOutcome::NotFound),
@@ -226,6 +246,10 @@ pub async fn delete(tx: &mut Tx, db: &Db, id: i64) -> Result<DeleteOutcome, sqlx
         .execute(&mut **tx)
         .await?;
     sqlx::query("DELETE FROM access_rule_subjects WHERE user_id = $1")
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("DELETE FROM sessions WHERE user_id = $1")
         .bind(id)
         .execute(&mut **tx)
         .await?;

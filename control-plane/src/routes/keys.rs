@@ -9,8 +9,8 @@ use crate::domain::{
 };
 use crate::error::{ApiError, ApiResult};
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use keygate_protocol::{ApiKeyToken, Secret};
 use serde::{Deserialize, Serialize};
@@ -55,6 +55,16 @@ pub struct KeyRecord {
     pub last_used_at: Option<String>,
     pub expires_at: Option<String>,
     pub mcp_server_ids: Vec<String>,
+    /// Single-key reads only: each server in the key's scope and whether its
+    /// owner can reach it now (a `*` key: the servers its owner reaches).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub servers: Option<Vec<ServerReach>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ServerReach {
+    pub name: String,
+    pub reachable: bool,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -69,7 +79,25 @@ pub struct CreatedKey {
 #[derive(Serialize, ToSchema)]
 pub struct KeyList {
     pub items: Vec<KeyRecord>,
+    /// Paged lists only: how many keys match the filter in all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total: Option<i64>,
 }
+
+/// `GET /api/admin-api-keys` paging and filter.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AdminListQuery {
+    #[serde(default)]
+    pub user_id: Option<i64>,
+    #[serde(default)]
+    pub limit: Option<i64>,
+    #[serde(default)]
+    pub offset: Option<i64>,
+}
+
+pub const DEFAULT_PAGE: i64 = 100;
+pub const MAX_PAGE: i64 = 1000;
 
 #[derive(Serialize, ToSchema)]
 pub struct Deleted {
@@ -88,7 +116,39 @@ fn record(row: keys::KeyRow, with_username: bool) -> KeyRecord {
         last_used_at: h.last_used_at.map(format_time),
         expires_at: h.expires_at.map(format_time),
         mcp_server_ids: row.server_ids,
+        servers: None,
     }
+}
+
+/// A key record with `servers`: its scope against its owner's access now
+/// ([`crate::domain::access`] decides, through [`db::feed::user_access`]).
+async fn detail(
+    conn: &mut db::Conn,
+    row: keys::KeyRow,
+    with_username: bool,
+) -> ApiResult<KeyRecord> {
+    let access = db::feed::user_access(conn, row.head.user_id).await?;
+    let reach = if row.head.all_servers == 1 {
+        let all = servers::list(conn).await?;
+        all.into_iter()
+            .filter(|s| access.contains(&s.name))
+            .map(|s| ServerReach {
+                name: s.name,
+                reachable: true,
+            })
+            .collect()
+    } else {
+        row.server_ids
+            .iter()
+            .map(|n| ServerReach {
+                name: n.clone(),
+                reachable: access.contains(n),
+            })
+            .collect()
+    };
+    let mut r = record(row, with_username);
+    r.servers = Some(reach);
+    Ok(r)
 }
 
 fn new_secret() -> ApiResult<Secret> {
@@ -218,6 +278,7 @@ pub async fn list_own(
     let rows = keys::list(&mut conn, Some(caller.user.id)).await?;
     Ok(Json(KeyList {
         items: rows.into_iter().map(|r| record(r, false)).collect(),
+        total: None,
     }))
 }
 
@@ -234,7 +295,7 @@ pub async fn get_own(
     let row = keys::get(&mut conn, id, Some(caller.user.id))
         .await?
         .ok_or(ApiError::NotFound("API key not found"))?;
-    Ok(Json(record(row, false)))
+    Ok(Json(detail(&mut conn, row, false).await?))
 }
 
 /// Delete one of your keys.
@@ -274,13 +335,36 @@ pub async fn admin_create(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
-/// Every key, newest first, with its owner's username (admin).
-#[utoipa::path(get, path = "/api/admin-api-keys", responses((status = 200, body = KeyList)))]
-pub async fn admin_list(State(st): State<AppState>, _admin: Admin) -> ApiResult<Json<KeyList>> {
+/// Keys of every user (or of `userId`), newest first, a page at a time
+/// (`limit` 1–1000, default 100; `offset` from 0), with their owners'
+/// usernames and the number matching in all (`total`) (admin).
+#[utoipa::path(get, path = "/api/admin-api-keys",
+    params(("userId" = Option<i64>, Query), ("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query)),
+    responses((status = 200, body = KeyList), (status = 400, description = "invalid query")))]
+pub async fn admin_list(
+    State(st): State<AppState>,
+    _admin: Admin,
+    query: Result<Query<AdminListQuery>, QueryRejection>,
+) -> ApiResult<Json<KeyList>> {
+    let Query(q) = query?;
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit must be 1 to {MAX_PAGE}"
+        )));
+    }
+    let offset = q.offset.unwrap_or(0);
+    if offset < 0 {
+        return Err(ApiError::bad_request("offset must be 0 or more"));
+    }
+    if q.user_id.is_some_and(|u| u <= 0) {
+        return Err(ApiError::bad_request("userId must be a positive id"));
+    }
     let mut conn = st.db.conn().await?;
-    let rows = keys::list(&mut conn, None).await?;
+    let (rows, total) = keys::list_page(&mut conn, q.user_id, limit, offset).await?;
     Ok(Json(KeyList {
         items: rows.into_iter().map(|r| record(r, true)).collect(),
+        total: Some(total),
     }))
 }
 
@@ -297,7 +381,7 @@ pub async fn admin_get(
     let row = keys::get(&mut conn, id, None)
         .await?
         .ok_or(ApiError::NotFound("API key not found"))?;
-    Ok(Json(record(row, true)))
+    Ok(Json(detail(&mut conn, row, true).await?))
 }
 
 /// Delete any key (admin).

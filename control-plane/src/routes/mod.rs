@@ -1,8 +1,11 @@
 //! The HTTP routes, one module per resource, assembled into one router.
 
+pub mod auth;
+pub mod console;
 pub mod health;
 pub mod internal;
 pub mod keys;
+pub mod no_store;
 pub mod rules;
 pub mod servers;
 pub mod users;
@@ -21,6 +24,11 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(health::openapi))
+        .route("/auth/options", get(auth::options))
+        .route("/auth/login", get(auth::login))
+        .route("/auth/callback", get(auth::callback))
+        .route("/auth/token", post(auth::token))
+        .route("/auth/logout", post(auth::logout))
         .route("/api/me", get(users::me))
         .route("/api/api-keys", post(keys::create_own).get(keys::list_own))
         .route(
@@ -54,10 +62,12 @@ pub fn router(state: AppState) -> Router {
         )
         .route(KEY_TABLE_PATH, get(internal::key_table))
         .route(USAGE_PATH, post(internal::usage))
+        .merge(console::router())
         .fallback(|| async { json_error(StatusCode::NOT_FOUND, "not found") })
         .method_not_allowed_fallback(|| async {
             json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         })
+        .layer(axum::middleware::from_fn(no_store::no_store))
         // Router::layer wraps each route, so `MatchedPath` is set when it runs.
         .layer(axum::middleware::from_fn_with_state(
             metrics,

@@ -1,9 +1,9 @@
-//! MCP servers (admin). The name is the `<server-name>` of `/mcp-connect/<server-name>/mcp`.
+//! MCP servers (admin; the list also for anyone, filtered to what they reach). The name is the `<server-name>` of `/mcp-connect/<server-name>/mcp`.
 
 use crate::AppState;
-use crate::auth::Admin;
-use crate::db::servers;
-use crate::domain::{MAX_DESCRIPTION, MAX_DISPLAY_NAME, Text, format_time};
+use crate::auth::{Admin, Person};
+use crate::db::{self, servers};
+use crate::domain::{MAX_DESCRIPTION, MAX_DISPLAY_NAME, Role, Text, format_time};
 use crate::error::{ApiError, ApiResult};
 use crate::routes::keys::Deleted;
 use axum::Json;
@@ -84,10 +84,23 @@ fn texts(name: &str, display: Option<String>, desc: Option<String>) -> ApiResult
     Ok((display, desc))
 }
 
+/// MCP servers: every one for an admin; for anyone else, the ones their
+/// access rules let them reach (what a key of theirs may name).
 #[utoipa::path(get, path = "/api/mcp-servers", responses((status = 200, body = ServerList)))]
-pub async fn list(State(st): State<AppState>, _admin: Admin) -> ApiResult<Json<ServerList>> {
+pub async fn list(
+    State(st): State<AppState>,
+    Person(caller): Person,
+) -> ApiResult<Json<ServerList>> {
     let mut conn = st.db.conn().await?;
     let rows = servers::list(&mut conn).await?;
+    let rows = if caller.role == Role::Admin {
+        rows
+    } else {
+        let access = db::feed::user_access(&mut conn, caller.user.id).await?;
+        rows.into_iter()
+            .filter(|s| access.contains(s.name.as_str()))
+            .collect()
+    };
     Ok(Json(ServerList {
         items: rows.into_iter().map(record).collect(),
     }))

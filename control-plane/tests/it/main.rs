@@ -9,7 +9,11 @@ mod common;
 
 mod api;
 mod cli;
+mod console_api;
 mod feed;
 mod limits;
 mod oidc;
+mod provider;
 mod scale;
+mod sessions;
+mod signin;

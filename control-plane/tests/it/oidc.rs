@@ -112,7 +112,8 @@ async fn app_with(b: Backend, iss: &Issuer, tweak: impl FnOnce(&mut OidcConfig))
 fn oidc_config(issuer: String) -> OidcConfig {
     OidcConfig {
         issuer,
-        audience: AUDIENCE.to_owned(),
+        audience: Some(AUDIENCE.to_owned()),
+        client: None,
         admin_emails: vec!["boss@example.com".to_owned()],
         admin_groups: vec!["kg-admins".to_owned()],
         trust_unverified_email: false,
@@ -152,10 +153,15 @@ async fn oidc_user_lifecycle(b: Backend) {
     let users = app.get("/api/users", ADMIN).await;
     assert_eq!(users.body["items"].as_array().unwrap().len(), 2);
 
-    // A non-admin on admin routes: 403.
+    // A non-admin on admin routes: 403. (The server list is hers too, cut
+    // to what she reaches: nothing yet.)
+    assert_eq!(
+        app.get("/api/mcp-servers", &grace).await.body["items"],
+        json!([])
+    );
     for p in [
         "/api/users",
-        "/api/mcp-servers",
+        "/api/mcp-servers/alpha",
         "/api/access-rules",
         "/api/admin-api-keys",
     ] {

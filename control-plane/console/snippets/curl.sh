@@ -1,0 +1,1 @@
+curl -H "Authorization: Bearer {{KEY}}" {{ORIGIN}}/api/me
