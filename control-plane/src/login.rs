@@ -38,6 +38,11 @@ use tokio::time::Instant;
 
 /// How long a login may take between the redirect and the callback.
 pub const LOGIN_TTL_SECS: i64 = 600;
+/// Logins started and not finished within [`LOGIN_TTL_SECS`] that the
+/// database holds at most: `/auth/login` needs no credential, so without a
+/// bound anyone could fill the table. Past it, new logins are refused
+/// (`provider`) until old ones expire.
+pub const MAX_PENDING_LOGINS: i64 = 10_000;
 /// Provider metadata and keys older than this are fetched again.
 const METADATA_MAX_AGE: Duration = Duration::from_secs(3600);
 /// Least time between fetches caused by an ID token with an unknown key.
@@ -246,11 +251,25 @@ impl Login {
         let stored = async {
             let mut conn = db.conn().await?;
             store::prune_pending(&mut conn, now - LOGIN_TTL_SECS).await?;
-            store::insert_pending(&mut conn, &digest_hex(state.secret()), &login).await
+            if store::count_pending(&mut conn).await? >= MAX_PENDING_LOGINS {
+                return Ok(false);
+            }
+            store::insert_pending(&mut conn, &digest_hex(state.secret()), &login).await?;
+            Ok::<_, sqlx::Error>(true)
         };
-        if let Err(e) = stored.await {
-            tracing::error!(error = %e, "cannot record a pending login");
-            return Err(Failure::Provider);
+        match stored.await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(
+                    limit = MAX_PENDING_LOGINS,
+                    "sign-in refused: too many unfinished logins"
+                );
+                return Err(Failure::Provider);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot record a pending login");
+                return Err(Failure::Provider);
+            }
         }
         Ok((url.to_string(), state.secret().clone()))
     }

@@ -82,14 +82,22 @@ pub fn cookie_values<'a>(headers: &'a HeaderMap, name: &str) -> Vec<&'a str> {
         .collect()
 }
 
-/// The one value of cookie `name`. Two or more (one planted by a sibling
-/// site for a narrower path, say) are refused rather than guessed between:
-/// `Err` means "no usable cookie, but one was sent".
-pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ()> {
+/// What a request says about one cookie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CookieValue<'a> {
+    Absent,
+    One(&'a str),
+    /// Sent more than once (one planted by a sibling site for a narrower
+    /// path, say): refused rather than guessed between.
+    Ambiguous,
+}
+
+/// The value of cookie `name`, if the request sends exactly one.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> CookieValue<'a> {
     match cookie_values(headers, name).as_slice() {
-        [] => Ok(None),
-        [one] => Ok(Some(one)),
-        _ => Err(()),
+        [] => CookieValue::Absent,
+        [one] => CookieValue::One(one),
+        _ => CookieValue::Ambiguous,
     }
 }
 
@@ -355,10 +363,10 @@ mod tests {
     #[test]
     fn cookies() {
         let h = headers(&[("cookie", "a=1; keygate_session=abc; b=2")]);
-        assert_eq!(cookie(&h, SESSION_COOKIE), Ok(Some("abc")));
-        assert_eq!(cookie(&headers(&[]), SESSION_COOKIE), Ok(None));
+        assert_eq!(cookie(&h, SESSION_COOKIE), CookieValue::One("abc"));
+        assert_eq!(cookie(&headers(&[]), SESSION_COOKIE), CookieValue::Absent);
         let twice = headers(&[("cookie", "keygate_session=abc; keygate_session=def")]);
-        assert_eq!(cookie(&twice, SESSION_COOKIE), Err(()));
+        assert_eq!(cookie(&twice, SESSION_COOKIE), CookieValue::Ambiguous);
         let s = sessions(Some("https://k.example"));
         let set = s.session_cookie("v");
         assert_eq!(

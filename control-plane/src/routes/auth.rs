@@ -10,7 +10,7 @@ use crate::db::sessions::SessionKind;
 use crate::db::users;
 use crate::error::{ApiError, ApiResult, MSG_CROSS_SITE};
 use crate::login::{Failure, LOGIN_TTL_SECS};
-use crate::session::{self, LOGIN_COOKIE, SESSION_COOKIE};
+use crate::session::{self, CookieValue, LOGIN_COOKIE, SESSION_COOKIE};
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Query, State};
@@ -67,7 +67,7 @@ pub fn local_next(next: Option<&str>) -> String {
 /// Ends the session the request's cookie names, if it has one (a new
 /// sign-in replaces it rather than leaving it open beside the new one).
 async fn end_current(st: &AppState, headers: &HeaderMap) -> ApiResult<()> {
-    if let Ok(Some(old)) = session::cookie(headers, SESSION_COOKIE) {
+    for old in session::cookie_values(headers, SESSION_COOKIE) {
         st.sessions.end(&st.db, old).await?;
     }
     Ok(())
@@ -155,7 +155,7 @@ pub async fn callback(
     // carries a state the victim's browser never had.
     let bound = matches!(
         session::cookie(&headers, LOGIN_COOKIE),
-        Ok(Some(c)) if bool::from(c.as_bytes().ct_eq(state.as_bytes()))
+        CookieValue::One(c) if bool::from(c.as_bytes().ct_eq(state.as_bytes()))
     );
     if !bound {
         return Ok(failed(&st, Failure::State));
