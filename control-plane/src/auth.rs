@@ -120,7 +120,7 @@ async fn authenticate_session(state: &AppState, parts: &Parts) -> Result<Caller,
         CookieValue::Absent => return Err(ApiError::AuthRequired),
         CookieValue::Ambiguous => return Err(ApiError::InvalidToken),
     };
-    if !session::is_safe_method(&parts.method) && !state.sessions.same_origin(&parts.headers) {
+    if !session::is_safe_method(&parts.method) && !state.sessions.origin.allows(&parts.headers) {
         return Err(ApiError::Forbidden(MSG_CROSS_SITE));
     }
     let (user, kind) = state

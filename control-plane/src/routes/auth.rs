@@ -97,7 +97,7 @@ pub const MSG_OIDC_NOT_CONFIGURED: &str = "OIDC sign-in is not configured";
 fn failed(st: &AppState, f: Failure) -> Response {
     see_other(
         &format!("/signin?error={}", f.code()),
-        &[st.sessions.clear_login_cookie()],
+        &[st.sessions.cookies.clear_login()],
     )
 }
 
@@ -121,8 +121,10 @@ pub async fn login(
             let location = HeaderValue::from_str(&url)
                 .map_err(|_| ApiError::Internal("bad provider URL".into()))?;
             resp.headers_mut().insert(LOCATION, location);
-            resp.headers_mut()
-                .append(SET_COOKIE, st.sessions.login_cookie(&state, LOGIN_TTL_SECS));
+            resp.headers_mut().append(
+                SET_COOKIE,
+                st.sessions.cookies.login(&state, LOGIN_TTL_SECS),
+            );
             Ok(resp)
         }
         Err(f) => Ok(failed(&st, f)),
@@ -187,8 +189,8 @@ pub async fn callback(
     Ok(see_other(
         &next,
         &[
-            st.sessions.clear_login_cookie(),
-            st.sessions.session_cookie(&value),
+            st.sessions.cookies.clear_login(),
+            st.sessions.cookies.session(&value),
         ],
     ))
 }
@@ -203,7 +205,7 @@ pub async fn token(
     headers: HeaderMap,
     body: Result<Json<TokenSignIn>, JsonRejection>,
 ) -> ApiResult<Response> {
-    if !st.sessions.same_origin(&headers) {
+    if !st.sessions.origin.allows(&headers) {
         return Err(ApiError::Forbidden(MSG_CROSS_SITE));
     }
     let Json(b) = body?;
@@ -224,7 +226,7 @@ pub async fn token(
         .await?;
     let mut resp = StatusCode::NO_CONTENT.into_response();
     resp.headers_mut()
-        .append(SET_COOKIE, st.sessions.session_cookie(&value));
+        .append(SET_COOKIE, st.sessions.cookies.session(&value));
     Ok(resp)
 }
 
@@ -233,7 +235,7 @@ pub async fn token(
     responses((status = 204, description = "signed out; the cookie is cleared"),
         (status = 403, description = "cross-site request refused")))]
 pub async fn logout(State(st): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
-    if !st.sessions.same_origin(&headers) {
+    if !st.sessions.origin.allows(&headers) {
         return Err(ApiError::Forbidden(MSG_CROSS_SITE));
     }
     // Every session cookie the browser sent ends, even a duplicated one.
@@ -242,7 +244,7 @@ pub async fn logout(State(st): State<AppState>, headers: HeaderMap) -> ApiResult
     }
     let mut resp = StatusCode::NO_CONTENT.into_response();
     resp.headers_mut()
-        .append(SET_COOKIE, st.sessions.clear_session_cookie());
+        .append(SET_COOKIE, st.sessions.cookies.clear_session());
     Ok(resp)
 }
 
