@@ -14,7 +14,7 @@ use crate::session::{self, CookieValue, LOGIN_COOKIE, SESSION_COOKIE};
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Query, State};
-use axum::http::header::{LOCATION, SET_COOKIE};
+use axum::http::header::{CACHE_CONTROL, LOCATION, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -117,7 +117,7 @@ pub async fn login(
     let next = local_next(query.ok().and_then(|Query(q)| q.next).as_deref());
     match login.start(&st.db, &next).await {
         Ok((url, state)) => {
-            let mut resp = StatusCode::FOUND.into_response();
+            let mut resp = no_store(StatusCode::FOUND);
             let location = HeaderValue::from_str(&url)
                 .map_err(|_| ApiError::Internal("bad provider URL".into()))?;
             resp.headers_mut().insert(LOCATION, location);
@@ -214,7 +214,9 @@ pub async fn token(
     let admin = match &st.admin_token {
         Some(t) if t.matches(&b.token) => t,
         _ => {
-            tracing::warn!("admin-token sign-in refused");
+            // Counted in keygate_http_requests_total (route, 401); logged
+            // at info only, so refusals cannot flood the log.
+            tracing::info!("admin-token sign-in refused");
             return Err(ApiError::Unauthorized(MSG_INVALID_ADMIN_TOKEN));
         }
     };
@@ -224,7 +226,7 @@ pub async fn token(
         .sessions
         .open(&st.db, &user, SessionKind::AdminToken, Some(admin))
         .await?;
-    let mut resp = StatusCode::NO_CONTENT.into_response();
+    let mut resp = no_store(StatusCode::NO_CONTENT);
     resp.headers_mut()
         .append(SET_COOKIE, st.sessions.cookies.session(&value));
     Ok(resp)
@@ -242,15 +244,24 @@ pub async fn logout(State(st): State<AppState>, headers: HeaderMap) -> ApiResult
     for value in session::cookie_values(&headers, SESSION_COOKIE) {
         st.sessions.end(&st.db, value).await?;
     }
-    let mut resp = StatusCode::NO_CONTENT.into_response();
+    let mut resp = no_store(StatusCode::NO_CONTENT);
     resp.headers_mut()
         .append(SET_COOKIE, st.sessions.cookies.clear_session());
     Ok(resp)
 }
 
+/// An empty answer no cache may keep: every sign-in answer sets or clears
+/// a cookie.
+fn no_store(status: StatusCode) -> Response {
+    let mut resp = status.into_response();
+    resp.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
 /// A `303 See Other` to a local path, with extra `Set-Cookie` headers.
 pub fn see_other(location: &str, cookies: &[HeaderValue]) -> Response {
-    let mut resp = StatusCode::SEE_OTHER.into_response();
+    let mut resp = no_store(StatusCode::SEE_OTHER);
     if let Ok(v) = HeaderValue::from_str(location) {
         resp.headers_mut().insert(LOCATION, v);
     }

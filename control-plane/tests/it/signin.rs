@@ -92,6 +92,7 @@ async fn signin_success(b: Backend) {
     let r = callback(&app, &redirect, Some(&started.login_cookie)).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(r.headers()), "/api-keys");
+    assert_eq!(r.headers()["cache-control"], "no-store");
     let line = set_cookie_line(r.headers(), "keygate_session").unwrap();
     assert!(
         line.ends_with("; HttpOnly; SameSite=Lax; Path=/"),
