@@ -13,7 +13,7 @@
 use crate::AppState;
 use crate::db::{keys, users};
 use crate::domain::Role;
-use crate::error::{ApiError, MSG_ADMIN_REQUIRED, MSG_KEY_NOT_ALLOWED};
+use crate::error::{ApiError, MSG_ADMIN_REQUIRED, MSG_KEY_NOT_ALLOWED, MSG_SUSPENDED};
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -87,7 +87,18 @@ async fn authenticate_key(state: &AppState, token: &str) -> Result<Caller, ApiEr
     })
 }
 
+/// The caller, refused when an admin has suspended them (their keys are
+/// already out of the table, so a key gets the edge's 401; a person's
+/// credential gets 403 saying why).
 async fn authenticate(state: &AppState, parts: &Parts) -> Result<Caller, ApiError> {
+    let caller = authenticate_credential(state, parts).await?;
+    if caller.user.suspended_at.is_some() {
+        return Err(ApiError::Forbidden(MSG_SUSPENDED));
+    }
+    Ok(caller)
+}
+
+async fn authenticate_credential(state: &AppState, parts: &Parts) -> Result<Caller, ApiError> {
     let token = bearer(parts)?;
     if ApiKeyToken::looks_like_token(token.as_bytes()) {
         return authenticate_key(state, token).await;

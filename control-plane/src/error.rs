@@ -11,6 +11,7 @@ pub const MSG_AUTH_REQUIRED: &str = "authentication required";
 pub const MSG_INVALID_TOKEN: &str = "invalid or expired credentials";
 pub const MSG_KEY_NOT_ALLOWED: &str = "API keys can only be used for MCP servers and /api/me";
 pub const MSG_ADMIN_REQUIRED: &str = "admin role required";
+pub const MSG_SUSPENDED: &str = "user is suspended";
 
 #[derive(Debug)]
 pub enum ApiError {

@@ -2,6 +2,8 @@
 
 pub mod health;
 pub mod internal;
+pub mod key_edits;
+pub mod offboarding;
 pub mod keys;
 pub mod rules;
 pub mod servers;
@@ -25,7 +27,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/api-keys", post(keys::create_own).get(keys::list_own))
         .route(
             "/api/api-keys/{id}",
-            get(keys::get_own).delete(keys::delete_own),
+            get(keys::get_own)
+                .patch(key_edits::update_own)
+                .delete(keys::delete_own),
         )
         .route(
             "/api/admin-api-keys",
@@ -33,13 +37,18 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/api/admin-api-keys/{id}",
-            get(keys::admin_get).delete(keys::admin_delete),
+            get(keys::admin_get)
+                .patch(key_edits::admin_update)
+                .delete(keys::admin_delete),
         )
         .route("/api/users", get(users::list).post(users::create))
         .route(
             "/api/users/{id}",
             get(users::get).patch(users::update).delete(users::delete),
         )
+        .route("/api/users/{id}/suspend", post(offboarding::suspend))
+        .route("/api/users/{id}/unsuspend", post(offboarding::unsuspend))
+        .route("/api/users/{id}/revoke-keys", post(offboarding::revoke_keys))
         .route("/api/mcp-servers", get(servers::list).post(servers::create))
         .route(
             "/api/mcp-servers/{name}",

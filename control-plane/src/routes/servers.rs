@@ -2,7 +2,7 @@
 
 use crate::AppState;
 use crate::auth::Admin;
-use crate::db::servers;
+use crate::db::{self, servers};
 use crate::domain::{MAX_DESCRIPTION, MAX_DISPLAY_NAME, Text, format_time};
 use crate::error::{ApiError, ApiResult};
 use crate::routes::keys::Deleted;
@@ -103,8 +103,12 @@ pub async fn create(
     let Json(b) = body?;
     let name = ServerName::parse(&b.name).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let (display, desc) = texts(name.as_str(), b.display_name, b.description)?;
-    let mut conn = st.db.conn().await?;
-    let row = servers::create(&mut conn, name.as_str(), display.as_str(), desc.as_str()).await?;
+    // A new version, so long polls answer at once and every edge learns the
+    // name (the feed's list of registered servers) without waiting.
+    let mut tx = st.db.begin_write().await?;
+    let row = servers::create(&mut tx, name.as_str(), display.as_str(), desc.as_str()).await?;
+    db::feed::bump(&mut tx, &st.db).await?;
+    tx.commit().await?;
     Ok((StatusCode::CREATED, Json(record(row))))
 }
 
