@@ -645,7 +645,12 @@ mod tests {
         let t = table();
         let k = bearer(&token(10, 5, 5));
         for server in ["alpha", "beta"] {
-            let d = run("POST", &format!("/mcp-connect/{server}/mcp"), &[("authorization", &k)], &t);
+            let d = run(
+                "POST",
+                &format!("/mcp-connect/{server}/mcp"),
+                &[("authorization", &k)],
+                &t,
+            );
             assert_eq!(
                 status(&d),
                 (403, Some(CHALLENGE_INSUFFICIENT_SCOPE), Reason::OutOfScope)
@@ -661,7 +666,12 @@ mod tests {
         let star = bearer(&token(10, 2, 2));
         let alpha = bearer(&token(10, 1, 1));
         let on = |t: &FakeTable, server: &str, k: &str| {
-            status(&run("POST", &format!("/mcp-connect/{server}/mcp"), &[("authorization", k)], t))
+            status(&run(
+                "POST",
+                &format!("/mcp-connect/{server}/mcp"),
+                &[("authorization", k)],
+                t,
+            ))
         };
         // No set (an older control plane): a `*` key opens any routed name.
         assert_eq!(on(&t, "gamma", &star).2, Reason::Allowed);
@@ -672,11 +682,13 @@ mod tests {
         let out_of_scope = on(&t, "beta", &alpha);
         assert_eq!(out_of_scope.2, Reason::OutOfScope);
         let unregistered = on(&t, "gamma", &star);
-        assert_eq!(unregistered, (403, out_of_scope.1, Reason::UnregisteredServer));
-        let (Decision::Deny(a), Decision::Deny(b)) = (
-            deny(Reason::OutOfScope),
-            deny(Reason::UnregisteredServer),
-        ) else {
+        assert_eq!(
+            unregistered,
+            (403, out_of_scope.1, Reason::UnregisteredServer)
+        );
+        let (Decision::Deny(a), Decision::Deny(b)) =
+            (deny(Reason::OutOfScope), deny(Reason::UnregisteredServer))
+        else {
             unreachable!()
         };
         assert_eq!(a.body, b.body);

@@ -17,6 +17,7 @@
 
 use std::time::{Duration, Instant};
 
+use keygate_e2e::api::Method;
 use keygate_e2e::edge::{
     Edge, WORKERS_AGREE_AFTER, assert_initialized_by, assert_insufficient_scope,
     assert_invalid_token,
@@ -25,7 +26,6 @@ use keygate_e2e::mcp_server::Tool;
 use keygate_e2e::postgres::TestDatabase;
 use keygate_e2e::stack::{ServerSpec, Stack, StackOptions};
 use keygate_e2e::{rfc3339, unix_now};
-use keygate_e2e::api::Method;
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
@@ -318,7 +318,10 @@ async fn offboarding_and_edits(backend: Backend) {
 
     // Suspend: every key of theirs stops within a second, at every worker.
     let path = format!("/api/users/{user}/suspend");
-    admin.expect(Method::POST, &path, None, &[200]).await.unwrap();
+    admin
+        .expect(Method::POST, &path, None, &[200])
+        .await
+        .unwrap();
     let suspended = Instant::now();
     for key in &keys {
         edge.wait_invalid_token("alpha", &key.key).await;
@@ -330,11 +333,17 @@ async fn offboarding_and_edits(backend: Backend) {
         }
     }
     println!("SUSPEND {backend:?}: all keys of the user refused after {took:?}");
-    assert!(took + WORKERS_AGREE_AFTER < Duration::from_secs(1), "took {took:?}");
+    assert!(
+        took + WORKERS_AGREE_AFTER < Duration::from_secs(1),
+        "took {took:?}"
+    );
     assert_initialized_by(&edge.initialize("alpha", Some(&other.key)).await, "alpha");
     // Lifted: the same keys work again.
     let path = format!("/api/users/{user}/unsuspend");
-    admin.expect(Method::POST, &path, None, &[200]).await.unwrap();
+    admin
+        .expect(Method::POST, &path, None, &[200])
+        .await
+        .unwrap();
     for key in &keys {
         stack.wait_key_allowed("alpha", &key.key).await;
     }
@@ -361,13 +370,23 @@ async fn offboarding_and_edits(backend: Backend) {
     // Revoke all: the other key stops at the edge, and both are on record.
     let path = format!("/api/users/{user}/revoke-keys");
     let answer = admin
-        .expect(Method::POST, &path, Some(&json!({"reason": "offboarded"})), &[200])
+        .expect(
+            Method::POST,
+            &path,
+            Some(&json!({"reason": "offboarded"})),
+            &[200],
+        )
         .await
         .unwrap();
     assert_eq!(answer["revoked"], 2, "{answer}");
     edge.wait_invalid_token("alpha", &keys[1].key).await;
     let all = admin
-        .expect(Method::GET, "/api/admin-api-keys?include=revoked", None, &[200])
+        .expect(
+            Method::GET,
+            "/api/admin-api-keys?include=revoked",
+            None,
+            &[200],
+        )
         .await
         .unwrap();
     for key in &keys {
@@ -384,7 +403,12 @@ async fn offboarding_and_edits(backend: Backend) {
     admin.delete_user(colleague).await.unwrap();
     edge.wait_invalid_token("alpha", &leaver_key.key).await;
     let all = admin
-        .expect(Method::GET, "/api/admin-api-keys?include=revoked", None, &[200])
+        .expect(
+            Method::GET,
+            "/api/admin-api-keys?include=revoked",
+            None,
+            &[200],
+        )
         .await
         .unwrap();
     for id in [other.id, leaver_key.id] {

@@ -222,12 +222,10 @@ pub async fn entry(
     key_id: i64,
     access_cache: &mut HashMap<i64, ServerScope>,
 ) -> Result<Option<KeyEntry>, sqlx::Error> {
-    let row: Option<KeyFeedRow> = sqlx::query_as(
-        concat!(
-            "SELECT id, user_id, secret_hash, expires_at, all_servers FROM api_keys WHERE id = $1 AND ",
-            live_key!()
-        ),
-    )
+    let row: Option<KeyFeedRow> = sqlx::query_as(concat!(
+        "SELECT id, user_id, secret_hash, expires_at, all_servers FROM api_keys WHERE id = $1 AND ",
+        live_key!()
+    ))
     .bind(key_id)
     .fetch_optional(&mut *conn)
     .await?;
@@ -268,14 +266,12 @@ pub async fn snapshot_page(
     let after = after.unwrap_or(i64::MIN);
     // One row more than asked tells whether another page follows.
     let fetch = limit.map_or(i64::MAX, |l| i64::from(l) + 1);
-    let mut keys: Vec<KeyFeedRow> = sqlx::query_as(
-        concat!(
-            "SELECT id, user_id, secret_hash, expires_at, all_servers FROM api_keys \
+    let mut keys: Vec<KeyFeedRow> = sqlx::query_as(concat!(
+        "SELECT id, user_id, secret_hash, expires_at, all_servers FROM api_keys \
              WHERE id > $1 AND ",
-            live_key!(),
-            " ORDER BY id LIMIT $2"
-        ),
-    )
+        live_key!(),
+        " ORDER BY id LIMIT $2"
+    ))
     .bind(after)
     .bind(fetch)
     .fetch_all(&mut *conn)

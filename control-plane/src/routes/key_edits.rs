@@ -44,8 +44,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Strin
 }
 
 const NOT_FOUND: ApiError = ApiError::NotFound("API key not found");
-const MSG_NOTHING: &str =
-    "nothing to change (expected enabled, name, description or expiresAt)";
+const MSG_NOTHING: &str = "nothing to change (expected enabled, name, description or expiresAt)";
 
 /// Applies `body` to key `id` (only the owner's, with `owner`) and answers
 /// the key as it now is.
@@ -78,7 +77,11 @@ async fn update_key(
             .map(|d| d.as_str().to_owned()),
         expires_at: body
             .expires_at
-            .map(|e| e.as_deref().map(|s| parse_expiry(s, now_unix())).transpose())
+            .map(|e| {
+                e.as_deref()
+                    .map(|s| parse_expiry(s, now_unix()))
+                    .transpose()
+            })
             .transpose()?,
     };
     let mut tx = st.db.begin_write().await?;
@@ -99,7 +102,11 @@ async fn update_key(
             key_id = id,
             user_id = row.head.user_id,
             "API key {}",
-            if row.head.disabled_at.is_none() { "enabled" } else { "disabled" }
+            if row.head.disabled_at.is_none() {
+                "enabled"
+            } else {
+                "disabled"
+            }
         );
     }
     if edits.name.is_some() || edits.description.is_some() || edits.expires_at.is_some() {

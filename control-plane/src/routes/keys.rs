@@ -227,9 +227,7 @@ fn revoke_reason(
     };
     let reason = match (query.reason, from_body) {
         (Some(_), Some(_)) => {
-            return Err(ApiError::bad_request(
-                "reason given twice (query and body)",
-            ));
+            return Err(ApiError::bad_request("reason given twice (query and body)"));
         }
         (a, b) => a.or(b),
     };

@@ -3,8 +3,8 @@
 pub mod health;
 pub mod internal;
 pub mod key_edits;
-pub mod offboarding;
 pub mod keys;
+pub mod offboarding;
 pub mod rules;
 pub mod servers;
 pub mod users;
@@ -48,7 +48,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/users/{id}/suspend", post(offboarding::suspend))
         .route("/api/users/{id}/unsuspend", post(offboarding::unsuspend))
-        .route("/api/users/{id}/revoke-keys", post(offboarding::revoke_keys))
+        .route(
+            "/api/users/{id}/revoke-keys",
+            post(offboarding::revoke_keys),
+        )
         .route("/api/mcp-servers", get(servers::list).post(servers::create))
         .route(
             "/api/mcp-servers/{name}",

@@ -46,7 +46,11 @@ async fn set_suspended(
         tracing::info!(
             user_id = id,
             "user {}",
-            if suspended { "suspended" } else { "unsuspended" }
+            if suspended {
+                "suspended"
+            } else {
+                "unsuspended"
+            }
         );
     }
     Ok(Json(record(row)))
@@ -122,6 +126,11 @@ pub async fn revoke_keys(
     }
     let revoked = revocations::revoke_all_of(&mut tx, &st.db, id, how).await?;
     tx.commit().await?;
-    tracing::info!(user_id = id, revoked, revoked_by = admin.user.id, "all keys of a user revoked");
+    tracing::info!(
+        user_id = id,
+        revoked,
+        revoked_by = admin.user.id,
+        "all keys of a user revoked"
+    );
     Ok(Json(RevokedCount { revoked }))
 }

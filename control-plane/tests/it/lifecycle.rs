@@ -50,7 +50,10 @@ async fn revoked_keys_are_kept_on_record(b: Backend) {
     // Off the edge like before.
     let d = app.table(&format!("?since={v}")).await;
     assert_eq!(removal_ids(&d), vec![kid]);
-    assert_eq!(app.get("/api/me", &key).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.get("/api/me", &key).await.status,
+        StatusCode::UNAUTHORIZED
+    );
     // Hidden by default, shown with ?include=revoked.
     assert!(item(&app.get("/api/api-keys", ADMIN).await.body, kid).is_none());
     assert_error(
@@ -82,24 +85,40 @@ async fn revoked_keys_are_kept_on_record(b: Backend) {
         "API key not found",
     );
     assert_error(
-        &app.patch(&format!("/api/admin-api-keys/{kid}"), ADMIN, json!({"enabled": true}))
-            .await,
+        &app.patch(
+            &format!("/api/admin-api-keys/{kid}"),
+            ADMIN,
+            json!({"enabled": true}),
+        )
+        .await,
         StatusCode::NOT_FOUND,
         "API key not found",
     );
     // ?reason= works too; bad reasons and includes are 400.
     let r = app
-        .delete(&format!("/api/admin-api-keys/{other}?reason=rotation"), ADMIN)
+        .delete(
+            &format!("/api/admin-api-keys/{other}?reason=rotation"),
+            ADMIN,
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let rec = app
-        .get(&format!("/api/admin-api-keys/{other}?include=revoked"), ADMIN)
+        .get(
+            &format!("/api/admin-api-keys/{other}?include=revoked"),
+            ADMIN,
+        )
         .await;
     assert_eq!(rec.body["revokeReason"], "rotation");
     let (third, _) = app.admin_key(&["alpha"]).await;
     for (path, body) in [
-        (format!("/api/api-keys/{third}?reason=a"), Some(json!({"reason": "b"}))),
-        (format!("/api/api-keys/{third}"), Some(json!({"reason": "x\ny"}))),
+        (
+            format!("/api/api-keys/{third}?reason=a"),
+            Some(json!({"reason": "b"})),
+        ),
+        (
+            format!("/api/api-keys/{third}"),
+            Some(json!({"reason": "x\ny"})),
+        ),
         (format!("/api/api-keys/{third}"), Some(json!({"why": "x"}))),
         (format!("/api/api-keys/{third}?because=x"), None),
     ] {
@@ -122,7 +141,9 @@ async fn deleting_a_user_revokes_their_keys_and_keeps_the_records(b: Backend) {
     let (k2, _) = app.key_for(carol, &["*"]).await;
     let v = app.table("").await["version"].as_u64().unwrap();
     assert_eq!(
-        app.delete(&format!("/api/users/{carol}"), ADMIN).await.status,
+        app.delete(&format!("/api/users/{carol}"), ADMIN)
+            .await
+            .status,
         StatusCode::OK
     );
     let d = app.table(&format!("?since={v}")).await;
@@ -148,23 +169,31 @@ async fn suspension_stops_every_key_and_credential_of_a_user(b: Backend) {
     let (mine, _) = app.admin_key(&["alpha"]).await;
     let v = app.table("").await["version"].as_u64().unwrap();
 
-    let r = app.post(&format!("/api/users/{dan}/suspend"), ADMIN, json!({})).await;
+    let r = app
+        .post(&format!("/api/users/{dan}/suspend"), ADMIN, json!({}))
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert!(r.body["suspendedAt"].as_str().unwrap().ends_with('Z'));
     let d = app.table(&format!("?since={v}")).await;
     assert_eq!(removal_ids(&d), vec![k1, k2]);
     let snapshot = app.table("").await;
     assert!(entry(&snapshot, k1).is_none() && entry(&snapshot, mine).is_some());
-    assert_eq!(app.get("/api/me", &key1).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.get("/api/me", &key1).await.status,
+        StatusCode::UNAUTHORIZED
+    );
     // The keys themselves are unchanged, and listed as they were.
     let rec = app.get(&format!("/api/admin-api-keys/{k1}"), ADMIN).await;
     assert_eq!(rec.body["status"], "active");
     // Suspending twice changes nothing the edge sees.
     let v = snapshot["version"].as_u64().unwrap();
-    app.post(&format!("/api/users/{dan}/suspend"), ADMIN, json!({})).await;
+    app.post(&format!("/api/users/{dan}/suspend"), ADMIN, json!({}))
+        .await;
     assert_eq!(app.table("").await["version"].as_u64().unwrap(), v);
 
-    let r = app.post(&format!("/api/users/{dan}/unsuspend"), ADMIN, json!({})).await;
+    let r = app
+        .post(&format!("/api/users/{dan}/unsuspend"), ADMIN, json!({}))
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.body["suspendedAt"], Value::Null);
     let d = app.table(&format!("?since={v}")).await;
@@ -174,16 +203,20 @@ async fn suspension_stops_every_key_and_credential_of_a_user(b: Backend) {
     // The built-in admin is never suspended; unknown users are 404; only admins.
     let builtin = app.get("/api/me", ADMIN).await.body["id"].as_i64().unwrap();
     assert_error(
-        &app.post(&format!("/api/users/{builtin}/suspend"), ADMIN, json!({})).await,
+        &app.post(&format!("/api/users/{builtin}/suspend"), ADMIN, json!({}))
+            .await,
         StatusCode::CONFLICT,
         "the built-in admin cannot be suspended",
     );
     assert_error(
-        &app.post("/api/users/999999/suspend", ADMIN, json!({})).await,
+        &app.post("/api/users/999999/suspend", ADMIN, json!({}))
+            .await,
         StatusCode::NOT_FOUND,
         "user not found",
     );
-    let r = app.post(&format!("/api/users/{dan}/suspend"), &key1, json!({})).await;
+    let r = app
+        .post(&format!("/api/users/{dan}/suspend"), &key1, json!({}))
+        .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
 }
 
@@ -213,17 +246,29 @@ async fn revoke_all_and_edits(b: Backend) {
     let d = app.table(&format!("?since={v}")).await;
     assert_eq!(entry(&d, k1).unwrap()["expiresAt"], 4_070_908_800_i64);
     let r = app
-        .patch(&format!("/api/admin-api-keys/{k1}"), ADMIN, json!({"expiresAt": null}))
+        .patch(
+            &format!("/api/admin-api-keys/{k1}"),
+            ADMIN,
+            json!({"expiresAt": null}),
+        )
         .await;
     assert_eq!(r.body["expiresAt"], Value::Null, "{}", r.text);
     // A name-only edit changes nothing at the edge.
     let v = app.table("").await["version"].as_u64().unwrap();
-    app.patch(&format!("/api/admin-api-keys/{k1}"), ADMIN, json!({"name": "again"}))
-        .await;
+    app.patch(
+        &format!("/api/admin-api-keys/{k1}"),
+        ADMIN,
+        json!({"name": "again"}),
+    )
+    .await;
     assert_eq!(app.table("").await["version"].as_u64().unwrap(), v);
     // Scope is not an edit.
     let r = app
-        .patch(&format!("/api/admin-api-keys/{k1}"), ADMIN, json!({"mcpServerIds": ["*"]}))
+        .patch(
+            &format!("/api/admin-api-keys/{k1}"),
+            ADMIN,
+            json!({"mcpServerIds": ["*"]}),
+        )
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
 
@@ -240,7 +285,10 @@ async fn revoke_all_and_edits(b: Backend) {
     let d = app.table(&format!("?since={v}")).await;
     assert_eq!(removal_ids(&d), vec![k1, k2]);
     let listed = app.get("/api/admin-api-keys?include=revoked", ADMIN).await;
-    assert_eq!(item(&listed.body, k2).unwrap()["revokeReason"], "left the company");
+    assert_eq!(
+        item(&listed.body, k2).unwrap()["revokeReason"],
+        "left the company"
+    );
     assert_eq!(item(&listed.body, k1).unwrap()["name"], "again");
     assert_eq!(item(&listed.body, mine).unwrap()["status"], "active");
     let r = app
@@ -248,7 +296,8 @@ async fn revoke_all_and_edits(b: Backend) {
         .await;
     assert_eq!(r.body, json!({"revoked": 0}), "{}", r.text);
     assert_error(
-        &app.post("/api/users/999999/revoke-keys", ADMIN, json!({})).await,
+        &app.post("/api/users/999999/revoke-keys", ADMIN, json!({}))
+            .await,
         StatusCode::NOT_FOUND,
         "user not found",
     );
@@ -338,8 +387,14 @@ async fn key_edits_are_validated_and_owned(b: Backend) {
         (json!({}), NOTHING),
         (json!({"enabled": null}), NOTHING),
         (json!({"name": ""}), "name must be 1 to 100 characters"),
-        (json!({"expiresAt": "2001-01-01T00:00:00Z"}), "expiresAt must be in the future"),
-        (json!({"expiresAt": "soon"}), "expiresAt must be an RFC 3339 timestamp"),
+        (
+            json!({"expiresAt": "2001-01-01T00:00:00Z"}),
+            "expiresAt must be in the future",
+        ),
+        (
+            json!({"expiresAt": "soon"}),
+            "expiresAt must be an RFC 3339 timestamp",
+        ),
     ] {
         assert_error(
             &app.patch(&path, ADMIN, body).await,
@@ -350,9 +405,18 @@ async fn key_edits_are_validated_and_owned(b: Backend) {
     for body in [json!({"enabled": "no"}), json!({"enabled": true, "x": 1})] {
         let r = app.patch(&path, ADMIN, body).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
-        assert!(r.body["error"].as_str().unwrap().starts_with("invalid JSON body"));
+        assert!(
+            r.body["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("invalid JSON body")
+        );
     }
-    for missing in ["/api/api-keys/999999", "/api/api-keys/nope", "/api/admin-api-keys/999999"] {
+    for missing in [
+        "/api/api-keys/999999",
+        "/api/api-keys/nope",
+        "/api/admin-api-keys/999999",
+    ] {
         assert_error(
             &app.patch(missing, ADMIN, json!({"enabled": false})).await,
             StatusCode::NOT_FOUND,
@@ -376,9 +440,15 @@ async fn key_edits_are_validated_and_owned(b: Backend) {
     let r = app.patch(&path, &key, json!({"enabled": false})).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
     // Both routes are in the OpenAPI document.
-    let doc = app.call(Method::GET, "/openapi.json", None, None).await.body;
+    let doc = app
+        .call(Method::GET, "/openapi.json", None, None)
+        .await
+        .body;
     for p in ["/api/api-keys/{id}", "/api/admin-api-keys/{id}"] {
-        assert!(doc["paths"][p]["patch"].is_object(), "openapi lacks PATCH {p}");
+        assert!(
+            doc["paths"][p]["patch"].is_object(),
+            "openapi lacks PATCH {p}"
+        );
     }
 }
 
@@ -399,7 +469,10 @@ async fn registering_a_server_wakes_long_polls_with_the_new_list(b: Backend) {
     let (r, ()) = tokio::join!(poll, create);
     let took = started.elapsed();
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    assert!(took < Duration::from_secs(5), "long poll answered after {took:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "long poll answered after {took:?}"
+    );
     assert!(r.body["version"].as_u64().unwrap() > v, "{}", r.text);
     assert_eq!(r.body["registeredServers"], json!(["alpha", "beta"]));
     assert_eq!(upsert_ids(&r.body), Vec::<i64>::new());

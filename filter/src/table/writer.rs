@@ -65,7 +65,11 @@ fn put_entry(
     Err(ApplyError::Conflict)
 }
 
-pub(super) fn write_meta(store: &dyn SharedStore, meta: &Meta, cas: Option<u32>) -> Result<(), ApplyError> {
+pub(super) fn write_meta(
+    store: &dyn SharedStore,
+    meta: &Meta,
+    cas: Option<u32>,
+) -> Result<(), ApplyError> {
     let value = serde_json::to_vec(meta).map_err(|_| ApplyError::Store)?;
     match store.set(META_KEY, &value, cas) {
         Ok(()) => Ok(()),
