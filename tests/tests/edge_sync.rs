@@ -550,7 +550,6 @@ async fn deleting_a_server_closes_it_and_keeps_the_keys_scoped_to_it_valid() {
     stack.wait_key_allowed("beta", &every.key).await;
 
     admin.delete_server("beta").await.unwrap();
-    let deleted = Instant::now();
     // A key for beta alone now opens nothing, but it is still a valid key:
     // 403 on MCP servers, 200 on /api/me, as the control plane says.
     let (took, refused) = edge
