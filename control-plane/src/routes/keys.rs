@@ -168,7 +168,7 @@ async fn list_keys(
                 .into_iter()
                 .map(|r| (r.created_at, r.id, revoked_record(r, with_username))),
         );
-        rows.sort_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+        rows.sort_by_key(|r| std::cmp::Reverse((r.0, r.1)));
     }
     Ok(Json(KeyList {
         items: rows.into_iter().map(|(_, _, r)| r).collect(),
