@@ -20,7 +20,9 @@ use crate::AppState;
 use crate::db::sessions::SessionKind;
 use crate::db::{keys, users};
 use crate::domain::Role;
-use crate::error::{ApiError, MSG_ADMIN_REQUIRED, MSG_CROSS_SITE, MSG_KEY_NOT_ALLOWED};
+use crate::error::{
+    ApiError, MSG_ADMIN_REQUIRED, MSG_CROSS_SITE, MSG_KEY_NOT_ALLOWED, MSG_SUSPENDED,
+};
 use crate::session::{self, CookieValue, SESSION_COOKIE};
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
@@ -111,6 +113,17 @@ async fn authenticate_key(state: &AppState, token: &str) -> Result<Caller, ApiEr
     })
 }
 
+/// The caller, refused when an admin has suspended them (their keys are
+/// already out of the table, so a key gets the edge's 401; a person's
+/// credential gets 403 saying why).
+async fn authenticate(state: &AppState, parts: &Parts) -> Result<Caller, ApiError> {
+    let caller = authenticate_credential(state, parts).await?;
+    if caller.user.suspended_at.is_some() {
+        return Err(ApiError::Forbidden(MSG_SUSPENDED));
+    }
+    Ok(caller)
+}
+
 /// The session cookie as a credential (no `Authorization` header). A write
 /// must come from the console's own origin; the check runs before the
 /// database is asked, so cross-site junk costs nothing.
@@ -144,7 +157,7 @@ async fn authenticate_session(state: &AppState, parts: &Parts) -> Result<Caller,
     })
 }
 
-async fn authenticate(state: &AppState, parts: &Parts) -> Result<Caller, ApiError> {
+async fn authenticate_credential(state: &AppState, parts: &Parts) -> Result<Caller, ApiError> {
     if !parts.headers.contains_key(AUTHORIZATION) {
         return authenticate_session(state, parts).await;
     }

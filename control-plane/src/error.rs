@@ -13,6 +13,7 @@ pub const MSG_KEY_NOT_ALLOWED: &str = "API keys can only be used for MCP servers
 pub const MSG_ADMIN_REQUIRED: &str = "admin role required";
 /// A cookie-authenticated write that did not come from the console's origin.
 pub const MSG_CROSS_SITE: &str = "cross-site request refused";
+pub const MSG_SUSPENDED: &str = "user is suspended";
 
 #[derive(Debug)]
 pub enum ApiError {

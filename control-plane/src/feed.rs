@@ -81,6 +81,7 @@ pub async fn full(
         upserts,
         removals: Vec::new(),
         next,
+        registered_servers: None,
     })
 }
 
@@ -124,6 +125,7 @@ pub async fn since(
         upserts,
         removals,
         next: None,
+        registered_servers: None,
     })
 }
 
@@ -134,11 +136,15 @@ fn empty(version: i64) -> KeyTable {
         upserts: Vec::new(),
         removals: Vec::new(),
         next: None,
+        registered_servers: None,
     }
 }
 
-fn is_empty_delta(t: &KeyTable) -> bool {
-    !t.full && t.upserts.is_empty() && t.removals.is_empty()
+/// Nothing to tell: not a snapshot, and the version has not moved. (A
+/// version can move with no key changed: a server was registered, which the
+/// answer's server list tells the edge.)
+fn is_empty_delta(t: &KeyTable, since: u64) -> bool {
+    !t.full && t.version <= since && t.upserts.is_empty() && t.removals.is_empty()
 }
 
 /// Answers `since` (with `wait`): immediately if anything changed, else when
@@ -166,7 +172,7 @@ pub async fn poll(
             since(&mut conn, since_v, limit).await?
         };
         let now = Instant::now();
-        if !is_empty_delta(&table) || now >= deadline || notifier.is_closing() {
+        if !is_empty_delta(&table, since_v) || now >= deadline || notifier.is_closing() {
             return Ok(table);
         }
         let nap = (deadline - now).min(recheck);

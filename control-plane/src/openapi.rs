@@ -1,6 +1,6 @@
 //! The OpenAPI document served at `/openapi.json`, generated from the handlers' annotations.
 
-use crate::routes::{auth, internal, keys, rules, servers, users};
+use crate::routes::{auth, internal, key_edits, keys, offboarding, rules, servers, users};
 use utoipa::OpenApi;
 
 #[derive(OpenApi)]
@@ -20,15 +20,20 @@ use utoipa::OpenApi;
         keys::list_own,
         keys::get_own,
         keys::delete_own,
+        key_edits::update_own,
         keys::admin_create,
         keys::admin_list,
         keys::admin_get,
         keys::admin_delete,
+        key_edits::admin_update,
         users::list,
         users::create,
         users::get,
         users::update,
         users::delete,
+        offboarding::suspend,
+        offboarding::unsuspend,
+        offboarding::revoke_keys,
         servers::list,
         servers::create,
         servers::get,

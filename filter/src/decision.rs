@@ -13,6 +13,9 @@ pub trait KeyLookup {
     fn last_sync_unix(&self) -> Option<i64>;
     /// The live entry for `key_id`, if the table has one.
     fn entry(&self, key_id: i64) -> Option<KeyEntry>;
+    /// Whether `server` is registered at the control plane. True for every
+    /// name while the table carries no set (an older control plane).
+    fn server_registered(&self, server: &str) -> bool;
 }
 
 /// The parts of a request the decision reads.
@@ -42,6 +45,8 @@ pub enum Reason {
     BadPath,
     NoTable,
     StaleTable,
+    /// A valid key on a server name the control plane has not registered.
+    UnregisteredServer,
 }
 
 /// The three ways a request can go.
@@ -53,7 +58,7 @@ pub enum Outcome {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 15] = [
+    pub const ALL: [Reason; 16] = [
         Reason::Allowed,
         Reason::MeAllowed,
         Reason::NoKeyPassed,
@@ -69,6 +74,7 @@ impl Reason {
         Reason::BadPath,
         Reason::NoTable,
         Reason::StaleTable,
+        Reason::UnregisteredServer,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -88,6 +94,7 @@ impl Reason {
             Reason::BadPath => "bad_path",
             Reason::NoTable => "no_table",
             Reason::StaleTable => "stale_table",
+            Reason::UnregisteredServer => "unregistered_server",
         }
     }
 
@@ -137,6 +144,9 @@ pub struct Deny {
     /// Generic JSON body; names no key, user or reason detail.
     pub body: &'static str,
     pub reason: Reason,
+    /// The key id a well-formed key claimed (whether or not the table knows
+    /// it), for the operator's access log; never shown to the client.
+    pub key_id: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,7 +193,9 @@ fn denial(reason: Reason) -> Deny {
             Some(CHALLENGE_INVALID_TOKEN),
             r#"{"error":"invalid API key"}"#,
         ),
-        Reason::OutOfScope => (
+        // An unregistered server gets the out-of-scope answer, so a key
+        // cannot tell which names outside its scope are registered.
+        Reason::OutOfScope | Reason::UnregisteredServer => (
             403,
             Some(CHALLENGE_INSUFFICIENT_SCOPE),
             r#"{"error":"API key not valid for this server"}"#,
@@ -211,7 +223,16 @@ fn denial(reason: Reason) -> Deny {
         retry_after_seconds,
         body,
         reason,
+        key_id: None,
     }
+}
+
+/// A denial of a request that presented a well-formed key.
+fn deny_key(reason: Reason, key_id: i64) -> Decision {
+    Decision::Deny(Deny {
+        key_id: Some(key_id),
+        ..denial(reason)
+    })
 }
 
 /// Checks a well-formed key against the table. `Ok(entry)` when it is valid
@@ -270,12 +291,15 @@ pub fn decide(req: &Request<'_>, cfg: &Config, now_unix: i64, table: &dyn KeyLoo
     };
     let entry = match validate_key(&token, now_unix, cfg.max_staleness_seconds, table) {
         Ok(e) => e,
-        Err(reason) => return deny(reason),
+        Err(reason) => return deny_key(reason, token.key_id),
     };
     match class {
         PathClass::Protected { server } => {
             if !entry.servers.contains(server) {
-                return deny(Reason::OutOfScope);
+                return deny_key(Reason::OutOfScope, entry.id);
+            }
+            if !table.server_registered(server) {
+                return deny_key(Reason::UnregisteredServer, entry.id);
             }
             Decision::Allow(Allow {
                 user_id: entry.user_id,
@@ -309,6 +333,8 @@ mod tests {
     struct FakeTable {
         last_sync: Option<i64>,
         entries: HashMap<i64, KeyEntry>,
+        /// `None`: the table carries no registered set (an older control plane).
+        registered: Option<Vec<&'static str>>,
     }
 
     impl KeyLookup for FakeTable {
@@ -317,6 +343,11 @@ mod tests {
         }
         fn entry(&self, key_id: i64) -> Option<KeyEntry> {
             self.entries.get(&key_id).cloned()
+        }
+        fn server_registered(&self, server: &str) -> bool {
+            self.registered
+                .as_ref()
+                .is_none_or(|names| names.contains(&server))
         }
     }
 
@@ -350,6 +381,7 @@ mod tests {
         FakeTable {
             last_sync: Some(NOW - 1),
             entries,
+            registered: None,
         }
     }
 
@@ -605,6 +637,71 @@ mod tests {
             }
             other => unreachable!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_valid_key_without_servers_is_still_a_valid_key() {
+        // Key 5's owner lost every server (or its servers were deleted).
+        let t = table();
+        let k = bearer(&token(10, 5, 5));
+        for server in ["alpha", "beta"] {
+            let d = run(
+                "POST",
+                &format!("/mcp-connect/{server}/mcp"),
+                &[("authorization", &k)],
+                &t,
+            );
+            assert_eq!(
+                status(&d),
+                (403, Some(CHALLENGE_INSUFFICIENT_SCOPE), Reason::OutOfScope)
+            );
+        }
+        let d = run("GET", "/api/me", &[("authorization", &k)], &t);
+        assert_eq!(status(&d), (200, None, Reason::MeAllowed));
+    }
+
+    #[test]
+    fn unregistered_servers_are_closed_to_every_key() {
+        let mut t = table();
+        let star = bearer(&token(10, 2, 2));
+        let alpha = bearer(&token(10, 1, 1));
+        let on = |t: &FakeTable, server: &str, k: &str| {
+            status(&run(
+                "POST",
+                &format!("/mcp-connect/{server}/mcp"),
+                &[("authorization", k)],
+                t,
+            ))
+        };
+        // No set (an older control plane): a `*` key opens any routed name.
+        assert_eq!(on(&t, "gamma", &star).2, Reason::Allowed);
+        t.registered = Some(vec!["alpha", "beta"]);
+        assert_eq!(on(&t, "beta", &star).2, Reason::Allowed);
+        // Same answer as out of scope: a key learns nothing about which
+        // names outside its scope exist.
+        let out_of_scope = on(&t, "beta", &alpha);
+        assert_eq!(out_of_scope.2, Reason::OutOfScope);
+        let unregistered = on(&t, "gamma", &star);
+        assert_eq!(
+            unregistered,
+            (403, out_of_scope.1, Reason::UnregisteredServer)
+        );
+        let (Decision::Deny(a), Decision::Deny(b)) =
+            (deny(Reason::OutOfScope), deny(Reason::UnregisteredServer))
+        else {
+            unreachable!()
+        };
+        assert_eq!(a.body, b.body);
+        // A server deleted from the set closes for every key, `*` included.
+        t.registered = Some(vec!["beta"]);
+        assert_eq!(on(&t, "alpha", &star).2, Reason::UnregisteredServer);
+        assert_eq!(on(&t, "alpha", &alpha).2, Reason::UnregisteredServer);
+        // `/api/me` names no server.
+        let me = run("GET", "/api/me", &[("authorization", &alpha)], &t);
+        assert_eq!(status(&me).2, Reason::MeAllowed);
+        // Bad keys stay 401 whatever the name.
+        let bad = bearer(&token(10, 1, 9));
+        assert_eq!(on(&t, "gamma", &bad).0, 401);
     }
 
     #[test]

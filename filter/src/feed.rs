@@ -14,13 +14,15 @@
 //! A snapshot in progress lives only in this feed: if the lease moves on, the
 //! new holder starts its own. Against a control plane that refuses `limit`
 //! (400), snapshots are asked for whole.
+//! Each applied answer also brings the set of registered MCP servers (see
+//! [`servers`]) in step with what it says.
 //! Failures back off exponentially (250 ms → 5 s); the table keeps serving
 //! until it is older than `maxStalenessSeconds`, then the decision layer fails
 //! closed, and the first good answer brings it back.
 
 use crate::config::Config;
 use crate::store::SharedStore;
-use crate::table::{Applied, ApplyError, SnapshotWriter, apply_delta, read_table_meta};
+use crate::table::{Applied, ApplyError, SnapshotWriter, apply_delta, read_table_meta, servers};
 use keygate_protocol::{FeedQuery, KeyTable, PageSize, WaitSeconds, bearer};
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::BTreeSet;
@@ -303,6 +305,14 @@ impl Feed {
             }
             Asked::Snapshot => Err(ApplyError::NotBasedOnTable),
         };
+        // Every whole answer carries the registered servers (or, from an
+        // older control plane, none), applied once its keys are.
+        let result = result.and_then(|event| match event {
+            FeedEvent::Applied(_) => {
+                servers::sync(store, table.registered_servers.as_deref(), now_ms).map(|_| event)
+            }
+            other => Ok(other),
+        });
         match result {
             Ok(event) => {
                 self.backoff_ms = 0;
@@ -404,6 +414,7 @@ mod tests {
                 .collect(),
             removals: removals.to_vec(),
             next: None,
+            registered_servers: None,
         };
         serde_json::to_vec(&t).unwrap()
     }
@@ -443,6 +454,41 @@ mod tests {
             r.header(":path"),
             Some("/internal/v1/key-table?since=5&wait=20&limit=50000")
         );
+    }
+
+    #[test]
+    fn registered_servers_follow_every_answer_and_older_control_planes_send_none() {
+        let s = MemoryStore::default();
+        let c = cfg();
+        let mut f = Feed::new();
+        let star = |id: i64| {
+            format!(
+                r#"{{"id":{id},"userId":1,"secretHash":"{}","servers":"*"}}"#,
+                Secret::from_bytes([1; 32]).hash().to_hex()
+            )
+        };
+        let registered = |name: &str| TableReader::new(&s).server_registered(name);
+        // A newer control plane: the set comes with the snapshot...
+        f.next_request(&c, &s, 0).unwrap();
+        let snapshot = format!(
+            r#"{{"version":4,"full":true,"upserts":[{}],"registeredServers":["alpha","beta"]}}"#,
+            star(1)
+        );
+        let ev = f.on_response(&s, Some(200), Some(snapshot.as_bytes()), 100);
+        assert!(matches!(ev, FeedEvent::Applied(_)), "{ev:?}");
+        assert!(registered("beta") && !registered("gamma"));
+        // ...and with every delta, even one that changes no key.
+        f.next_request(&c, &s, 100).unwrap();
+        let delta = r#"{"version":5,"full":false,"registeredServers":["alpha"]}"#;
+        f.on_response(&s, Some(200), Some(delta.as_bytes()), 200);
+        assert!(registered("alpha") && !registered("beta"));
+        // An older control plane (no field): every name counts again.
+        f.next_request(&c, &s, 200).unwrap();
+        let old = r#"{"version":6,"full":false,"upserts":[],"removals":[]}"#;
+        let ev = f.on_response(&s, Some(200), Some(old.as_bytes()), 300);
+        assert!(matches!(ev, FeedEvent::Applied(a) if a.version == 6));
+        assert!(registered("gamma"));
+        assert!(TableReader::new(&s).entry(1).is_some());
     }
 
     #[test]

@@ -151,6 +151,10 @@ impl Host for EnvoyHost {
     fn log(&self, at: LogLevel, message: &str) {
         let _ = hostcalls::log(level(at), message);
     }
+
+    fn set_property(&self, name: &str, value: &str) {
+        let _ = hostcalls::set_property(vec![name], Some(value.as_bytes()));
+    }
 }
 
 struct Root {

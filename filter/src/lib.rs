@@ -5,6 +5,7 @@
 //! - [`config`]: the plugin configuration, validated (docs/filter.md).
 //! - [`path`], [`keys`], [`decision`]: what happens to one request.
 //! - [`headers`]: the header edits for a request that goes on.
+//! - [`published`]: what a decision tells Envoy's access log (filter state).
 //! - [`store`]: the shared-data calls, as a trait with in-memory fakes.
 //! - [`table`] (layout; [`table::reader`], [`table::writer`]; slots encoded
 //!   by [`slot`]), [`lease`], [`feed`], [`sync`]: the shared key table, who
@@ -26,6 +27,7 @@ pub mod lease;
 pub mod metrics;
 pub mod path;
 pub mod plugin;
+pub mod published;
 pub mod slot;
 pub mod store;
 pub mod sync;

@@ -10,6 +10,7 @@ use crate::decision::{Decision, Deny, Request, decide, unavailable};
 use crate::feed::{FeedEvent, HttpRequest};
 use crate::headers::{HeaderOp, edits};
 use crate::metrics::{DecisionCounts, Metric};
+use crate::published;
 use crate::store::SharedStore;
 use crate::sync::Syncer;
 use crate::table::{TableCache, TableReader};
@@ -46,6 +47,10 @@ pub trait Host {
     /// even when the host drops it).
     fn log_enabled(&self, level: LogLevel) -> bool;
     fn log(&self, level: LogLevel, message: &str);
+    /// Sets a property of the current request (Envoy: filter state
+    /// `wasm.<name>`, read by the access log); failures are ignored, the
+    /// request is decided either way.
+    fn set_property(&self, name: &str, value: &str);
 }
 
 /// What the root context shares with its HTTP contexts (same thread).
@@ -323,6 +328,9 @@ pub fn on_request_headers(
     };
     let decision = decide(&request, &shared.config, now, &reader);
     shared.decisions.record(decision.reason());
+    for (name, value) in published::properties(&decision) {
+        host.set_property(name, &value);
+    }
     match &decision {
         Decision::Deny(deny) => {
             if host.log_enabled(LogLevel::Debug) {

@@ -1,4 +1,4 @@
-//! The compact binary form of one key-table slot (`kg2/k/<keyId>`) in shared
+//! The compact binary form of one key-table slot (`kg3/k/<keyId>`) in shared
 //! data: what every request decodes, and most of what one key costs in
 //! Envoy's memory.
 //!

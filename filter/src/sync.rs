@@ -218,6 +218,7 @@ mod tests {
             upserts: vec![entry(1)],
             removals: vec![],
             next: None,
+            registered_servers: None,
         };
         let body = serde_json::to_vec(&fresh).unwrap();
         assert!(matches!(
@@ -232,6 +233,7 @@ mod tests {
             upserts: vec![entry(1), entry(2)],
             removals: vec![],
             next: None,
+            registered_servers: None,
         };
         let body = serde_json::to_vec(&stale).unwrap();
         let ev = a.on_response(&s, Some(200), Some(&body), &|| later + 20);
@@ -283,6 +285,7 @@ mod tests {
             upserts: (1..=2000).map(entry).collect(),
             removals: vec![],
             next: None,
+            registered_servers: None,
         };
         let body = serde_json::to_vec(&table).unwrap();
         let slow = SlowStore {
@@ -336,6 +339,7 @@ mod tests {
             upserts: (1..=1000).map(entry).collect(),
             removals: vec![],
             next: None,
+            registered_servers: None,
         };
         let body = serde_json::to_vec(&table).unwrap();
         let store = Hijack {

@@ -3,16 +3,21 @@
 //! the layout; [`reader`] is what a request does with it, [`writer`] what the
 //! lease holder does with the feed's answers.
 //!
-//! Layout (the `2` is the layout version: filter builds with different
+//! Layout (the `3` is the layout version: filter builds with different
 //! layouts that share a `vm_id` during an upgrade keep separate tables and
 //! leases instead of misreading each other's):
-//! - `kg2/meta` = [`Meta`] (small JSON): generation, table version, last
-//!   sync, key count, reserved generation.
-//! - `kg2/k/<keyId>` = [`StoredEntry`] in the compact binary form of
+//! - `kg3/meta` = [`Meta`] (small JSON): generation, table version, last
+//!   sync, key count, reserved generation, registered-servers stamp.
+//! - `kg3/k/<keyId>` = [`StoredEntry`] in the compact binary form of
 //!   [`crate::slot`]: generation, version, and the entry or a tombstone for a
 //!   removed key.
+//! - `kg3/servers` = the MCP servers registered at the control plane (see
+//!   [`servers`]), present when the control plane sends them.
 //!
-//! A request reads `kg2/k/<keyId>`, one O(1) lookup, never a decode of the
+//! Layout 3 added the registered servers: a layout-2 build would drop the
+//! stamp from meta whenever it wrote it, turning the check off unseen.
+//!
+//! A request reads `kg3/k/<keyId>`, one O(1) lookup, never a decode of the
 //! whole table, and each VM keeps what it read for a few milliseconds (see
 //! [`TableCache`]). A delta of k changes writes k entries and meta.
 //! A full snapshot first reserves generation G+1 in meta (`reserved`), then
@@ -28,6 +33,7 @@
 //! an older one.
 
 pub mod reader;
+pub mod servers;
 #[cfg(test)]
 pub(crate) mod testing;
 pub mod writer;
@@ -40,8 +46,8 @@ use crate::store::SharedStore;
 use keygate_protocol::KeyEntry;
 use serde::{Deserialize, Serialize};
 
-pub const META_KEY: &str = "kg2/meta";
-pub const ENTRY_PREFIX: &str = "kg2/k/";
+pub const META_KEY: &str = "kg3/meta";
+pub const ENTRY_PREFIX: &str = "kg3/k/";
 
 /// The table's header. Stored as JSON with one-letter field names: every
 /// request may read it, so it stays a few dozen bytes.
@@ -64,6 +70,11 @@ pub struct Meta {
     /// Generation reserved by a snapshot being written (see [`SnapshotWriter`]).
     #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
     pub reserved: Option<u64>,
+    /// Moves whenever [`servers::SERVERS_KEY`] is rewritten, so each VM
+    /// reads the registered servers again at its next meta read; `None`
+    /// while the control plane sends none (an older one): no server check.
+    #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
+    pub servers_stamp: Option<u64>,
 }
 
 impl Meta {

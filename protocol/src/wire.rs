@@ -30,6 +30,14 @@ pub struct KeyTable {
     /// a whole snapshot whenever they did not ask for pages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<i64>,
+    /// Every MCP server registered at the control plane when it answered;
+    /// the edge refuses every key on any other server name. A control plane
+    /// that knows this field sends it on every answer (snapshot pages and
+    /// deltas, empty ones included), so it is never a diff. Absent (an older
+    /// control plane) means "not known": the edge then checks only each
+    /// key's servers, as before. Older edges ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registered_servers: Option<Vec<String>>,
 }
 
 /// Everything the edge needs to decide a request made with one key.
@@ -137,10 +145,12 @@ mod tests {
             ],
             removals: vec![9],
             next: None,
+            registered_servers: Some(vec!["alpha".into(), "beta".into()]),
         };
         let v = serde_json::to_value(&t).unwrap();
         // `next` is left out unless there is a next page.
         assert!(v.get("next").is_none());
+        assert_eq!(v["registeredServers"], serde_json::json!(["alpha", "beta"]));
         assert_eq!(v["version"], 7);
         assert_eq!(v["upserts"][0]["userId"], 1);
         assert_eq!(v["upserts"][0]["servers"][0], "alpha");
@@ -167,6 +177,7 @@ mod tests {
             upserts: vec![],
             removals: vec![],
             next: Some(41),
+            registered_servers: None,
         };
         let v = serde_json::to_value(&page).unwrap();
         assert_eq!(v["next"], 41);
@@ -177,6 +188,20 @@ mod tests {
         assert_eq!(last.next, None);
         let old: KeyTable = serde_json::from_str(r#"{"version":3,"full":true}"#).unwrap();
         assert_eq!(old.next, None);
+    }
+
+    #[test]
+    fn registered_servers_are_optional_both_ways() {
+        // An older control plane sends none: "not known", not "none registered".
+        let old: KeyTable = serde_json::from_str(r#"{"version":3,"full":false}"#).unwrap();
+        assert_eq!(old.registered_servers, None);
+        let none: KeyTable =
+            serde_json::from_str(r#"{"version":3,"full":false,"registeredServers":[]}"#).unwrap();
+        assert_eq!(none.registered_servers, Some(vec![]));
+        // Not known is not sent, so an answer without it is byte for byte
+        // what an older control plane sent.
+        let v = serde_json::to_value(&old).unwrap();
+        assert!(v.get("registeredServers").is_none());
     }
 
     #[test]

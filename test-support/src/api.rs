@@ -284,6 +284,19 @@ impl Api {
         self.expect(Method::GET, &path, None, &[200]).await
     }
 
+    /// `PATCH /api/admin-api-keys/{id}` with `body` (e.g. `{"enabled": false}`);
+    /// returns the key record as it now is.
+    pub async fn update_key(&self, key_id: i64, body: &Value) -> Result<Value> {
+        let path = format!("/api/admin-api-keys/{key_id}");
+        self.expect(Method::PATCH, &path, Some(body), &[200]).await
+    }
+
+    /// Turns any user's key off (`false`) or on (`true`) through the admin API.
+    pub async fn set_key_enabled(&self, key_id: i64, enabled: bool) -> Result<Value> {
+        self.update_key(key_id, &json!({ "enabled": enabled }))
+            .await
+    }
+
     /// Deletes any user's key through the admin API.
     pub async fn delete_key(&self, key_id: i64) -> Result<()> {
         self.delete(&format!("/api/admin-api-keys/{key_id}")).await

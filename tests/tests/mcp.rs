@@ -426,10 +426,10 @@ async fn star_key_reaches_every_server_including_one_added_later() {
         &edge.initialize("gamma", Some(&named_key.key)).await,
         &named_key.key,
     );
-    let before = edge.initialize("gamma", Some(&every_key.key)).await;
-    println!(
-        "unregistered gamma with an all-access `*` key: {}",
-        before.status
+    // Not registered: closed even to an all-access `*` key.
+    assert_insufficient_scope(
+        &edge.initialize("gamma", Some(&every_key.key)).await,
+        &every_key.key,
     );
 
     admin.create_server("gamma").await.unwrap();

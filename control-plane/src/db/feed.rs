@@ -167,6 +167,29 @@ fn assemble_rules(
         .collect()
 }
 
+/// Which `api_keys` rows the edge holds, as an SQL condition on a query
+/// `FROM api_keys`: a disabled key, and every key of a suspended user, is
+/// left out, exactly like a deleted one, so it gets the same 401 within the
+/// same time. Expired keys stay (the edge knows their expiry).
+macro_rules! live_key {
+    () => {
+        "api_keys.disabled_at IS NULL AND NOT EXISTS (SELECT 1 FROM users su \
+         WHERE su.id = api_keys.user_id AND su.suspended_at IS NOT NULL)"
+    };
+}
+pub(crate) use live_key;
+
+/// The same condition, for documentation links.
+pub const LIVE_KEY: &str = live_key!();
+
+/// Every registered MCP server, by name: sent with every feed answer, so
+/// the edge refuses every key on any other name.
+pub async fn registered_servers(conn: &mut Conn) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT name FROM mcp_servers ORDER BY name")
+        .fetch_all(conn)
+        .await
+}
+
 #[derive(sqlx::FromRow)]
 struct KeyFeedRow {
     id: i64,
@@ -176,11 +199,12 @@ struct KeyFeedRow {
     all_servers: i64,
 }
 
+/// A key's edge entry. A key that opens no server now (its owner lost
+/// access, or its servers were deleted) keeps its entry with no servers: it
+/// is still a valid key, so the edge answers 403 on MCP servers and lets it
+/// through to `/api/me`, as the control plane does, rather than 401.
 fn make_entry(row: KeyFeedRow, scope: &ServerScope, access: &ServerScope) -> Option<KeyEntry> {
     let servers = effective(scope, access);
-    if servers.is_empty() {
-        return None;
-    }
     Some(KeyEntry {
         id: row.id,
         user_id: row.user_id,
@@ -190,16 +214,18 @@ fn make_entry(row: KeyFeedRow, scope: &ServerScope, access: &ServerScope) -> Opt
     })
 }
 
-/// The current edge entry of one key; `None` when it is gone or opens nothing.
+/// The current edge entry of one key; `None` when the edge must refuse it
+/// as an invalid key (see [`LIVE_KEY`]).
 /// `access_cache` avoids recomputing an owner's access within one delta.
 pub async fn entry(
     conn: &mut Conn,
     key_id: i64,
     access_cache: &mut HashMap<i64, ServerScope>,
 ) -> Result<Option<KeyEntry>, sqlx::Error> {
-    let row: Option<KeyFeedRow> = sqlx::query_as(
-        "SELECT id, user_id, secret_hash, expires_at, all_servers FROM api_keys WHERE id = $1",
-    )
+    let row: Option<KeyFeedRow> = sqlx::query_as(concat!(
+        "SELECT id, user_id, secret_hash, expires_at, all_servers FROM api_keys WHERE id = $1 AND ",
+        live_key!()
+    ))
     .bind(key_id)
     .fetch_optional(&mut *conn)
     .await?;
@@ -227,7 +253,7 @@ pub async fn entry(
 
 /// One page of the full snapshot: the keys with `id > after` (all keys when
 /// `after` is `None`) in id order, at most `limit` of them (no limit when
-/// `None`), as edge entries; keys that open nothing are left out. Also
+/// `None`), as edge entries; keys the edge must refuse are left out. Also
 /// returns the id to continue after when more keys follow.
 ///
 /// Keys and their scopes are read by primary-key range, so a page costs
@@ -240,10 +266,12 @@ pub async fn snapshot_page(
     let after = after.unwrap_or(i64::MIN);
     // One row more than asked tells whether another page follows.
     let fetch = limit.map_or(i64::MAX, |l| i64::from(l) + 1);
-    let mut keys: Vec<KeyFeedRow> = sqlx::query_as(
+    let mut keys: Vec<KeyFeedRow> = sqlx::query_as(concat!(
         "SELECT id, user_id, secret_hash, expires_at, all_servers FROM api_keys \
-         WHERE id > $1 ORDER BY id LIMIT $2",
-    )
+             WHERE id > $1 AND ",
+        live_key!(),
+        " ORDER BY id LIMIT $2"
+    ))
     .bind(after)
     .bind(fetch)
     .fetch_all(&mut *conn)

@@ -15,6 +15,8 @@ pub struct KeyHead {
     pub expires_at: Option<i64>,
     pub last_used_at: Option<i64>,
     pub all_servers: i64,
+    /// Set while the key is turned off.
+    pub disabled_at: Option<i64>,
 }
 
 /// A key record as the API shows it (never the secret or its hash).
@@ -51,7 +53,7 @@ pub async fn list(conn: &mut Conn, owner: Option<i64>) -> Result<Vec<KeyRow>, sq
         Some(uid) => (
             sqlx::query_as(
                 "SELECT k.id, k.user_id, u.username, k.name, k.description, k.created_at, \
-                 k.expires_at, k.last_used_at, k.all_servers \
+                 k.expires_at, k.last_used_at, k.all_servers, k.disabled_at \
                  FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.user_id = $1 \
                  ORDER BY k.created_at DESC, k.id DESC",
             )
@@ -69,7 +71,7 @@ pub async fn list(conn: &mut Conn, owner: Option<i64>) -> Result<Vec<KeyRow>, sq
         None => (
             sqlx::query_as(
                 "SELECT k.id, k.user_id, u.username, k.name, k.description, k.created_at, \
-                 k.expires_at, k.last_used_at, k.all_servers \
+                 k.expires_at, k.last_used_at, k.all_servers, k.disabled_at \
                  FROM api_keys k JOIN users u ON u.id = k.user_id \
                  ORDER BY k.created_at DESC, k.id DESC",
             )
@@ -145,7 +147,7 @@ pub async fn get(
 ) -> Result<Option<KeyRow>, sqlx::Error> {
     let head: Option<KeyHead> = sqlx::query_as(
         "SELECT k.id, k.user_id, u.username, k.name, k.description, k.created_at, \
-         k.expires_at, k.last_used_at, k.all_servers \
+         k.expires_at, k.last_used_at, k.all_servers, k.disabled_at \
          FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.id = $1",
     )
     .bind(id)
@@ -162,8 +164,8 @@ pub async fn get(
     Ok(assemble(vec![head], pairs).pop())
 }
 
-/// Keys that count against the owner's limit. Every stored key counts today;
-/// when revocation records arrive, add `AND revoked_at IS NULL` here. Call it
+/// Keys that count against the owner's limit: every key in `api_keys`
+/// (revoked keys live in `revoked_keys` and do not count). Call it
 /// inside [`Db::begin_write`]'s transaction: that holds the feed's write lock
 /// (SQLite `BEGIN IMMEDIATE`, the PostgreSQL `feed_state` row lock) until
 /// commit, so concurrent creates are serialized and none can pass a stale count.
@@ -240,6 +242,44 @@ pub async fn delete(
     Ok(true)
 }
 
+/// Edits of a key's details; `None` leaves a field as it is.
+#[derive(Debug, Default)]
+pub struct KeyEdits {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    /// `Some(None)` removes the expiry.
+    pub expires_at: Option<Option<i64>>,
+}
+
+/// Applies `edits` to key `id` (already checked to exist and to be the
+/// caller's). An expiry change goes to the feed: the edge enforces expiry.
+pub async fn edit(tx: &mut Tx, db: &Db, id: i64, edits: &KeyEdits) -> Result<(), sqlx::Error> {
+    if let Some(name) = &edits.name {
+        sqlx::query("UPDATE api_keys SET name = $1 WHERE id = $2")
+            .bind(name.as_str())
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    if let Some(description) = &edits.description {
+        sqlx::query("UPDATE api_keys SET description = $1 WHERE id = $2")
+            .bind(description.as_str())
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    if let Some(expires_at) = edits.expires_at {
+        sqlx::query("UPDATE api_keys SET expires_at = $1 WHERE id = $2")
+            .bind(expires_at)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        let version = feed::bump(tx, db).await?;
+        feed::log_key(tx, version, id).await?;
+    }
+    Ok(())
+}
+
 /// What authenticating a key needs.
 #[derive(sqlx::FromRow)]
 pub struct KeyAuth {
@@ -248,11 +288,48 @@ pub struct KeyAuth {
     pub expires_at: Option<i64>,
 }
 
+/// A key that may authenticate: the same keys the edge holds
+/// ([`feed::LIVE_KEY`]), so `/api/me` agrees with the edge.
 pub async fn auth_lookup(conn: &mut Conn, id: i64) -> Result<Option<KeyAuth>, sqlx::Error> {
-    sqlx::query_as("SELECT user_id, secret_hash, expires_at FROM api_keys WHERE id = $1")
+    sqlx::query_as(concat!(
+        "SELECT user_id, secret_hash, expires_at FROM api_keys WHERE id = $1 AND ",
+        feed::live_key!()
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Turns a key off (`enabled: false`) or on again (only the owner's, with
+/// `owner`). `None` when there is no such key; `Some(changed)` otherwise. A
+/// change goes to the feed like a deletion (off) or a creation (on).
+pub async fn set_enabled(
+    tx: &mut Tx,
+    db: &Db,
+    id: i64,
+    owner: Option<i64>,
+    enabled: bool,
+) -> Result<Option<bool>, sqlx::Error> {
+    let row: Option<(i64, Option<i64>)> =
+        sqlx::query_as("SELECT user_id, disabled_at FROM api_keys WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    let disabled_at = match row {
+        Some((user, disabled_at)) if owner.is_none_or(|o| o == user) => disabled_at,
+        _ => return Ok(None),
+    };
+    if disabled_at.is_none() == enabled {
+        return Ok(Some(false));
+    }
+    sqlx::query("UPDATE api_keys SET disabled_at = $1 WHERE id = $2")
+        .bind((!enabled).then(now_unix))
         .bind(id)
-        .fetch_optional(conn)
-        .await
+        .execute(&mut **tx)
+        .await?;
+    let version = feed::bump(tx, db).await?;
+    feed::log_key(tx, version, id).await?;
+    Ok(Some(true))
 }
 
 /// Keeps the later of the stored and reported last use; unknown keys match no row.

@@ -8,6 +8,7 @@
 
 pub mod feed;
 pub mod keys;
+pub mod revocations;
 pub mod rules;
 pub mod servers;
 pub mod sessions;

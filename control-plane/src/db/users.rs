@@ -1,15 +1,15 @@
-//! Queries on users. Deleting a user also deletes their keys and tells the feed.
+//! Queries on users. Deleting a user also revokes their keys (kept on record).
 //! Each user records where their role comes from (`role_source`, see
 //! [`RoleSource`]); role writes here keep that record in step.
 
-use super::{Conn, Db, Tx, feed, is_unique_violation};
+use super::{Conn, Db, Tx, feed, is_unique_violation, revocations};
 use crate::domain::{Role, RoleSource, now_unix, skeleton_of};
 use crate::error::ApiError;
 
 /// The columns every query returns, in [`UserRow`] order.
 macro_rules! columns {
     () => {
-        "id, username, email, role, role_source, oidc_issuer, oidc_subject, created_at"
+        "id, username, email, role, role_source, oidc_issuer, oidc_subject, created_at, suspended_at"
     };
 }
 
@@ -40,6 +40,8 @@ pub struct UserRow {
     pub oidc_issuer: Option<String>,
     pub oidc_subject: Option<String>,
     pub created_at: i64,
+    /// Set while an admin has suspended the user.
+    pub suspended_at: Option<i64>,
 }
 
 impl UserRow {
@@ -218,6 +220,40 @@ pub async fn set_email(conn: &mut Conn, id: i64, email: &str) -> Result<(), sqlx
         .map(|_| ())
 }
 
+/// Suspends a user (`true`) or lifts it (`false`); never the built-in admin.
+/// `None` when there is no such (non-built-in) user, else whether it changed.
+/// Their keys leave (or rejoin) every edge's table in the same feed change,
+/// and a suspension ends their console sessions.
+pub async fn set_suspended(
+    tx: &mut Tx,
+    db: &Db,
+    id: i64,
+    suspended: bool,
+) -> Result<Option<bool>, sqlx::Error> {
+    let user = match get(tx, id).await? {
+        Some(u) if u.role_source() != RoleSource::Builtin => u,
+        _ => return Ok(None),
+    };
+    if user.suspended_at.is_some() == suspended {
+        return Ok(Some(false));
+    }
+    sqlx::query("UPDATE users SET suspended_at = $1 WHERE id = $2")
+        .bind(suspended.then(now_unix))
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    if suspended {
+        // Their console sessions end everywhere, not just get refused.
+        sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    let version = feed::bump(tx, db).await?;
+    feed::log_user_keys(tx, version, id).await?;
+    Ok(Some(true))
+}
+
 pub enum DeleteOutcome {
     Deleted,
     NotFound,
@@ -225,26 +261,23 @@ pub enum DeleteOutcome {
     Builtin,
 }
 
-/// Deletes a user with their keys, rule memberships and sessions (signed
-/// out everywhere at once).
-pub async fn delete(tx: &mut Tx, db: &Db, id: i64) -> Result<DeleteOutcome, sqlx::Error> {
+/// Why the keys of a deleted user were revoked, in their records.
+pub const REASON_USER_DELETED: &str = "user deleted";
+
+/// Deletes a user, their rule memberships and their sessions (signed out
+/// everywhere at once), on behalf of admin `by`. Their keys are revoked (off
+/// every edge at once, records kept).
+pub async fn delete(tx: &mut Tx, db: &Db, id: i64, by: i64) -> Result<DeleteOutcome, sqlx::Error> {
     match get(tx, id).await? {
         None => return Ok(DeleteOutcome::NotFound),
         Some(u) if u.role_source() == RoleSource::Builtin => return Ok(DeleteOutcome::Builtin),
         Some(_) => {}
     }
-    let version = feed::bump(tx, db).await?;
-    feed::log_user_keys(tx, version, id).await?;
-    sqlx::query(
-        "DELETE FROM api_key_servers WHERE key_id IN (SELECT id FROM api_keys WHERE user_id = $1)",
-    )
-    .bind(id)
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query("DELETE FROM api_keys WHERE user_id = $1")
-        .bind(id)
-        .execute(&mut **tx)
-        .await?;
+    let how = revocations::Revocation {
+        by,
+        reason: Some(REASON_USER_DELETED),
+    };
+    revocations::revoke_all_of(tx, db, id, how).await?;
     sqlx::query("DELETE FROM access_rule_subjects WHERE user_id = $1")
         .bind(id)
         .execute(&mut **tx)

@@ -3,7 +3,7 @@
 
 use crate::AppState;
 use crate::auth::DataPlane;
-use crate::db::keys;
+use crate::db::{self, keys};
 use crate::domain::now_unix;
 use crate::error::ApiResult;
 use crate::feed;
@@ -37,7 +37,8 @@ pub struct FeedQueryDoc {
 }
 
 /// The key table: a full snapshot, or the changes after `since` (a full
-/// snapshot when the change log no longer reaches `since`). With `limit`, a
+/// snapshot when the change log no longer reaches `since`). Every answer
+/// carries `registeredServers`, the names the edge opens at all. With `limit`, a
 /// full snapshot comes in pages by key id: continue with `after=next`.
 #[utoipa::path(get, path = KEY_TABLE_PATH, params(FeedQueryDoc),
     responses((status = 200, description = "KeyTable JSON (keygate-protocol wire format)"),
@@ -51,9 +52,9 @@ pub async fn key_table(
     let (since, wait, page) = match FeedQuery::parse(query.as_deref().unwrap_or_default())? {
         FeedQuery::Page { after, page } => {
             let mut conn = st.db.conn().await?;
-            return Ok(Json(
-                feed::full(&mut conn, Some(after), Some(page.get())).await?,
-            ));
+            let mut table = feed::full(&mut conn, Some(after), Some(page.get())).await?;
+            table.registered_servers = Some(db::feed::registered_servers(&mut conn).await?);
+            return Ok(Json(table));
         }
         FeedQuery::Snapshot { page } => (None, 0, page),
         FeedQuery::Since {
@@ -64,7 +65,7 @@ pub async fn key_table(
     };
     let _guard =
         (wait > 0 && since.is_some()).then(|| FeedClientGuard::new(&st.metrics.feed_clients));
-    let table = feed::poll(
+    let mut table = feed::poll(
         &st.db,
         &st.feed,
         since,
@@ -73,6 +74,10 @@ pub async fn key_table(
         page.map(|p| p.get()),
     )
     .await?;
+    // Read after the keys, so the set is never older than the answer's
+    // version: at worst a server deleted meanwhile closes a moment early.
+    let mut conn = st.db.conn().await?;
+    table.registered_servers = Some(db::feed::registered_servers(&mut conn).await?);
     Ok(Json(table))
 }
 

@@ -3,18 +3,20 @@
 
 use crate::AppState;
 use crate::auth::{Admin, Person};
-use crate::db::{self, keys, servers, users};
+use crate::db::{self, keys, revocations, servers, users};
+use crate::domain::key_status::KeyStatus;
 use crate::domain::{
     MAX_DESCRIPTION, Name, ServerSelection, Text, format_time, now_unix, parse_expiry, parse_id,
 };
 use crate::error::{ApiError, ApiResult};
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use keygate_protocol::{ApiKeyToken, Secret};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -55,10 +57,20 @@ pub struct KeyRecord {
     pub last_used_at: Option<String>,
     pub expires_at: Option<String>,
     pub mcp_server_ids: Vec<String>,
-    /// Single-key reads only: each server in the key's scope and whether its
-    /// owner can reach it now (a `*` key: the servers its owner reaches).
+    /// Single-key reads of live keys only: each server in the key's scope and
+    /// whether its owner can reach it now (a `*` key: the servers its owner
+    /// reaches).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub servers: Option<Vec<ServerReach>>,
+    /// `active`, `disabled`, `expired` or `revoked`.
+    pub status: KeyStatus,
+    /// When the key was turned off; `null` unless `status` is `disabled`.
+    pub disabled_at: Option<String>,
+    /// Revoked keys only (listed with `?include=revoked`): when, by which
+    /// user, and the reason given (if any).
+    pub revoked_at: Option<String>,
+    pub revoked_by: Option<i64>,
+    pub revoke_reason: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -94,6 +106,9 @@ pub struct AdminListQuery {
     pub limit: Option<i64>,
     #[serde(default)]
     pub offset: Option<i64>,
+    /// `revoked` to include revoked keys.
+    #[serde(default)]
+    pub include: Option<String>,
 }
 
 pub const DEFAULT_PAGE: i64 = 100;
@@ -104,9 +119,14 @@ pub struct Deleted {
     pub deleted: bool,
 }
 
-fn record(row: keys::KeyRow, with_username: bool) -> KeyRecord {
+pub(crate) fn record(row: keys::KeyRow, with_username: bool) -> KeyRecord {
     let h = row.head;
     KeyRecord {
+        status: KeyStatus::of(h.disabled_at, h.expires_at, now_unix()),
+        disabled_at: h.disabled_at.map(format_time),
+        revoked_at: None,
+        revoked_by: None,
+        revoke_reason: None,
         id: h.id,
         user_id: h.user_id,
         username: with_username.then_some(h.username),
@@ -149,6 +169,136 @@ async fn detail(
     let mut r = record(row, with_username);
     r.servers = Some(reach);
     Ok(r)
+}
+
+/// A revoked key's record, as lists with `?include=revoked` show it.
+fn revoked_record(r: revocations::RevokedRow, with_username: bool) -> KeyRecord {
+    KeyRecord {
+        mcp_server_ids: r.server_ids(),
+        id: r.id,
+        user_id: r.user_id,
+        username: with_username.then_some(r.username),
+        name: r.name,
+        description: r.description,
+        created_at: format_time(r.created_at),
+        last_used_at: r.last_used_at.map(format_time),
+        expires_at: r.expires_at.map(format_time),
+        status: KeyStatus::Revoked,
+        disabled_at: None,
+        revoked_at: Some(format_time(r.revoked_at)),
+        revoked_by: Some(r.revoked_by),
+        revoke_reason: r.reason,
+        servers: None,
+    }
+}
+
+/// `?include=revoked`: lists and details show revoked keys too (hidden by default).
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct IncludeQuery {
+    /// `revoked` to include revoked keys.
+    include: Option<String>,
+}
+
+impl IncludeQuery {
+    fn revoked(&self) -> ApiResult<bool> {
+        include_revoked(self.include.as_deref())
+    }
+}
+
+fn include_revoked(include: Option<&str>) -> ApiResult<bool> {
+    match include {
+        None => Ok(false),
+        Some("revoked") => Ok(true),
+        Some(_) => Err(ApiError::bad_request("include must be \"revoked\"")),
+    }
+}
+
+/// Keys (of `owner`, or everyone's) newest first, revoked ones too when asked.
+async fn list_keys(
+    st: &AppState,
+    owner: Option<i64>,
+    with_username: bool,
+    with_revoked: bool,
+) -> ApiResult<Vec<KeyRecord>> {
+    let mut conn = st.db.conn().await?;
+    let mut rows: Vec<(i64, i64, KeyRecord)> = keys::list(&mut conn, owner)
+        .await?
+        .into_iter()
+        .map(|r| (r.head.created_at, r.head.id, record(r, with_username)))
+        .collect();
+    if with_revoked {
+        rows.extend(
+            revocations::list(&mut conn, owner)
+                .await?
+                .into_iter()
+                .map(|r| (r.created_at, r.id, revoked_record(r, with_username))),
+        );
+        rows.sort_by_key(|r| std::cmp::Reverse((r.0, r.1)));
+    }
+    Ok(rows.into_iter().map(|(_, _, r)| r).collect())
+}
+
+/// One key (only `owner`'s, with `owner`); a revoked one only when asked.
+async fn get_key(
+    st: &AppState,
+    id: i64,
+    owner: Option<i64>,
+    include: Result<Query<IncludeQuery>, QueryRejection>,
+) -> ApiResult<Json<KeyRecord>> {
+    let Query(include) = include?;
+    let with_revoked = include.revoked()?;
+    let with_username = owner.is_none();
+    let mut conn = st.db.conn().await?;
+    if let Some(row) = keys::get(&mut conn, id, owner).await? {
+        return Ok(Json(detail(&mut conn, row, with_username).await?));
+    }
+    if with_revoked && let Some(row) = revocations::get(&mut conn, id, owner).await? {
+        return Ok(Json(revoked_record(row, with_username)));
+    }
+    Err(ApiError::NotFound("API key not found"))
+}
+
+/// `?reason=` on a revocation.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeQuery {
+    /// Why the key is revoked (kept in its record; at most 500 characters).
+    reason: Option<String>,
+}
+
+/// The optional body of a revocation: `{"reason": "..."}`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// The reason of a revocation, from `?reason=` or the JSON body (not both).
+fn revoke_reason(
+    query: Result<Query<RevokeQuery>, QueryRejection>,
+    body: &Bytes,
+) -> ApiResult<Option<String>> {
+    let Query(query) = query?;
+    let from_body = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        serde_json::from_slice::<RevokeBody>(body)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?
+            .reason
+    };
+    let reason = match (query.reason, from_body) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request("reason given twice (query and body)"));
+        }
+        (a, b) => a.or(b),
+    };
+    reason
+        .map(|r| Text::parse("reason", Some(r), MAX_DESCRIPTION).map(|t| t.as_str().to_owned()))
+        .transpose()
 }
 
 fn new_secret() -> ApiResult<Secret> {
@@ -233,18 +383,30 @@ async fn create_key(
     })
 }
 
-async fn delete_key(st: &AppState, id: i64, owner: Option<i64>) -> ApiResult<Json<Deleted>> {
+/// Revokes a key (only `owner`'s, with `owner`) on behalf of `by`: it leaves
+/// every edge like a deletion, and its record stays.
+async fn delete_key(
+    st: &AppState,
+    id: i64,
+    owner: Option<i64>,
+    by: i64,
+    reason: Option<String>,
+) -> ApiResult<Json<Deleted>> {
+    let how = revocations::Revocation {
+        by,
+        reason: reason.as_deref(),
+    };
     let mut tx = st.db.begin_write().await?;
-    if !keys::delete(&mut tx, &st.db, id, owner).await? {
+    if !revocations::revoke(&mut tx, &st.db, id, owner, how).await? {
         return Err(ApiError::NotFound("API key not found"));
     }
     tx.commit().await?;
     st.metrics.keys_deleted.inc();
-    tracing::info!(key_id = id, "API key deleted");
+    tracing::info!(key_id = id, revoked_by = by, "API key revoked");
     Ok(Json(Deleted { deleted: true }))
 }
 
-fn key_id(raw: &str) -> ApiResult<i64> {
+pub(crate) fn key_id(raw: &str) -> ApiResult<i64> {
     parse_id(raw).ok_or(ApiError::NotFound("API key not found"))
 }
 
@@ -268,45 +430,50 @@ pub async fn create_own(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
-/// Your keys, newest first.
-#[utoipa::path(get, path = "/api/api-keys", responses((status = 200, body = KeyList)))]
+/// Your keys, newest first; revoked ones only with `?include=revoked`.
+#[utoipa::path(get, path = "/api/api-keys", params(IncludeQuery),
+    responses((status = 200, body = KeyList), (status = 400, description = "bad include")))]
 pub async fn list_own(
     State(st): State<AppState>,
     Person(caller): Person,
+    include: Result<Query<IncludeQuery>, QueryRejection>,
 ) -> ApiResult<Json<KeyList>> {
-    let mut conn = st.db.conn().await?;
-    let rows = keys::list(&mut conn, Some(caller.user.id)).await?;
-    Ok(Json(KeyList {
-        items: rows.into_iter().map(|r| record(r, false)).collect(),
-        total: None,
-    }))
+    let Query(include) = include?;
+    let items = list_keys(&st, Some(caller.user.id), false, include.revoked()?).await?;
+    Ok(Json(KeyList { items, total: None }))
 }
 
-/// One of your keys; another user's key is a 404.
-#[utoipa::path(get, path = "/api/api-keys/{id}", params(("id" = i64, Path)),
+/// One of your keys; another user's key is a 404, and so is a revoked one
+/// unless asked for with `?include=revoked`.
+#[utoipa::path(get, path = "/api/api-keys/{id}", params(("id" = i64, Path), IncludeQuery),
     responses((status = 200, body = KeyRecord), (status = 404, description = "not found")))]
 pub async fn get_own(
     State(st): State<AppState>,
     Person(caller): Person,
     Path(id): Path<String>,
+    include: Result<Query<IncludeQuery>, QueryRejection>,
 ) -> ApiResult<Json<KeyRecord>> {
-    let id = key_id(&id)?;
-    let mut conn = st.db.conn().await?;
-    let row = keys::get(&mut conn, id, Some(caller.user.id))
-        .await?
-        .ok_or(ApiError::NotFound("API key not found"))?;
-    Ok(Json(detail(&mut conn, row, false).await?))
+    get_key(&st, key_id(&id)?, Some(caller.user.id), include).await
 }
 
-/// Delete one of your keys.
-#[utoipa::path(delete, path = "/api/api-keys/{id}", params(("id" = i64, Path)),
-    responses((status = 200, body = Deleted), (status = 404, description = "not found")))]
+/// Revoke one of your keys: it stops at every edge at once and is kept on
+/// record (`?include=revoked`), with an optional reason (`?reason=` or
+/// `{"reason": "..."}`).
+#[utoipa::path(delete, path = "/api/api-keys/{id}", params(("id" = i64, Path), RevokeQuery),
+    request_body(content = RevokeBody, description = "optional: {\"reason\": \"...\"}"),
+    responses((status = 200, body = Deleted), (status = 400, description = "invalid reason"),
+        (status = 404, description = "not found")))]
 pub async fn delete_own(
     State(st): State<AppState>,
     Person(caller): Person,
     Path(id): Path<String>,
+    query: Result<Query<RevokeQuery>, QueryRejection>,
+    body: Bytes,
 ) -> ApiResult<Json<Deleted>> {
-    delete_key(&st, key_id(&id)?, Some(caller.user.id)).await
+    let id = key_id(&id)?;
+    let reason = revoke_reason(query, &body)?;
+    let me = caller.user.id;
+    delete_key(&st, id, Some(me), me, reason).await
 }
 
 /// Create a key on a user's behalf (admin). The key is shown once, to the admin.
@@ -337,9 +504,11 @@ pub async fn admin_create(
 
 /// Keys of every user (or of `userId`), newest first, a page at a time
 /// (`limit` 1–1000, default 100; `offset` from 0), with their owners'
-/// usernames and the number matching in all (`total`) (admin).
+/// usernames and the number matching in all (`total`) (admin); revoked
+/// ones only with `?include=revoked`.
 #[utoipa::path(get, path = "/api/admin-api-keys",
-    params(("userId" = Option<i64>, Query), ("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query)),
+    params(("userId" = Option<i64>, Query), ("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query),
+        ("include" = Option<String>, Query, description = "`revoked` to include revoked keys")),
     responses((status = 200, body = KeyList), (status = 400, description = "invalid query")))]
 pub async fn admin_list(
     State(st): State<AppState>,
@@ -360,6 +529,18 @@ pub async fn admin_list(
     if q.user_id.is_some_and(|u| u <= 0) {
         return Err(ApiError::bad_request("userId must be a positive id"));
     }
+    if include_revoked(q.include.as_deref())? {
+        // Live keys and revocation records live in two tables: merged in
+        // memory, then paged (revoked records are only asked for on purpose).
+        let all = list_keys(&st, q.user_id, true, true).await?;
+        let total = i64::try_from(all.len()).unwrap_or(i64::MAX);
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        let take = usize::try_from(limit).unwrap_or(0);
+        return Ok(Json(KeyList {
+            items: all.into_iter().skip(start).take(take).collect(),
+            total: Some(total),
+        }));
+    }
     let mut conn = st.db.conn().await?;
     let (rows, total) = keys::list_page(&mut conn, q.user_id, limit, offset).await?;
     Ok(Json(KeyList {
@@ -368,29 +549,31 @@ pub async fn admin_list(
     }))
 }
 
-/// Any key (admin).
-#[utoipa::path(get, path = "/api/admin-api-keys/{id}", params(("id" = i64, Path)),
+/// Any key (admin); a revoked one only with `?include=revoked`.
+#[utoipa::path(get, path = "/api/admin-api-keys/{id}", params(("id" = i64, Path), IncludeQuery),
     responses((status = 200, body = KeyRecord), (status = 404, description = "not found")))]
 pub async fn admin_get(
     State(st): State<AppState>,
     _admin: Admin,
     Path(id): Path<String>,
+    include: Result<Query<IncludeQuery>, QueryRejection>,
 ) -> ApiResult<Json<KeyRecord>> {
-    let id = key_id(&id)?;
-    let mut conn = st.db.conn().await?;
-    let row = keys::get(&mut conn, id, None)
-        .await?
-        .ok_or(ApiError::NotFound("API key not found"))?;
-    Ok(Json(detail(&mut conn, row, true).await?))
+    get_key(&st, key_id(&id)?, None, include).await
 }
 
-/// Delete any key (admin).
-#[utoipa::path(delete, path = "/api/admin-api-keys/{id}", params(("id" = i64, Path)),
-    responses((status = 200, body = Deleted), (status = 404, description = "not found")))]
+/// Revoke any key (admin), kept on record, with an optional reason.
+#[utoipa::path(delete, path = "/api/admin-api-keys/{id}", params(("id" = i64, Path), RevokeQuery),
+    request_body(content = RevokeBody, description = "optional: {\"reason\": \"...\"}"),
+    responses((status = 200, body = Deleted), (status = 400, description = "invalid reason"),
+        (status = 404, description = "not found")))]
 pub async fn admin_delete(
     State(st): State<AppState>,
-    _admin: Admin,
+    Admin(admin): Admin,
     Path(id): Path<String>,
+    query: Result<Query<RevokeQuery>, QueryRejection>,
+    body: Bytes,
 ) -> ApiResult<Json<Deleted>> {
-    delete_key(&st, key_id(&id)?, None).await
+    let id = key_id(&id)?;
+    let reason = revoke_reason(query, &body)?;
+    delete_key(&st, id, None, admin.user.id, reason).await
 }

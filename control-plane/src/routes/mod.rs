@@ -4,8 +4,10 @@ pub mod auth;
 pub mod console;
 pub mod health;
 pub mod internal;
+pub mod key_edits;
 pub mod keys;
 pub mod no_store;
+pub mod offboarding;
 pub mod rules;
 pub mod servers;
 pub mod users;
@@ -33,7 +35,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/api-keys", post(keys::create_own).get(keys::list_own))
         .route(
             "/api/api-keys/{id}",
-            get(keys::get_own).delete(keys::delete_own),
+            get(keys::get_own)
+                .patch(key_edits::update_own)
+                .delete(keys::delete_own),
         )
         .route(
             "/api/admin-api-keys",
@@ -41,12 +45,20 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/api/admin-api-keys/{id}",
-            get(keys::admin_get).delete(keys::admin_delete),
+            get(keys::admin_get)
+                .patch(key_edits::admin_update)
+                .delete(keys::admin_delete),
         )
         .route("/api/users", get(users::list).post(users::create))
         .route(
             "/api/users/{id}",
             get(users::get).patch(users::update).delete(users::delete),
+        )
+        .route("/api/users/{id}/suspend", post(offboarding::suspend))
+        .route("/api/users/{id}/unsuspend", post(offboarding::unsuspend))
+        .route(
+            "/api/users/{id}/revoke-keys",
+            post(offboarding::revoke_keys),
         )
         .route("/api/mcp-servers", get(servers::list).post(servers::create))
         .route(

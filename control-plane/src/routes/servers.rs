@@ -116,8 +116,12 @@ pub async fn create(
     let Json(b) = body?;
     let name = ServerName::parse(&b.name).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let (display, desc) = texts(name.as_str(), b.display_name, b.description)?;
-    let mut conn = st.db.conn().await?;
-    let row = servers::create(&mut conn, name.as_str(), display.as_str(), desc.as_str()).await?;
+    // A new version, so long polls answer at once and every edge learns the
+    // name (the feed's list of registered servers) without waiting.
+    let mut tx = st.db.begin_write().await?;
+    let row = servers::create(&mut tx, name.as_str(), display.as_str(), desc.as_str()).await?;
+    db::feed::bump(&mut tx, &st.db).await?;
+    tx.commit().await?;
     Ok((StatusCode::CREATED, Json(record(row))))
 }
 

@@ -50,6 +50,8 @@ pub struct UserRecord {
     /// `builtin`: the built-in admin.
     pub role_source: RoleSource,
     pub created_at: String,
+    /// When an admin suspended the user; `null` unless suspended.
+    pub suspended_at: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -65,8 +67,9 @@ pub struct Me {
     pub role: Role,
 }
 
-fn record(u: users::UserRow) -> UserRecord {
+pub(crate) fn record(u: users::UserRow) -> UserRecord {
     UserRecord {
+        suspended_at: u.suspended_at.map(format_time),
         role: u.role(),
         role_source: u.role_source(),
         id: u.id,
@@ -207,18 +210,18 @@ pub async fn update(
     Ok(Json(record(row)))
 }
 
-/// Delete a user and all their keys.
+/// Delete a user; their keys are revoked (kept on record, `?include=revoked`).
 #[utoipa::path(delete, path = "/api/users/{id}", params(("id" = i64, Path)),
     responses((status = 200, body = Deleted), (status = 404, description = "not found"),
         (status = 409, description = "the built-in admin cannot be deleted")))]
 pub async fn delete(
     State(st): State<AppState>,
-    _admin: Admin,
+    Admin(admin): Admin,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Deleted>> {
     let id = user_id(&id)?;
     let mut tx = st.db.begin_write().await?;
-    match users::delete(&mut tx, &st.db, id).await? {
+    match users::delete(&mut tx, &st.db, id, admin.user.id).await? {
         users::DeleteOutcome::Deleted => {}
         users::DeleteOutcome::NotFound => return Err(ApiError::NotFound("user not found")),
         users::DeleteOutcome::Builtin => {

@@ -824,12 +824,16 @@ async fn server_delete_leaves_no_dangling_scope(b: Backend) {
     assert_eq!(delta["full"], false);
     assert_eq!(entry(&delta, both).unwrap()["servers"], json!(["alpha"]));
     assert_eq!(entry(&delta, star).unwrap()["servers"], json!(["alpha"]));
-    assert_eq!(removal_ids(&delta), vec![only_beta]);
+    // A key left with no server is still a valid key: kept, opening nothing.
+    assert_eq!(entry(&delta, only_beta).unwrap()["servers"], json!([]));
+    assert_eq!(removal_ids(&delta), Vec::<i64>::new());
+    assert_eq!(delta["registeredServers"], json!(["alpha"]));
     // Recreating the server does not revive the old scope.
     app.server("beta").await;
     let full = app.table("").await;
+    assert_eq!(full["registeredServers"], json!(["alpha", "beta"]));
     assert_eq!(entry(&full, both).unwrap()["servers"], json!(["alpha"]));
-    assert!(entry(&full, only_beta).is_none());
+    assert_eq!(entry(&full, only_beta).unwrap()["servers"], json!([]));
 }
 
 async fn expired_key_is_refused(b: Backend) {

@@ -60,12 +60,15 @@ async fn snapshot_delta_removal(b: Backend) {
     assert_eq!(entry(&full, k2).unwrap()["servers"], json!(["alpha"]));
     let v = full["version"].as_u64().unwrap();
 
-    // Nothing changed: empty delta at the same version.
+    // Nothing changed: empty delta at the same version, with the
+    // registered servers (every answer carries them).
     let d = app.table(&format!("?since={v}")).await;
     assert_eq!(
         d,
-        json!({"version": v, "full": false, "upserts": [], "removals": []})
+        json!({"version": v, "full": false, "upserts": [], "removals": [],
+               "registeredServers": ["alpha", "beta"]})
     );
+    assert_eq!(full["registeredServers"], json!(["alpha", "beta"]));
 
     // One new key: a delta with exactly that key.
     let (k3, _) = app.admin_key(&["alpha"]).await;
@@ -105,15 +108,15 @@ async fn snapshot_delta_removal(b: Backend) {
 
 async fn stale_since_gets_full_snapshot(b: Backend) {
     let app = TestApp::start_with(b, |c| c.feed_log_retention = 3).await;
-    app.server("alpha").await;
-    app.rule(&["alpha"], &["*"]).await; // version 1
+    app.server("alpha").await; // version 1
+    app.rule(&["alpha"], &["*"]).await; // version 2
     let mut ids = Vec::new();
     for _ in 0..5 {
-        ids.push(app.admin_key(&["alpha"]).await.0); // versions 2..=6
+        ids.push(app.admin_key(&["alpha"]).await.0); // versions 3..=7
     }
     let full = app.table("").await;
     let v = full["version"].as_u64().unwrap();
-    assert_eq!(v, 6);
+    assert_eq!(v, 7);
     // The log keeps the last 3 versions: since >= v-3 is a delta, older is full.
     let d = app.table(&format!("?since={}", v - 3)).await;
     assert_eq!(d["full"], false);
@@ -198,7 +201,10 @@ async fn deltas_and_snapshots_agree_on_every_rule_shape(b: Backend) {
         app.delete(&path, ADMIN).await;
         check(what).await;
     }
-    assert!(check("every rule gone").await.is_empty());
+    // Keys without access stay in the table, opening nothing.
+    let left = check("every rule gone").await;
+    assert_eq!(left.len(), 6);
+    assert!(left.values().all(|e| e["servers"] == json!([])));
 }
 
 async fn effective_servers_follow_access(b: Backend) {
@@ -221,7 +227,8 @@ async fn effective_servers_follow_access(b: Backend) {
     assert_eq!(entry(&d, named).unwrap()["servers"], json!(["alpha"]));
     let v = d["version"].as_u64().unwrap();
 
-    // Access shrinks to beta only: the named key loses alpha and is removed.
+    // Access shrinks to beta only: the named key loses alpha and keeps its
+    // entry with no servers (a valid key without access: 403, not 401).
     app.delete(&format!("/api/access-rules/{r_all}"), ADMIN)
         .await;
     app.put(
@@ -233,7 +240,8 @@ async fn effective_servers_follow_access(b: Backend) {
     let d = app.table(&format!("?since={v}")).await;
     assert_eq!(d["full"], false);
     assert_eq!(entry(&d, star).unwrap()["servers"], json!(["beta"]));
-    assert_eq!(removal_ids(&d), vec![named]);
+    assert_eq!(entry(&d, named).unwrap()["servers"], json!([]));
+    assert_eq!(removal_ids(&d), Vec::<i64>::new());
     // The key record still shows its scope; the edge sees what it can reach.
     let r = app
         .get(&format!("/api/admin-api-keys/{named}"), ADMIN)
@@ -254,13 +262,13 @@ async fn effective_servers_follow_access(b: Backend) {
     app.delete(&format!("/api/access-rules/{r_alpha}"), ADMIN)
         .await;
     let d = app.table(&format!("?since={v}")).await;
-    assert_eq!(removal_ids(&d), vec![star, named]);
-    assert!(
-        app.table("").await["upserts"]
-            .as_array()
-            .unwrap()
-            .is_empty()
-    );
+    assert_eq!(removal_ids(&d), Vec::<i64>::new());
+    assert_eq!(entry(&d, star).unwrap()["servers"], json!([]));
+    let snapshot = app.table("").await;
+    assert_eq!(upsert_ids(&snapshot), vec![star, named]);
+    for id in [star, named] {
+        assert_eq!(entry(&snapshot, id).unwrap()["servers"], json!([]));
+    }
 
     // A role change alters nothing the edge sees.
     let v = d["version"].as_u64().unwrap();
@@ -336,7 +344,8 @@ async fn long_poll_times_out_empty(b: Backend) {
     );
     assert_eq!(
         t,
-        json!({"version": v, "full": false, "upserts": [], "removals": []})
+        json!({"version": v, "full": false, "upserts": [], "removals": [],
+               "registeredServers": ["alpha"]})
     );
     // wait=0 answers at once.
     let started = Instant::now();
@@ -571,7 +580,8 @@ async fn paged_snapshot_covers_every_key_once(b: Backend) {
         .await;
     assert_eq!(
         end,
-        json!({"version": v, "full": true, "upserts": [], "removals": []})
+        json!({"version": v, "full": true, "upserts": [], "removals": [],
+               "registeredServers": ["alpha", "beta"]})
     );
 }
 

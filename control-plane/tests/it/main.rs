@@ -11,6 +11,7 @@ mod api;
 mod cli;
 mod console_api;
 mod feed;
+mod lifecycle;
 mod limits;
 mod oidc;
 mod provider;

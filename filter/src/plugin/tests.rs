@@ -47,6 +47,8 @@ struct FakeHost {
     gauges: RefCell<HashMap<Metric, u64>>,
     logs: RefCell<Vec<(LogLevel, String)>>,
     debug: Cell<bool>,
+    /// Properties set, in order.
+    properties: RefCell<Vec<(String, String)>>,
 }
 
 impl Host for FakeHost {
@@ -93,6 +95,11 @@ impl Host for FakeHost {
             self.logs.borrow_mut().push((level, message.to_owned()));
         }
     }
+    fn set_property(&self, name: &str, value: &str) {
+        self.properties
+            .borrow_mut()
+            .push((name.to_owned(), value.to_owned()));
+    }
 }
 
 impl FakeHost {
@@ -113,6 +120,14 @@ impl FakeHost {
         let sent = self.sent.borrow();
         let (token, _, req) = sent.last().expect("nothing sent");
         (*token, req.clone())
+    }
+    /// The properties set since the last call, as `name=value`.
+    fn take_properties(&self) -> Vec<String> {
+        self.properties
+            .borrow_mut()
+            .drain(..)
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect()
     }
     fn advance(&self, ms: u64) {
         self.now.set(self.now.get() + ms);
@@ -225,6 +240,7 @@ fn snapshot(version: u64, ids: &[i64]) -> KeyTable {
         upserts: ids.iter().map(|i| key_entry(*i)).collect(),
         removals: vec![],
         next: None,
+        registered_servers: None,
     }
 }
 
@@ -301,6 +317,35 @@ fn an_allowed_request_gets_its_identity_and_its_use_is_posted() {
         &[("authorization", &bearer), ("x-keygate-user-id", "1")],
     );
     assert_eq!(verdict, Verdict::Continue);
+    // The access log learns who it was, through filter state.
+    assert_eq!(
+        vm.host.take_properties(),
+        [
+            "keygate.user_id=7",
+            "keygate.key_id=1",
+            "keygate.server=alpha"
+        ]
+    );
+    // A denial names its reason and the key it was about, never the secret.
+    assert_eq!(
+        vm.send("/mcp-connect/beta/mcp", &[("authorization", &bearer)]),
+        Verdict::Stop
+    );
+    assert_eq!(
+        vm.host.take_properties(),
+        ["keygate.reason=out_of_scope", "keygate.key_id=1"]
+    );
+    assert_eq!(vm.send("/mcp-connect/alpha/mcp", &[]), Verdict::Stop);
+    assert_eq!(vm.host.take_properties(), ["keygate.reason=missing_key"]);
+    vm.host.edits.borrow_mut().clear();
+    assert_eq!(
+        vm.send(
+            "/mcp-connect/alpha/mcp",
+            &[("authorization", &bearer), ("x-keygate-user-id", "1")],
+        ),
+        Verdict::Continue
+    );
+    vm.host.take_properties();
     let edits = vm.host.edits.borrow().clone();
     assert!(edits.contains(&HeaderOp::Remove("x-keygate-user-id".into())));
     assert!(edits.contains(&HeaderOp::Remove("authorization".into())));
@@ -316,6 +361,7 @@ fn an_allowed_request_gets_its_identity_and_its_use_is_posted() {
         *vm.host.edits.borrow(),
         vec![HeaderOp::Remove("x-keygate-key-id".into())]
     );
+    assert!(vm.host.take_properties().is_empty(), "a pass sets nothing");
     // On a later tick the use goes to the control plane, and the counts to
     // the host.
     vm.host.advance(1_000);
@@ -334,7 +380,7 @@ fn an_allowed_request_gets_its_identity_and_its_use_is_posted() {
             .unwrap()
             .contains(r#""keyId":1"#)
     );
-    assert_eq!(vm.host.counter(Metric::Decisions(Reason::Allowed)), 1);
+    assert_eq!(vm.host.counter(Metric::Decisions(Reason::Allowed)), 2);
     assert_eq!(vm.host.counter(Metric::Decisions(Reason::NoKeyPassed)), 1);
     vm.host.assert_no_secrets(&[&k, TOKEN]);
 }

@@ -64,6 +64,7 @@ impl FakeControlPlane {
             upserts,
             removals: vec![],
             next,
+            registered_servers: None,
         }
     }
 
@@ -93,6 +94,7 @@ impl FakeControlPlane {
                         .map(|(_, id, _)| *id)
                         .collect(),
                     next: None,
+                    registered_servers: None,
                 })
             }
         }
@@ -198,6 +200,7 @@ impl World {
                             upserts: vec![],
                             removals: vec![],
                             next: None,
+                            registered_servers: None,
                         };
                         let body = serde_json::to_vec(&table).unwrap();
                         vm.syncer

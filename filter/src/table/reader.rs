@@ -1,12 +1,12 @@
 //! The key table's read path: what one request reads ([`TableReader`]) and
 //! what each VM keeps of it between requests ([`TableCache`]).
 
-use super::{Meta, read_entry, read_table_meta};
+use super::{Meta, read_entry, read_table_meta, servers};
 use crate::decision::KeyLookup;
 use crate::store::SharedStore;
 use keygate_protocol::KeyEntry;
 use std::cell::{Cell, OnceCell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Most entries a VM keeps decoded (about 150 bytes each); past it the
 /// cache starts over, so keys sprayed at random cannot grow it.
@@ -31,6 +31,8 @@ pub struct TableCache {
     /// When meta was read (Unix ms), and what.
     meta: Cell<Option<(u64, Option<Meta>)>>,
     entries: RefCell<CachedEntries>,
+    /// The registered servers, with the meta stamp they were read under.
+    servers: RefCell<Option<(u64, HashSet<String>)>>,
 }
 
 /// Entries read under one table generation and version; `None` values are
@@ -71,6 +73,22 @@ impl TableCache {
         let mut entries = self.entries.borrow_mut();
         entries.under = None;
         entries.by_id.clear();
+        *self.servers.borrow_mut() = None;
+    }
+
+    /// Whether `server` is in the registered set stored under `stamp`,
+    /// decoded once per stamp.
+    fn server_registered(&self, store: &dyn SharedStore, stamp: u64, server: &str) -> bool {
+        let mut cached = self.servers.borrow_mut();
+        match &*cached {
+            Some((at, names)) if *at == stamp => names.contains(server),
+            _ => {
+                let names = servers::read(store);
+                let registered = names.contains(server);
+                *cached = Some((stamp, names));
+                registered
+            }
+        }
     }
 
     /// The live entry for `key_id` under `meta`, from the cache or the store.
@@ -147,6 +165,16 @@ impl KeyLookup for TableReader<'_> {
         match self.cache {
             Some((cache, _)) => cache.entry(self.store, &meta, key_id),
             None => live_entry(self.store, &meta, key_id),
+        }
+    }
+
+    fn server_registered(&self, server: &str) -> bool {
+        let Some(stamp) = self.meta().and_then(|m| m.servers_stamp) else {
+            return true;
+        };
+        match self.cache {
+            Some((cache, _)) => cache.server_registered(self.store, stamp, server),
+            None => servers::read(self.store).contains(server),
         }
     }
 }

@@ -26,6 +26,7 @@ pub fn snapshot(version: u64, ids: &[i64]) -> KeyTable {
         upserts: ids.iter().map(|i| entry(*i, "alpha")).collect(),
         removals: vec![],
         next: None,
+        registered_servers: None,
     }
 }
 
@@ -37,6 +38,7 @@ pub fn delta(version: u64, upserts: Vec<KeyEntry>, removals: Vec<i64>) -> KeyTab
         upserts,
         removals,
         next: None,
+        registered_servers: None,
     }
 }
 

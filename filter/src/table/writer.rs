@@ -65,7 +65,11 @@ fn put_entry(
     Err(ApplyError::Conflict)
 }
 
-fn write_meta(store: &dyn SharedStore, meta: &Meta, cas: Option<u32>) -> Result<(), ApplyError> {
+pub(super) fn write_meta(
+    store: &dyn SharedStore,
+    meta: &Meta,
+    cas: Option<u32>,
+) -> Result<(), ApplyError> {
     let value = serde_json::to_vec(meta).map_err(|_| ApplyError::Store)?;
     match store.set(META_KEY, &value, cas) {
         Ok(()) => Ok(()),
@@ -127,6 +131,7 @@ pub fn apply_delta(
         key_count: u64::try_from(count.max(0)).unwrap_or(0),
         // A reservation left by an aborted snapshot stays reserved.
         reserved: meta.reserved,
+        servers_stamp: meta.servers_stamp,
     };
     write_meta(store, &new_meta, meta_cas)?;
     Ok(Applied {
@@ -182,6 +187,7 @@ impl SnapshotWriter {
             synced_at_ms: meta.map_or(0, |m| m.synced_at_ms),
             key_count: meta.map_or(0, |m| m.key_count),
             reserved: Some(generation),
+            servers_stamp: meta.and_then(|m| m.servers_stamp),
         };
         write_meta(store, &reservation, cas)?;
         Ok(Self {
@@ -243,7 +249,7 @@ impl SnapshotWriter {
         store: &dyn SharedStore,
         known_ids: &mut BTreeSet<i64>,
     ) -> Result<Applied, ApplyError> {
-        let (_, cas) = self.check(store)?;
+        let (meta, cas) = self.check(store)?;
         self.ids.sort_unstable();
         self.ids.dedup();
         let ids: BTreeSet<i64> = self.ids.into_iter().collect();
@@ -253,6 +259,9 @@ impl SnapshotWriter {
             synced_at_ms: self.first_page_ms,
             key_count: ids.len() as u64,
             reserved: None,
+            // The registered servers live beside the entries, not under a
+            // generation: they stay until an answer says otherwise.
+            servers_stamp: meta.servers_stamp,
         };
         write_meta(store, &new_meta, cas)?;
         let tombstone = StoredEntry {
@@ -458,6 +467,7 @@ mod tests {
             synced_at_ms: 4_000,
             key_count: 5,
             reserved: None,
+            servers_stamp: None,
         };
         assert_eq!(
             serde_json::to_string(&meta).unwrap(),
