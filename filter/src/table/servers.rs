@@ -68,6 +68,11 @@ pub fn sync(
     now_ms: u64,
 ) -> Result<bool, ApplyError> {
     let wanted = names.map(encode);
+    // Once this call has written the value, a retry must still move the
+    // stamp: another writer's meta update in between makes the stored value
+    // equal the wanted one, yet VMs that decoded the old set under the old
+    // stamp would keep it (a deleted server left open) until the next change.
+    let mut wrote = false;
     for _ in 0..4 {
         let (meta, cas) = read_meta(store);
         let Some(meta) = meta.filter(|m| m.generation > 0) else {
@@ -76,9 +81,10 @@ pub fn sync(
         let stored = meta
             .servers_stamp
             .map(|_| store.get(SERVERS_KEY).0.unwrap_or_default());
-        if stored == wanted {
+        if stored == wanted && !wrote {
             return Ok(false);
         }
+        wrote = true;
         let stamp = match &wanted {
             Some(value) => {
                 store
@@ -106,7 +112,10 @@ pub fn sync(
 mod tests {
     use super::*;
     use crate::decision::KeyLookup;
+    use crate::store::StoreError;
     use crate::store::memory::MemoryStore;
+    use crate::table::META_KEY;
+    use std::cell::Cell;
     use crate::table::testing::{snapshot, write_snapshot};
     use crate::table::{TableCache, TableReader, read_table_meta};
     use std::collections::BTreeSet;
@@ -179,5 +188,44 @@ mod tests {
         assert_eq!(read_table_meta(&s).unwrap().servers_stamp, Some(10));
         assert!(!TableReader::new(&s).server_registered("beta"));
         assert!(TableReader::new(&s).server_registered("alpha"));
+    }
+
+    /// Another writer touches meta right after the servers value is
+    /// written (a second lease holder during a handover), once.
+    struct MetaRace<'a> {
+        inner: &'a MemoryStore,
+        armed: Cell<bool>,
+    }
+
+    impl SharedStore for MetaRace<'_> {
+        fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+            self.inner.get(key)
+        }
+        fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+            let r = self.inner.set(key, value, cas);
+            if key == SERVERS_KEY && self.armed.replace(false) {
+                let (m, _) = self.inner.get(META_KEY);
+                self.inner.set(META_KEY, &m.unwrap(), None).unwrap();
+            }
+            r
+        }
+    }
+
+    #[test]
+    fn a_meta_conflict_after_the_write_still_moves_the_stamp() {
+        let s = MemoryStore::default();
+        write_snapshot(&s, &snapshot(1, &[1]), 0, &mut BTreeSet::new()).unwrap();
+        sync(&s, Some(&names(&["alpha", "beta"])), 1_000).unwrap();
+        let cache = TableCache::new(0);
+        assert!(TableReader::cached(&s, &cache, 1).server_registered("beta"));
+        // beta is deleted at the control plane; the write races a meta write.
+        let racy = MetaRace {
+            inner: &s,
+            armed: Cell::new(true),
+        };
+        assert_eq!(sync(&racy, Some(&names(&["alpha"])), 2_000), Ok(true));
+        // A VM that decoded the set under the old stamp sees beta closed.
+        assert!(!TableReader::cached(&s, &cache, 5).server_registered("beta"));
+        assert!(TableReader::cached(&s, &cache, 5).server_registered("alpha"));
     }
 }
