@@ -450,6 +450,21 @@ async fn key_edits_are_validated_and_owned(b: Backend) {
             "openapi lacks PATCH {p}"
         );
     }
+    for p in [
+        "/api/users/{id}/suspend",
+        "/api/users/{id}/unsuspend",
+        "/api/users/{id}/revoke-keys",
+    ] {
+        assert!(
+            doc["paths"][p]["post"].is_object(),
+            "openapi lacks POST {p}"
+        );
+    }
+    let params = doc["paths"]["/api/api-keys"]["get"]["parameters"].to_string();
+    assert!(
+        params.contains("include"),
+        "openapi lacks ?include: {params}"
+    );
 }
 
 async fn registering_a_server_wakes_long_polls_with_the_new_list(b: Backend) {
