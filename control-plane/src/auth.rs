@@ -21,7 +21,7 @@ use crate::db::sessions::SessionKind;
 use crate::db::{keys, users};
 use crate::domain::Role;
 use crate::error::{ApiError, MSG_ADMIN_REQUIRED, MSG_CROSS_SITE, MSG_KEY_NOT_ALLOWED};
-use crate::session::{self, SESSION_COOKIE};
+use crate::session::{self, CookieValue, SESSION_COOKIE};
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -116,11 +116,11 @@ async fn authenticate_key(state: &AppState, token: &str) -> Result<Caller, ApiEr
 /// database is asked, so cross-site junk costs nothing.
 async fn authenticate_session(state: &AppState, parts: &Parts) -> Result<Caller, ApiError> {
     let value = match session::cookie(&parts.headers, SESSION_COOKIE) {
-        Ok(Some(v)) => v,
-        Ok(None) => return Err(ApiError::AuthRequired),
-        Err(()) => return Err(ApiError::InvalidToken),
+        CookieValue::One(v) => v,
+        CookieValue::Absent => return Err(ApiError::AuthRequired),
+        CookieValue::Ambiguous => return Err(ApiError::InvalidToken),
     };
-    if !session::is_safe_method(&parts.method) && !state.sessions.same_origin(&parts.headers) {
+    if !session::is_safe_method(&parts.method) && !state.sessions.origin.allows(&parts.headers) {
         return Err(ApiError::Forbidden(MSG_CROSS_SITE));
     }
     let (user, kind) = state

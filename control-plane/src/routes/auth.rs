@@ -10,11 +10,11 @@ use crate::db::sessions::SessionKind;
 use crate::db::users;
 use crate::error::{ApiError, ApiResult, MSG_CROSS_SITE};
 use crate::login::{Failure, LOGIN_TTL_SECS};
-use crate::session::{self, LOGIN_COOKIE, SESSION_COOKIE};
+use crate::session::{self, CookieValue, LOGIN_COOKIE, SESSION_COOKIE};
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Query, State};
-use axum::http::header::{LOCATION, SET_COOKIE};
+use axum::http::header::{CACHE_CONTROL, LOCATION, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -67,7 +67,7 @@ pub fn local_next(next: Option<&str>) -> String {
 /// Ends the session the request's cookie names, if it has one (a new
 /// sign-in replaces it rather than leaving it open beside the new one).
 async fn end_current(st: &AppState, headers: &HeaderMap) -> ApiResult<()> {
-    if let Ok(Some(old)) = session::cookie(headers, SESSION_COOKIE) {
+    for old in session::cookie_values(headers, SESSION_COOKIE) {
         st.sessions.end(&st.db, old).await?;
     }
     Ok(())
@@ -97,7 +97,7 @@ pub const MSG_OIDC_NOT_CONFIGURED: &str = "OIDC sign-in is not configured";
 fn failed(st: &AppState, f: Failure) -> Response {
     see_other(
         &format!("/signin?error={}", f.code()),
-        &[st.sessions.clear_login_cookie()],
+        &[st.sessions.cookies.clear_login()],
     )
 }
 
@@ -117,12 +117,14 @@ pub async fn login(
     let next = local_next(query.ok().and_then(|Query(q)| q.next).as_deref());
     match login.start(&st.db, &next).await {
         Ok((url, state)) => {
-            let mut resp = StatusCode::FOUND.into_response();
+            let mut resp = no_store(StatusCode::FOUND);
             let location = HeaderValue::from_str(&url)
                 .map_err(|_| ApiError::Internal("bad provider URL".into()))?;
             resp.headers_mut().insert(LOCATION, location);
-            resp.headers_mut()
-                .append(SET_COOKIE, st.sessions.login_cookie(&state, LOGIN_TTL_SECS));
+            resp.headers_mut().append(
+                SET_COOKIE,
+                st.sessions.cookies.login(&state, LOGIN_TTL_SECS),
+            );
             Ok(resp)
         }
         Err(f) => Ok(failed(&st, f)),
@@ -155,7 +157,7 @@ pub async fn callback(
     // carries a state the victim's browser never had.
     let bound = matches!(
         session::cookie(&headers, LOGIN_COOKIE),
-        Ok(Some(c)) if bool::from(c.as_bytes().ct_eq(state.as_bytes()))
+        CookieValue::One(c) if bool::from(c.as_bytes().ct_eq(state.as_bytes()))
     );
     if !bound {
         return Ok(failed(&st, Failure::State));
@@ -187,8 +189,8 @@ pub async fn callback(
     Ok(see_other(
         &next,
         &[
-            st.sessions.clear_login_cookie(),
-            st.sessions.session_cookie(&value),
+            st.sessions.cookies.clear_login(),
+            st.sessions.cookies.session(&value),
         ],
     ))
 }
@@ -203,7 +205,7 @@ pub async fn token(
     headers: HeaderMap,
     body: Result<Json<TokenSignIn>, JsonRejection>,
 ) -> ApiResult<Response> {
-    if !st.sessions.same_origin(&headers) {
+    if !st.sessions.origin.allows(&headers) {
         return Err(ApiError::Forbidden(MSG_CROSS_SITE));
     }
     let Json(b) = body?;
@@ -212,7 +214,9 @@ pub async fn token(
     let admin = match &st.admin_token {
         Some(t) if t.matches(&b.token) => t,
         _ => {
-            tracing::warn!("admin-token sign-in refused");
+            // Counted in keygate_http_requests_total (route, 401); logged
+            // at info only, so refusals cannot flood the log.
+            tracing::info!("admin-token sign-in refused");
             return Err(ApiError::Unauthorized(MSG_INVALID_ADMIN_TOKEN));
         }
     };
@@ -222,9 +226,9 @@ pub async fn token(
         .sessions
         .open(&st.db, &user, SessionKind::AdminToken, Some(admin))
         .await?;
-    let mut resp = StatusCode::NO_CONTENT.into_response();
+    let mut resp = no_store(StatusCode::NO_CONTENT);
     resp.headers_mut()
-        .append(SET_COOKIE, st.sessions.session_cookie(&value));
+        .append(SET_COOKIE, st.sessions.cookies.session(&value));
     Ok(resp)
 }
 
@@ -233,22 +237,31 @@ pub async fn token(
     responses((status = 204, description = "signed out; the cookie is cleared"),
         (status = 403, description = "cross-site request refused")))]
 pub async fn logout(State(st): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
-    if !st.sessions.same_origin(&headers) {
+    if !st.sessions.origin.allows(&headers) {
         return Err(ApiError::Forbidden(MSG_CROSS_SITE));
     }
     // Every session cookie the browser sent ends, even a duplicated one.
     for value in session::cookie_values(&headers, SESSION_COOKIE) {
         st.sessions.end(&st.db, value).await?;
     }
-    let mut resp = StatusCode::NO_CONTENT.into_response();
+    let mut resp = no_store(StatusCode::NO_CONTENT);
     resp.headers_mut()
-        .append(SET_COOKIE, st.sessions.clear_session_cookie());
+        .append(SET_COOKIE, st.sessions.cookies.clear_session());
     Ok(resp)
+}
+
+/// An empty answer no cache may keep: every sign-in answer sets or clears
+/// a cookie.
+fn no_store(status: StatusCode) -> Response {
+    let mut resp = status.into_response();
+    resp.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
 }
 
 /// A `303 See Other` to a local path, with extra `Set-Cookie` headers.
 pub fn see_other(location: &str, cookies: &[HeaderValue]) -> Response {
-    let mut resp = StatusCode::SEE_OTHER.into_response();
+    let mut resp = no_store(StatusCode::SEE_OTHER);
     if let Ok(v) = HeaderValue::from_str(location) {
         resp.headers_mut().insert(LOCATION, v);
     }

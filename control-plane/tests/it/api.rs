@@ -64,6 +64,11 @@ async fn health_metrics_openapi(b: Backend) {
     assert_eq!(r.status, StatusCode::OK);
     let paths = r.body["paths"].as_object().unwrap();
     for p in [
+        "/auth/options",
+        "/auth/login",
+        "/auth/callback",
+        "/auth/token",
+        "/auth/logout",
         "/api/me",
         "/api/api-keys",
         "/api/api-keys/{id}",

@@ -131,8 +131,33 @@ both_backends!(
     oidc_builtin_admin_fixed,
     oidc_builtin_admin_migration,
     oidc_jwk_alg_binding,
-    oidc_jwks_hang
+    oidc_jwks_hang,
+    oidc_no_audience_no_bearer
 );
+
+/// With console sign-in only (no `--oidc-audience`), no bearer JWT is
+/// accepted, however well signed: an ID token meant for the console must
+/// not work as an API token.
+async fn oidc_no_audience_no_bearer(b: Backend) {
+    let iss = issuer().await;
+    let app = app_with(b, &iss, |o| o.audience = None).await;
+    let mut c = iss.claims("sub-id-token");
+    c["aud"] = json!("keygate-console");
+    for token in [iss.mint(&c), iss.mint(&iss.claims("sub-api"))] {
+        let r = app.get("/api/me", &token).await;
+        assert_error(
+            &r,
+            StatusCode::UNAUTHORIZED,
+            "invalid or expired credentials",
+        );
+    }
+    assert_eq!(
+        app.get("/api/users", ADMIN).await.body["items"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+}
 
 async fn oidc_user_lifecycle(b: Backend) {
     let iss = issuer().await;

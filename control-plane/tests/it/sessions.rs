@@ -51,6 +51,7 @@ async fn session_admin_token(b: Backend) {
     let app = TestApp::start_with(b, |c| c.public_url = Some(PUBLIC.to_owned())).await;
     let r = token_sign_in(&app, ADMIN, Some(PUBLIC)).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(r.headers()["cache-control"], "no-store");
     let line = set_cookie_line(r.headers(), "keygate_session").unwrap();
     assert!(line.ends_with("; HttpOnly; SameSite=Lax; Path=/"), "{line}");
     let cookie = set_cookie_value(r.headers(), "keygate_session").unwrap();

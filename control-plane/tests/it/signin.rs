@@ -41,6 +41,7 @@ both_backends!(
     signin_next_is_local,
     signin_across_replicas,
     signin_provider_down,
+    signin_pending_cap,
     signin_without_client,
     signin_issuer_migration
 );
@@ -91,6 +92,7 @@ async fn signin_success(b: Backend) {
     let r = callback(&app, &redirect, Some(&started.login_cookie)).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(r.headers()), "/api-keys");
+    assert_eq!(r.headers()["cache-control"], "no-store");
     let line = set_cookie_line(r.headers(), "keygate_session").unwrap();
     assert!(
         line.ends_with("; HttpOnly; SameSite=Lax; Path=/"),
@@ -404,6 +406,41 @@ async fn signin_provider_down(b: Backend) {
         .await
         .unwrap();
     assert_refused(&r, "provider");
+}
+
+/// `/auth/login` needs no credential, so the unfinished logins it records
+/// are capped; expired ones make room again.
+async fn signin_pending_cap(b: Backend) {
+    let app = app_with_signin(b).await;
+    let pool = app.server.as_ref().unwrap().state.db.pool.clone();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let fill = |created_at: i64| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query(
+                "INSERT INTO pending_logins (id, nonce, pkce_verifier, next_path, created_at) \
+                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10000) \
+                 SELECT 'filler-' || i, 'n', 'v', '/', $1 FROM n",
+            )
+            .bind(created_at)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    };
+    fill(now).await;
+    let r = browser()
+        .get(format!("{}/auth/login?next=/", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_refused(&r, "provider");
+    sqlx::query("UPDATE pending_logins SET created_at = created_at - 601")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (_, landed) = sign_in(&app, &subject("patient"), "/after").await;
+    assert_eq!(landed, "/after");
 }
 
 /// Without a client id there is no OIDC sign-in, only the admin token.

@@ -16,82 +16,34 @@ use crate::db::sessions::{self as store, PendingLogin};
 use crate::db::{Db, users::UserRow};
 use crate::domain::now_unix;
 use crate::identity::{self, Identity, groups_claim};
-use crate::login_http::Http;
 use crate::session::{digest_hex, public_url};
-use openidconnect::core::{
-    CoreAuthDisplay, CoreAuthPrompt, CoreErrorResponseType, CoreGenderClaim, CoreJsonWebKey,
-    CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm, CoreProviderMetadata,
-    CoreResponseType, CoreRevocableToken, CoreRevocationErrorResponse,
-    CoreTokenIntrospectionResponse, CoreTokenType,
-};
+use client::{ALLOWED_ALGS, RpClient};
+use http::Http;
+use openidconnect::core::{CoreProviderMetadata, CoreResponseType};
 use openidconnect::{
-    AdditionalClaims, AuthenticationFlow, AuthorizationCode, ClaimsVerificationError, ClientId,
-    ClientSecret, CsrfToken, EmptyExtraTokenFields, EndpointMaybeSet, EndpointNotSet, EndpointSet,
-    IssuerUrl, Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RequestTokenError, Scope,
-    SignatureVerificationError, StandardErrorResponse, StandardTokenResponse,
+    AuthenticationFlow, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret,
+    CsrfToken, IssuerUrl, Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl,
+    RequestTokenError, Scope, SignatureVerificationError,
 };
-use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+mod client;
+pub mod http;
+
 /// How long a login may take between the redirect and the callback.
 pub const LOGIN_TTL_SECS: i64 = 600;
+/// Logins started and not finished within [`LOGIN_TTL_SECS`] that the
+/// database holds at most: `/auth/login` needs no credential, so without a
+/// bound anyone could fill the table. Past it, new logins are refused
+/// (`provider`) until old ones expire.
+pub const MAX_PENDING_LOGINS: i64 = 10_000;
 /// Provider metadata and keys older than this are fetched again.
 const METADATA_MAX_AGE: Duration = Duration::from_secs(3600);
 /// Least time between fetches caused by an ID token with an unknown key.
 const REFETCH_INTERVAL: Duration = Duration::from_secs(10);
-
-/// Asymmetric algorithms only: with a confidential client, the library would
-/// otherwise accept HMAC tokens keyed with the client secret.
-const ALLOWED_ALGS: [CoreJwsSigningAlgorithm; 8] = [
-    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
-    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha384,
-    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha512,
-    CoreJwsSigningAlgorithm::RsaSsaPssSha256,
-    CoreJwsSigningAlgorithm::RsaSsaPssSha384,
-    CoreJwsSigningAlgorithm::RsaSsaPssSha512,
-    CoreJwsSigningAlgorithm::EcdsaP256Sha256,
-    CoreJwsSigningAlgorithm::EcdsaP384Sha384,
-];
-
-/// The one non-standard claim read from ID tokens: `groups`, for
-/// `--oidc-admin-group` (a list of strings, or one string).
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-pub struct GroupsClaim {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    groups: Option<serde_json::Value>,
-}
-impl AdditionalClaims for GroupsClaim {}
-
-type IdTokenFields = openidconnect::IdTokenFields<
-    GroupsClaim,
-    EmptyExtraTokenFields,
-    CoreGenderClaim,
-    CoreJweContentEncryptionAlgorithm,
-    CoreJwsSigningAlgorithm,
->;
-type TokenResponse = StandardTokenResponse<IdTokenFields, CoreTokenType>;
-type RpClient = openidconnect::Client<
-    GroupsClaim,
-    CoreAuthDisplay,
-    CoreGenderClaim,
-    CoreJweContentEncryptionAlgorithm,
-    CoreJsonWebKey,
-    CoreAuthPrompt,
-    StandardErrorResponse<CoreErrorResponseType>,
-    TokenResponse,
-    CoreTokenIntrospectionResponse,
-    CoreRevocableToken,
-    CoreRevocationErrorResponse,
-    EndpointSet,
-    EndpointNotSet,
-    EndpointNotSet,
-    EndpointNotSet,
-    EndpointMaybeSet,
-    EndpointMaybeSet,
->;
 
 /// Why a sign-in failed, as the `error` code the sign-in page shows a fixed
 /// message for (`/signin?error=<code>`).
@@ -246,11 +198,25 @@ impl Login {
         let stored = async {
             let mut conn = db.conn().await?;
             store::prune_pending(&mut conn, now - LOGIN_TTL_SECS).await?;
-            store::insert_pending(&mut conn, &digest_hex(state.secret()), &login).await
+            if store::count_pending(&mut conn).await? >= MAX_PENDING_LOGINS {
+                return Ok(false);
+            }
+            store::insert_pending(&mut conn, &digest_hex(state.secret()), &login).await?;
+            Ok::<_, sqlx::Error>(true)
         };
-        if let Err(e) = stored.await {
-            tracing::error!(error = %e, "cannot record a pending login");
-            return Err(Failure::Provider);
+        match stored.await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(
+                    limit = MAX_PENDING_LOGINS,
+                    "sign-in refused: too many unfinished logins"
+                );
+                return Err(Failure::Provider);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot record a pending login");
+                return Err(Failure::Provider);
+            }
         }
         Ok((url.to_string(), state.secret().clone()))
     }
