@@ -59,10 +59,7 @@ impl ConsoleStack {
                     "--oidc-client-id".into(),
                     CLIENT_ID.into(),
                 ],
-                extra_env: vec![(
-                    "KEYGATE_OIDC_CLIENT_SECRET".into(),
-                    CLIENT_SECRET.into(),
-                )],
+                extra_env: vec![("KEYGATE_OIDC_CLIENT_SECRET".into(), CLIENT_SECRET.into())],
                 ..ControlPlaneOptions::default()
             },
         )
