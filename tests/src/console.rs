@@ -23,8 +23,10 @@ use crate::process::ManagedProcess;
 /// The OpenID provider of the sign-in tests, shared with the control
 /// plane's own tests.
 const PROVIDER_SCRIPT: &str = "control-plane/tests/it/fixtures/oidc_provider.py";
-/// The client id the control plane presents to the provider (which accepts any).
+/// The client id and secret the control plane presents to the provider
+/// (which accepts any pair).
 const CLIENT_ID: &str = "keygate-console";
+const CLIENT_SECRET: &str = "console-secret";
 
 /// Fields drop in order: Envoy first, the scratch directory last.
 #[derive(Debug)]
@@ -57,6 +59,7 @@ impl ConsoleStack {
                     "--oidc-client-id".into(),
                     CLIENT_ID.into(),
                 ],
+                extra_env: vec![("KEYGATE_OIDC_CLIENT_SECRET".into(), CLIENT_SECRET.into())],
                 ..ControlPlaneOptions::default()
             },
         )

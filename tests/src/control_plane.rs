@@ -25,6 +25,9 @@ pub struct ControlPlaneOptions {
     pub data_plane_token: Option<String>,
     /// More `serve` flags (e.g. `--feed-log-retention 1`).
     pub extra_args: Vec<String>,
+    /// More environment variables (settings read only from the environment,
+    /// such as `KEYGATE_OIDC_CLIENT_SECRET`).
+    pub extra_env: Vec<(String, String)>,
 }
 
 #[derive(Debug)]
@@ -37,6 +40,7 @@ pub struct ControlPlane {
     admin_token: String,
     data_plane_token: String,
     extra_args: Vec<String>,
+    extra_env: Vec<(String, String)>,
 }
 
 impl ControlPlane {
@@ -63,6 +67,7 @@ impl ControlPlane {
                 .data_plane_token
                 .unwrap_or_else(|| unique_token("data-plane")),
             extra_args: options.extra_args,
+            extra_env: options.extra_env,
         };
         control_plane.restart().await;
         control_plane
@@ -91,6 +96,7 @@ impl ControlPlane {
             .arg("--data-plane-token")
             .arg(&self.data_plane_token)
             .args(&self.extra_args)
+            .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")
             .current_dir(&self.work_dir);
         let name = format!("control-plane-{}", self.port);
