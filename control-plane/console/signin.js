@@ -15,8 +15,13 @@ const MESSAGES = {
 /** `next` from the query when it is a local path, else the key list. */
 export function nextPath(search) {
   const next = new URLSearchParams(search).get('next');
-  if (next && next.startsWith('/') && !next.startsWith('//') && !next.includes('\\')) return next;
-  return '/api-keys';
+  // The server's rule for `next` (one leading slash, visible ASCII only), and
+  // then the browser's own parse: URL parsing drops tabs and newlines, so
+  // `/\t/evil.example` would otherwise leave the site as `//evil.example`.
+  if (!next || next.length > 2048 || !/^\/(?![/\\])[\x21-\x7e]*$/.test(next)) return '/api-keys';
+  const url = new URL(next, location.origin);
+  if (url.origin !== location.origin) return '/api-keys';
+  return url.pathname + url.search + url.hash;
 }
 
 function showError(message) {

@@ -708,7 +708,22 @@ def scenario_screenshots(browser: Browser) -> None:
     log(f"screenshots in {folder}")
 
 
+def scenario_sign_in_stays_on_this_site(browser: Browser) -> None:
+    """`next` after a token sign-in never leaves the console's origin, even
+    spelled with the tab or newline that URL parsing drops (`/\t/evil` would
+    otherwise become `//evil`)."""
+    for spelled in ("/%09/evil.example/x", "/%0A/evil.example", "/%0D/evil.example", "//evil.example", "/%5Cevil.example"):
+        page = browser.page()
+        page.goto(f"{BASE}/signin?next={spelled}")
+        page.get_by_label("Admin token").fill(ADMIN_TOKEN)
+        page.get_by_role("button", name="Sign in with admin token").click()
+        expect(page.get_by_role("button", name=re.compile("^Profile menu for"))).to_be_visible()
+        assert page.url.startswith(BASE + "/"), f"next={spelled} left the site: {page.url}"
+        page.close()
+
+
 SCENARIOS = {
+    "sign_in_stays_on_this_site": scenario_sign_in_stays_on_this_site,
     "admin_key_lifecycle": scenario_admin_key_lifecycle,
     "oidc_user_key_lifecycle": scenario_oidc_user_key_lifecycle,
     "admin_manages_other_users_keys": scenario_admin_manages_other_users_keys,

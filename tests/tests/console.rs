@@ -54,6 +54,13 @@ async fn admin_pages() {
     run("admin_pages").await;
 }
 
+/// After a token sign-in, `next` never takes the browser off the site, however
+/// it is spelled (tab, newline, `//`, backslash).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_stays_on_this_site() {
+    run("sign_in_stays_on_this_site").await;
+}
+
 /// A same-site page on another port posts with the cookie: 403; so does a
 /// raw request with the cookie and a foreign Origin; signing out ends the
 /// session.
