@@ -4,11 +4,13 @@
 //! - `cargo xtask demo`: the whole path (control plane, MCP servers, Envoy
 //!   with the filter) on loopback, with a demo user and key.
 //! - `cargo xtask bench [--quick]`: benchmarks against Envoy's own options (see docs/benchmarks.md).
+//! - `cargo xtask fuzz [--seconds N] [TARGET]`: the cargo-fuzz targets (see docs/reliability.md).
 
 mod api;
 mod artifacts;
 mod bench;
 mod demo;
+mod fuzz;
 mod postgres;
 mod procs;
 mod step;
@@ -42,6 +44,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Benchmarks: keygate against no filter, a no-op Wasm filter, api_key_auth and ext_authz.
     Bench(bench::BenchArgs),
+    /// Fuzz every parser that meets untrusted bytes (cargo-fuzz, nightly).
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +54,7 @@ fn main() -> ExitCode {
         Command::Test(args) => test::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Fuzz(args) => fuzz::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
