@@ -11,6 +11,7 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod feed;
+pub mod json_errors;
 pub mod metrics;
 pub mod oidc;
 pub mod openapi;

@@ -267,6 +267,9 @@ fn minimize(root: &Path, target: &str) -> Result<()> {
             .args(features(target))
             .arg("--")
             .arg(format!("-timeout={INPUT_TIMEOUT_SECONDS}"))
+            // Greedy set cover: about half the files of a plain merge for
+            // the same coverage.
+            .arg("-set_cover_merge=1")
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
         "cargo fuzz cmin",

@@ -10,6 +10,7 @@ mod common;
 mod api;
 mod cli;
 mod feed;
+mod hostile;
 mod limits;
 mod oidc;
 mod scale;
