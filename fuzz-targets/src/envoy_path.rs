@@ -10,15 +10,18 @@
 //! the real Envoy, so neither can drift unnoticed.
 //!
 //! In order, as Envoy's connection manager applies them:
-//! 1. a request target holding a byte the HTTP/1 codec refuses is a 400;
-//!    one not starting with `/` is not a path we model (the caller adds one);
+//! 1. a request target holding a byte the HTTP/1 codec refuses (controls,
+//!    white space, anything above 0x7f) is a 400; one not starting with `/`
+//!    is not a path we model (the caller adds one);
 //! 2. a fragment (`#`) is refused (400);
 //! 3. `%2F`, `%5C` (any case) in the path, not the query, are refused (400);
 //! 4. RFC 3986 canonicalization of the path (not the query): `\` becomes
 //!    `/`; `%XX` of an unreserved character is decoded, other escapes kept
 //!    as written; `.` and `..` segments (also spelled `%2e`) are resolved,
-//!    never above the root; characters that must be escaped are (`%XX`,
-//!    upper case); a NUL, raw or escaped, refuses the request (400);
+//!    never above the root, and so is a dot segment followed by `;`
+//!    parameters (`..;x` is `..`: the parameters go with it); characters
+//!    that must be escaped are (`%XX`, upper case); an escaped NUL refuses
+//!    the request (400);
 //! 5. runs of `/` in the path are merged into one.
 
 /// What Envoy does with a request target before routing.
@@ -58,10 +61,11 @@ pub fn request_target(data: &[u8]) -> Vec<u8> {
     }
 }
 
-/// A byte Envoy's HTTP/1 codec refuses in a request target: whitespace and
-/// control characters end or break the request line.
+/// A byte Envoy's HTTP/1 codec refuses in a request target (400): white
+/// space and control characters end or break the request line, and Envoy
+/// 1.40 refuses every byte above 0x7f too, in the path and the query alike.
 fn refused_by_codec(b: u8) -> bool {
-    b <= 0x20 || b == 0x7f
+    b <= 0x20 || b >= 0x7f
 }
 
 pub fn normalize(target: &[u8]) -> Normalized {
@@ -162,24 +166,32 @@ enum DotSegment {
     Parent { consumed: usize },
 }
 
-fn dot_segment(s: &[u8], after: usize) -> DotSegment {
-    if after == s.len() {
-        return DotSegment::Current { consumed: 0 };
+/// Bytes from `at` to the end of its segment, the slash after it included:
+/// `Some` when the segment ends there or its `;` parameters start there.
+fn segment_end(s: &[u8], at: usize) -> Option<usize> {
+    match s.get(at) {
+        None => Some(0),
+        Some(b'/' | b'\\') => Some(1),
+        Some(b';') => {
+            let rest = s.get(at..).unwrap_or_default();
+            let slash = rest.iter().position(|&b| b == b'/' || b == b'\\');
+            Some(slash.map_or(rest.len(), |i| i + 1))
+        }
+        Some(_) => None,
     }
-    if is_slash(s.get(after)) {
-        return DotSegment::Current { consumed: 1 };
+}
+
+fn dot_segment(s: &[u8], after: usize) -> DotSegment {
+    if let Some(consumed) = segment_end(s, after) {
+        return DotSegment::Current { consumed };
     }
     let second = dot_len(s, after);
-    if second > 0 {
-        let after_second = after + second;
-        if after_second == s.len() {
-            return DotSegment::Parent { consumed: second };
-        }
-        if is_slash(s.get(after_second)) {
-            return DotSegment::Parent {
-                consumed: second + 1,
-            };
-        }
+    if second > 0
+        && let Some(rest) = segment_end(s, after + second)
+    {
+        return DotSegment::Parent {
+            consumed: second + rest,
+        };
     }
     DotSegment::Name
 }
@@ -364,7 +376,13 @@ mod tests {
         assert_eq!(path("//"), "//");
         assert_eq!(path("/a/..?x/../y"), "/?x/../y");
         assert_eq!(path("/a\"<>^`{|}"), "/a%22%3C%3E%5E%60%7B%7C%7D");
-        assert_eq!(path("/\u{e9}"), "/%C3%A9");
+        assert_eq!(n("/\u{e9}"), Normalized::Refused);
+        assert_eq!(n("/a?\u{e9}"), Normalized::Refused);
+        assert_eq!(path("/%C3%A9"), "/%C3%A9");
+        assert_eq!(path("/api/..;/..;/p"), "/p");
+        assert_eq!(path("/a/.;x/b"), "/a/b");
+        assert_eq!(path("/a/b/..;x"), "/a/");
+        assert_eq!(path("/api/..;/..;.;/....;/m;/mc;.;/x"), "/....;/m;/mc;.;/x");
         assert_eq!(path("/a.b/..c/...d"), "/a.b/..c/...d");
         assert_eq!(path("/%%30%30"), "/%2500");
         assert_eq!(n("/a%2fb"), Normalized::Refused);
