@@ -151,9 +151,7 @@ fn is_slash(b: Option<&u8>) -> bool {
 }
 
 fn push_escaped(out: &mut Vec<u8>, b: u8) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    out.push(b'%');
-    out.extend([HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
+    out.extend(format!("%{b:02X}").bytes());
 }
 
 /// What the segment starting with a dot is.
@@ -221,10 +219,8 @@ fn guard_nested_escape(s: &[u8], next: usize, percent_at: usize, out: &mut Vec<u
         }
     }
     if escaped_at(out, percent_at).is_some() {
-        if !append_next {
-            if let Some(&first) = out.get(percent_at + 1) {
-                out.push(first);
-            }
+        if !append_next && let Some(&first) = out.get(percent_at + 1) {
+            out.push(first);
         }
         if let Some(digits) = out.get_mut(percent_at + 1..percent_at + 3) {
             digits.copy_from_slice(b"25");

@@ -209,11 +209,11 @@ fn check_decisions(headers: &[(String, Vec<u8>)], presented: &Presented) {
                 );
             }
         }
-        if let Decision::Allow(allow) = &decision {
-            if allow.strip_key {
-                for k in KEY_HEADERS {
-                    assert!(ops.contains(&HeaderOp::Remove((*k).to_owned())), "{k} kept");
-                }
+        if let Decision::Allow(allow) = &decision
+            && allow.strip_key
+        {
+            for k in KEY_HEADERS {
+                assert!(ops.contains(&HeaderOp::Remove((*k).to_owned())), "{k} kept");
             }
         }
         for op in &ops {

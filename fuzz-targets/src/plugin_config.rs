@@ -14,6 +14,10 @@ fn token_in(data: &[u8]) -> Option<String> {
     value.get("dataPlaneToken")?.as_str().map(str::to_owned)
 }
 
+fn json_string(s: &str) -> String {
+    serde_json::Value::String(s.to_owned()).to_string()
+}
+
 fn occurrences(haystack: &str, needle: &str) -> usize {
     if needle.is_empty() {
         return 0;
@@ -29,11 +33,19 @@ pub fn check(data: &[u8]) {
     let token = token_in(data).filter(|t| t.len() >= 6 && occurrences(&input, t) == 1);
     match result {
         Err(e) => {
-            if let Some(t) = &token {
-                assert!(
-                    !e.to_string().contains(t.as_str()),
-                    "an error shows the token"
-                );
+            if let Some(t) = &token
+                && e.to_string().contains(t.as_str())
+            {
+                // The message may hold the token's text by chance (a token
+                // "nessSeconds" is in the list of known fields): it must
+                // still be there with another token in its place.
+                let other = if t.starts_with('x') { "y" } else { "x" }.repeat(t.chars().count());
+                let (encoded, replacement) = (json_string(t), json_string(&other));
+                let swapped = input.replacen(&encoded, &replacement, 1);
+                let shown = Config::from_json(swapped.as_bytes())
+                    .err()
+                    .is_some_and(|e2| e2.to_string().contains(t.as_str()));
+                assert!(shown, "an error shows the token");
             }
         }
         Ok(cfg) => {
