@@ -30,6 +30,10 @@ pub enum ApiError {
     /// A 409 whose message carries a number, such as the configured key limit.
     LimitReached(String),
     Unavailable(&'static str),
+    /// A body the JSON extractor refused before reading it as JSON, with
+    /// its own status: 413 over the body limit, 415 without a JSON
+    /// content type.
+    BodyRefused(StatusCode, String),
     /// Details go to the log, never to the client.
     Internal(String),
 }
@@ -49,13 +53,14 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) | ApiError::LimitReached(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BodyRefused(status, _) => *status,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn message(&self) -> &str {
         match self {
-            ApiError::BadRequest(m) | ApiError::LimitReached(m) => m,
+            ApiError::BadRequest(m) | ApiError::LimitReached(m) | ApiError::BodyRefused(_, m) => m,
             ApiError::AuthRequired => MSG_AUTH_REQUIRED,
             ApiError::InvalidToken => MSG_INVALID_TOKEN,
             ApiError::Unauthorized(m)
@@ -110,7 +115,14 @@ impl From<sqlx::Error> for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
-        ApiError::BadRequest(format!("invalid JSON body: {}", r.body_text()))
+        let message = format!("invalid JSON body: {}", r.body_text());
+        match r.status() {
+            s @ (StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNSUPPORTED_MEDIA_TYPE) => {
+                ApiError::BodyRefused(s, message)
+            }
+            // Syntax and shape errors alike (axum says 422 for the latter).
+            _ => ApiError::BadRequest(message),
+        }
     }
 }
 

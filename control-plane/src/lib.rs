@@ -13,6 +13,7 @@ pub mod error;
 pub mod feed;
 pub mod identity;
 pub mod login;
+pub mod json_errors;
 pub mod metrics;
 pub mod oidc;
 pub mod openapi;

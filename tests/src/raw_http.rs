@@ -18,17 +18,35 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: &str,
 ) -> std::io::Result<EdgeResponse> {
-    let mut request = format!("{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n");
+    request_bytes(port, method, target.as_bytes(), headers, body).await
+}
+
+/// [`request`] with a target that need not be UTF-8 (or even valid HTTP):
+/// the bytes go on the request line as they are.
+pub async fn request_bytes(
+    port: u16,
+    method: &str,
+    target_bytes: &[u8],
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<EdgeResponse> {
+    let target = String::from_utf8_lossy(target_bytes);
+    let mut request = format!("{method} ").into_bytes();
+    request.extend_from_slice(target_bytes);
+    request.extend_from_slice(format!(" HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n").as_bytes());
     for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
+        request.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
     }
-    request.push_str(&format!(
-        "Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    ));
+    request.extend_from_slice(
+        format!(
+            "Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
     let exchange = async {
         let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
-        stream.write_all(request.as_bytes()).await?;
+        stream.write_all(&request).await?;
         let mut bytes = Vec::new();
         let mut buf = [0u8; 8192];
         // Stop at the end of the message rather than at EOF: after a local

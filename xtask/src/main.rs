@@ -5,6 +5,7 @@
 //!   with the filter) on loopback, with a demo user and key.
 //! - `cargo xtask bench [--quick]`: benchmarks against Envoy's own options (see docs/benchmarks.md).
 //! - `cargo xtask screenshots`: the README's console pictures, taken by the browser test.
+//! - `cargo xtask fuzz [--seconds N] [TARGET]`: the cargo-fuzz targets (see docs/reliability.md).
 
 mod api;
 mod artifacts;
@@ -12,6 +13,7 @@ mod bench;
 mod browser;
 mod chromium;
 mod demo;
+mod fuzz;
 mod postgres;
 mod procs;
 mod screenshots;
@@ -48,6 +50,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// The README's console screenshots (docs/console-*.png), taken by the browser test.
     Screenshots,
+    /// Fuzz every parser that meets untrusted bytes (cargo-fuzz, nightly).
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +61,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Screenshots => screenshots::run(),
+        Command::Fuzz(args) => fuzz::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

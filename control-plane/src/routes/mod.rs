@@ -85,5 +85,7 @@ pub fn router(state: AppState) -> Router {
             metrics,
             crate::metrics::track,
         ))
+        // Outermost: an extractor's plain-text rejection still reads as JSON.
+        .layer(axum::middleware::from_fn(crate::json_errors::json_errors))
         .with_state(state)
 }

@@ -10,17 +10,18 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// The real `keygate-control-plane serve` on a fresh SQLite file, killed on drop.
-struct Binary {
-    child: Child,
-    base: String,
-    addr: String,
+/// The real `keygate-control-plane serve` on a fresh SQLite file, killed on
+/// drop (also used by `hostile`).
+pub(crate) struct Binary {
+    pub(crate) child: Child,
+    pub(crate) base: String,
+    pub(crate) addr: String,
     log: Arc<Mutex<String>>,
     dir: std::path::PathBuf,
 }
 
 impl Binary {
-    fn start(name: &str, env: &[(&str, &str)]) -> Self {
+    pub(crate) fn start(name: &str, env: &[(&str, &str)]) -> Self {
         let dir =
             std::env::temp_dir().join(format!("keygate_limits_{name}_{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -49,7 +50,7 @@ impl Binary {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
 }

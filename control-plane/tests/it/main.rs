@@ -12,6 +12,7 @@ mod cli;
 mod console_api;
 mod feed;
 mod lifecycle;
+mod hostile;
 mod limits;
 mod oidc;
 mod provider;
