@@ -322,6 +322,29 @@ async fn client_sent_envoy_headers_never_reach_the_upstream() {
     );
 }
 
+/// The console and the MCP URLs share one origin, so a browser's console
+/// cookies would travel with any request it makes to an MCP URL: the MCP
+/// routes drop them, and an MCP server cannot set cookies on the console's
+/// origin either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_cookies_never_reach_an_mcp_server() {
+    let shipped = ShippedEdge::start("mcp-cookies").await;
+    let (_, key) = shipped.echo_key().await;
+    let bearer = format!("Bearer {}", key.key);
+    let headers = [
+        ("authorization", bearer.as_str()),
+        ("cookie", "keygate_session=session-value; keygate_login=login-value"),
+    ];
+    let response = shipped
+        .edge()
+        .raw("GET", "/mcp-connect/echo/cookies", &headers, "")
+        .await;
+    assert_eq!(response.status, 200, "{response:?}");
+    let seen = Seen::parse(&response.body);
+    assert!(seen.values("cookie").is_empty(), "{seen:?}");
+    assert!(!response.body.contains("session-value"), "{response:?}");
+}
+
 /// Waits for an access log line that `matches` and returns it.
 async fn wait_for_access_line(shipped: &ShippedEdge, matches: impl Fn(&str) -> bool) -> String {
     let start = Instant::now();
