@@ -333,7 +333,10 @@ async fn console_cookies_never_reach_an_mcp_server() {
     let bearer = format!("Bearer {}", key.key);
     let headers = [
         ("authorization", bearer.as_str()),
-        ("cookie", "keygate_session=session-value; keygate_login=login-value"),
+        (
+            "cookie",
+            "keygate_session=session-value; keygate_login=login-value",
+        ),
     ];
     let response = shipped
         .edge()

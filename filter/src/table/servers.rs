@@ -115,9 +115,9 @@ mod tests {
     use crate::store::StoreError;
     use crate::store::memory::MemoryStore;
     use crate::table::META_KEY;
-    use std::cell::Cell;
     use crate::table::testing::{snapshot, write_snapshot};
     use crate::table::{TableCache, TableReader, read_table_meta};
+    use std::cell::Cell;
     use std::collections::BTreeSet;
 
     fn names(n: &[&str]) -> Vec<String> {
