@@ -3,6 +3,10 @@
 -- scope and expiry, and can be turned on again). The edge holds only keys
 -- where it is NULL, so a disabled key is refused exactly like a deleted one.
 ALTER TABLE api_keys ADD COLUMN disabled_at INTEGER;
+-- `disabled_by`: the user who turned it off. A key an admin turned off
+-- stays off for its owner: only an admin turns it on again (otherwise
+-- disabling could not contain a key whose owner's login was taken over).
+ALTER TABLE api_keys ADD COLUMN disabled_by INTEGER;
 
 -- Revocation records. Revoking (deleting) a key removes its row from
 -- `api_keys`, and so from every edge, exactly as before, and keeps what the

@@ -309,27 +309,43 @@ pub async fn set_enabled(
     id: i64,
     owner: Option<i64>,
     enabled: bool,
-) -> Result<Option<bool>, sqlx::Error> {
-    let row: Option<(i64, Option<i64>)> =
-        sqlx::query_as("SELECT user_id, disabled_at FROM api_keys WHERE id = $1")
+    by: i64,
+) -> Result<Toggle, sqlx::Error> {
+    let row: Option<(i64, Option<i64>, Option<i64>)> =
+        sqlx::query_as("SELECT user_id, disabled_at, disabled_by FROM api_keys WHERE id = $1")
             .bind(id)
             .fetch_optional(&mut **tx)
             .await?;
-    let disabled_at = match row {
-        Some((user, disabled_at)) if owner.is_none_or(|o| o == user) => disabled_at,
-        _ => return Ok(None),
+    let (disabled_at, disabled_by) = match row {
+        Some((user, at, by)) if owner.is_none_or(|o| o == user) => (at, by),
+        _ => return Ok(Toggle::NotFound),
     };
     if disabled_at.is_none() == enabled {
-        return Ok(Some(false));
+        return Ok(Toggle::Unchanged);
     }
-    sqlx::query("UPDATE api_keys SET disabled_at = $1 WHERE id = $2")
+    // On the owner's route, a key someone else (an admin) turned off stays off.
+    if enabled && owner.is_some() && disabled_by.is_some_and(|d| Some(d) != owner) {
+        return Ok(Toggle::DisabledByAdmin);
+    }
+    sqlx::query("UPDATE api_keys SET disabled_at = $1, disabled_by = $2 WHERE id = $3")
         .bind((!enabled).then(now_unix))
+        .bind((!enabled).then_some(by))
         .bind(id)
         .execute(&mut **tx)
         .await?;
     let version = feed::bump(tx, db).await?;
     feed::log_key(tx, version, id).await?;
-    Ok(Some(true))
+    Ok(Toggle::Changed)
+}
+
+/// What [`set_enabled`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Toggle {
+    Changed,
+    Unchanged,
+    NotFound,
+    /// The owner asked to turn on a key an admin turned off.
+    DisabledByAdmin,
 }
 
 /// Keeps the later of the stored and reported last use; unknown keys match no row.

@@ -161,6 +161,18 @@ pub async fn count_pending(conn: &mut Conn) -> Result<i64, sqlx::Error> {
         .await
 }
 
+/// Deletes the `n` oldest unfinished logins (room for new ones at the cap).
+pub async fn evict_oldest_pending(conn: &mut Conn, n: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "DELETE FROM pending_logins WHERE id IN \
+         (SELECT id FROM pending_logins ORDER BY created_at, id LIMIT $1)",
+    )
+    .bind(n)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
 pub async fn prune_pending(conn: &mut Conn, created_before: i64) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM pending_logins WHERE created_at <= $1")
         .bind(created_before)

@@ -37,8 +37,11 @@ pub mod http;
 pub const LOGIN_TTL_SECS: i64 = 600;
 /// Logins started and not finished within [`LOGIN_TTL_SECS`] that the
 /// database holds at most: `/auth/login` needs no credential, so without a
-/// bound anyone could fill the table. Past it, new logins are refused
-/// (`provider`) until old ones expire.
+/// bound anyone could fill the table. At the bound the oldest unfinished
+/// logins make room: refusing new ones instead would let anyone lock every
+/// person out of OIDC sign-in with a few requests a second. A flood can
+/// still push out a person's login in progress (they start again); an
+/// Envoy rate limit on `/auth/login` bounds that (docs/security.md).
 pub const MAX_PENDING_LOGINS: i64 = 10_000;
 /// Provider metadata and keys older than this are fetched again.
 const METADATA_MAX_AGE: Duration = Duration::from_secs(3600);
@@ -198,20 +201,21 @@ impl Login {
         let stored = async {
             let mut conn = db.conn().await?;
             store::prune_pending(&mut conn, now - LOGIN_TTL_SECS).await?;
-            if store::count_pending(&mut conn).await? >= MAX_PENDING_LOGINS {
-                return Ok(false);
+            let pending = store::count_pending(&mut conn).await?;
+            let full = pending >= MAX_PENDING_LOGINS;
+            if full {
+                store::evict_oldest_pending(&mut conn, pending - MAX_PENDING_LOGINS + 1).await?;
             }
             store::insert_pending(&mut conn, &digest_hex(state.secret()), &login).await?;
-            Ok::<_, sqlx::Error>(true)
+            Ok::<_, sqlx::Error>(full)
         };
         match stored.await {
-            Ok(true) => {}
-            Ok(false) => {
+            Ok(false) => {}
+            Ok(true) => {
                 tracing::warn!(
                     limit = MAX_PENDING_LOGINS,
-                    "sign-in refused: too many unfinished logins"
+                    "unfinished logins at their limit: the oldest made room"
                 );
-                return Err(Failure::Provider);
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot record a pending login");

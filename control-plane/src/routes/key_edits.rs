@@ -44,6 +44,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Strin
 }
 
 const NOT_FOUND: ApiError = ApiError::NotFound("API key not found");
+const MSG_ADMIN_DISABLED: &str = "an admin turned this key off; only an admin can turn it on";
 const MSG_NOTHING: &str = "nothing to change (expected enabled, name, description or expiresAt)";
 
 /// Applies `body` to key `id` (only the owner's, with `owner`) and answers
@@ -52,6 +53,7 @@ async fn update_key(
     st: &AppState,
     id: i64,
     owner: Option<i64>,
+    by: i64,
     body: UpdateKeyBody,
     with_username: bool,
 ) -> ApiResult<Json<KeyRecord>> {
@@ -89,9 +91,12 @@ async fn update_key(
         return Err(NOT_FOUND);
     }
     let toggled = match body.enabled {
-        Some(enabled) => keys::set_enabled(&mut tx, &st.db, id, owner, enabled)
-            .await?
-            .ok_or(NOT_FOUND)?,
+        Some(enabled) => match keys::set_enabled(&mut tx, &st.db, id, owner, enabled, by).await? {
+            keys::Toggle::Changed => true,
+            keys::Toggle::Unchanged => false,
+            keys::Toggle::NotFound => return Err(NOT_FOUND),
+            keys::Toggle::DisabledByAdmin => return Err(ApiError::Forbidden(MSG_ADMIN_DISABLED)),
+        },
         None => false,
     };
     keys::edit(&mut tx, &st.db, id, &edits).await?;
@@ -120,6 +125,7 @@ async fn update_key(
 #[utoipa::path(patch, path = "/api/api-keys/{id}", params(("id" = i64, Path)),
     request_body = UpdateKeyBody,
     responses((status = 200, body = KeyRecord), (status = 400, description = "invalid request"),
+        (status = 403, description = "an admin turned the key off"),
         (status = 404, description = "not found")))]
 pub async fn update_own(
     State(st): State<AppState>,
@@ -129,7 +135,7 @@ pub async fn update_own(
 ) -> ApiResult<Json<KeyRecord>> {
     let id = key_id(&id)?;
     let Json(body) = body?;
-    update_key(&st, id, Some(caller.user.id), body, false).await
+    update_key(&st, id, Some(caller.user.id), caller.user.id, body, false).await
 }
 
 /// Turn any key off or on, or edit it (admin).
@@ -139,11 +145,11 @@ pub async fn update_own(
         (status = 404, description = "not found")))]
 pub async fn admin_update(
     State(st): State<AppState>,
-    _admin: Admin,
+    Admin(admin): Admin,
     Path(id): Path<String>,
     body: Result<Json<UpdateKeyBody>, JsonRejection>,
 ) -> ApiResult<Json<KeyRecord>> {
     let id = key_id(&id)?;
     let Json(body) = body?;
-    update_key(&st, id, None, body, true).await
+    update_key(&st, id, None, admin.user.id, body, true).await
 }

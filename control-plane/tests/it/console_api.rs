@@ -30,7 +30,8 @@ fn names(list: &Value) -> Vec<&str> {
 both_backends!(
     console_servers_reached,
     console_admin_key_pages,
-    console_key_servers
+    console_key_servers,
+    every_answer_carries_the_safe_headers
 );
 
 async fn console_servers_reached(b: Backend) {
@@ -197,4 +198,40 @@ async fn console_key_servers(b: Backend) {
     );
     let r = app.get("/api/admin-api-keys", ADMIN).await;
     assert!(r.body["items"][0].get("servers").is_none());
+}
+
+/// JSON answers, errors and redirects are never sniffed, framed or allowed
+/// to load anything; the console's pages keep their own policy.
+async fn every_answer_carries_the_safe_headers(b: Backend) {
+    let app = TestApp::start(b).await;
+    for (path, token) in [
+        ("/api/me", Some(ADMIN)),
+        ("/api/me", None),
+        ("/api/nope", None),
+        ("/nope", None),
+        ("/openapi.json", None),
+        ("/healthz", None),
+    ] {
+        let r = app.call(Method::GET, path, token, None).await;
+        let h = |name: &str| {
+            r.headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        assert_eq!(
+            h("x-content-type-options").as_deref(),
+            Some("nosniff"),
+            "{path}"
+        );
+        assert_eq!(h("x-frame-options").as_deref(), Some("DENY"), "{path}");
+        let csp = h("content-security-policy").unwrap_or_default();
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+    }
+    let page = app.call(Method::GET, "/signin", None, None).await;
+    let csp = page.headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("script-src 'self'") || csp.contains("default-src 'self'"),
+        "{csp}"
+    );
 }

@@ -44,7 +44,8 @@ both_backends!(
     session_demotion,
     session_admin_token_changed,
     session_api_key_never,
-    session_lifetimes
+    session_lifetimes,
+    session_owner_cannot_undo_an_admins_disable
 );
 
 async fn session_admin_token(b: Backend) {
@@ -370,4 +371,68 @@ async fn session_lifetimes(b: Backend) {
     tokio::time::sleep(Duration::from_millis(5100) - started.elapsed()).await;
     let (s, _) = status(with_session(Method::GET, &app, "/api/me", &cookie)).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
+}
+
+/// A key an admin turned off stays off for its owner (whose login may be the
+/// very thing that was taken over); a key the owner turned off, the owner
+/// turns on again.
+async fn session_owner_cannot_undo_an_admins_disable(b: Backend) {
+    let app = app_with_signin(b).await;
+    app.server("alpha").await;
+    app.rule(&["alpha"], &["*"]).await;
+    let eve = subject("eve");
+    provider()
+        .set_user(
+            &eve,
+            json!({"email": "eve@example.com", "email_verified": true}),
+        )
+        .await;
+    let (cookie, _) = sign_in(&app, &eve, "/").await;
+    let (_, me) = status(with_session(Method::GET, &app, "/api/me", &cookie)).await;
+    let eve_id = me["id"].as_i64().unwrap();
+    let (kid, _) = app.key_for(eve_id, &["alpha"]).await;
+    let own = |enabled: bool| {
+        with_session(
+            Method::PATCH,
+            &app,
+            &format!("/api/api-keys/{kid}"),
+            &cookie,
+        )
+        .header("origin", PUBLIC)
+        .json(&json!({ "enabled": enabled }))
+    };
+
+    // The owner's own off and on.
+    assert_eq!(status(own(false)).await.0, StatusCode::OK);
+    let (s, body) = status(own(true)).await;
+    assert_eq!(
+        (s, body["status"].as_str()),
+        (StatusCode::OK, Some("active"))
+    );
+
+    // An admin's off: the owner is refused, the key stays off; the admin can.
+    let r = app
+        .patch(
+            &format!("/api/admin-api-keys/{kid}"),
+            ADMIN,
+            json!({"enabled": false}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let (s, body) = status(own(true)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_eq!(
+        body,
+        json!({"error": "an admin turned this key off; only an admin can turn it on"})
+    );
+    let r = app.get(&format!("/api/admin-api-keys/{kid}"), ADMIN).await;
+    assert_eq!(r.body["status"], "disabled");
+    let r = app
+        .patch(
+            &format!("/api/admin-api-keys/{kid}"),
+            ADMIN,
+            json!({"enabled": true}),
+        )
+        .await;
+    assert_eq!(r.body["status"], "active", "{}", r.text);
 }
