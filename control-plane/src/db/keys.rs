@@ -116,7 +116,7 @@ pub async fn list_page(
         .await?;
     let heads: Vec<KeyHead> = sqlx::query_as(concat!(
         "SELECT k.id, k.user_id, u.username, k.name, k.description, k.created_at, \
-         k.expires_at, k.last_used_at, k.all_servers \
+         k.expires_at, k.last_used_at, k.all_servers, k.disabled_at \
          FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.id IN (",
         page!(),
         ") ORDER BY k.created_at DESC, k.id DESC"
