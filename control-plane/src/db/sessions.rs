@@ -76,7 +76,7 @@ pub async fn get(conn: &mut Conn, id: &str) -> Result<Option<SessionRow>, sqlx::
         "SELECT s.credential, s.admin_token_fingerprint, s.created_at AS session_created_at, \
          s.last_seen_at, u.id, u.username, u.email, u.role, u.role_source, u.oidc_issuer, \
          u.oidc_subject, u.created_at, u.suspended_at \
-         FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1
+         FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1",
     )
     .bind(id)
     .fetch_optional(conn)
