@@ -60,13 +60,18 @@ fn time_cluster_to(text: &str, port: u16) -> String {
     format!("{}{port}{}", &text[..at], &text[end..])
 }
 
-/// The route name the shipped table gives the model's route.
-fn shipped_route_name(route: &Route) -> &'static str {
+/// The route name the shipped table gives a normalized `path` whose model
+/// route is `route`: the two MCP servers, the API, the two closed prefixes,
+/// and the console's catch-all `/` for everything else (an MCP server name
+/// Envoy has no route for included).
+fn shipped_route_name(route: &Route, path: &str) -> &'static str {
     match route {
         Route::McpServer(s) if s == "echo" => "mcp_echo",
         Route::McpServer(s) if s == "time" => "mcp_time",
         Route::Api => "api",
-        Route::McpServer(_) | Route::None => "-",
+        Route::McpServer(_) | Route::None if path.starts_with("/internal") => "internal_closed",
+        Route::McpServer(_) | Route::None if path.starts_with("/metrics") => "metrics_closed",
+        Route::McpServer(_) | Route::None => "console",
     }
 }
 
@@ -172,7 +177,7 @@ async fn envoy_routes_every_corpus_path_where_the_filter_checked_the_key() {
                 }
             }
             Normalized::Path(path) => {
-                let want = shipped_route_name(&envoy_path::route(path));
+                let want = shipped_route_name(&envoy_path::route(path), path);
                 match routes.get(case) {
                     Some(route) if route == want => {}
                     got => fail(format!("model routes {path:?} to {want}, Envoy to {got:?}")),
