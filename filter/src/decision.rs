@@ -4,6 +4,7 @@
 use crate::config::Config;
 use crate::keys::{Presented, find_key};
 use crate::path::{PathClass, classify};
+use crate::request_headers::RequestHeaders;
 use keygate_protocol::bearer::{CHALLENGE, CHALLENGE_INSUFFICIENT_SCOPE, CHALLENGE_INVALID_TOKEN};
 use keygate_protocol::{ApiKeyToken, KeyEntry, secret};
 
@@ -23,7 +24,7 @@ pub struct Request<'a> {
     pub method: &'a str,
     pub path: &'a str,
     /// Lowercase names, raw values.
-    pub headers: &'a [(String, Vec<u8>)],
+    pub headers: &'a RequestHeaders,
 }
 
 /// Why a request was decided the way it was: a metric label, never shown to
@@ -272,10 +273,7 @@ pub fn decide(req: &Request<'_>, cfg: &Config, now_unix: i64, table: &dyn KeyLoo
     if class == PathClass::Bad {
         return deny(Reason::BadPath);
     }
-    let presented = find_key(
-        req.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
-        &cfg.key_headers,
-    );
+    let presented = find_key(req.headers.iter(), &cfg.key_headers);
     let token = match (&class, presented) {
         (PathClass::Other, p) if p.is_some() => return deny(Reason::KeyOffRoute),
         (PathClass::Me, p) if p.is_some() && req.method != "GET" => {
@@ -393,10 +391,7 @@ mod tests {
     }
 
     fn run(method: &str, path: &str, headers: &[(&str, &str)], t: &FakeTable) -> Decision {
-        let headers: Vec<(String, Vec<u8>)> = headers
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
-            .collect();
+        let headers = RequestHeaders::from_pairs(headers).unwrap();
         let req = Request {
             method,
             path,

@@ -14,6 +14,7 @@ use crate::feed::{HttpRequest, callout_status};
 use crate::headers::HeaderOp;
 use crate::metrics::{Metric, MetricKind};
 use crate::plugin::{self, Host, LogLevel, Shared, Verdict};
+use crate::request_headers::RequestHeaders;
 use crate::store::{SharedStore, StoreError};
 use crate::sync::TICK_MS;
 use proxy_wasm::hostcalls;
@@ -28,6 +29,39 @@ proxy_wasm::main! {{
         Box::new(Root::new(context_id))
     });
 }}
+
+#[link(wasm_import_module = "env")]
+unsafe extern "C" {
+    /// The ABI call behind the SDK's `get_map_bytes`, which would copy every
+    /// header into its own `String` and `Vec` (see [`RequestHeaders`]).
+    fn proxy_get_header_map_pairs(
+        map_type: u32,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> u32;
+}
+
+/// The request headers in the host's serialization, as one buffer; `None`
+/// when the host refuses the call. An empty map may come back as no buffer.
+fn request_header_bytes() -> Option<Vec<u8>> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: the host writes the address and size of a buffer it obtained
+    // from this module's `proxy_on_memory_allocate` (the SDK's allocator,
+    // which hands out a forgotten `Vec<u8>` with capacity == size); the
+    // buffer is ours from here on, exactly as in the SDK's `get_map_bytes`.
+    let status = unsafe {
+        proxy_get_header_map_pairs(MapType::HttpRequestHeaders as u32, &mut data, &mut size)
+    };
+    if status != Status::Ok as u32 {
+        return None;
+    }
+    if data.is_null() || size == 0 {
+        return Some(Vec::new());
+    }
+    // SAFETY: see above: allocated as a Vec<u8> of capacity `size`, fully written.
+    Some(unsafe { Vec::from_raw_parts(data, size, size) })
+}
 
 fn now_ms() -> u64 {
     hostcalls::get_current_time()
@@ -254,7 +288,7 @@ impl Context for Filter {}
 
 impl HttpContext for Filter {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let headers = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).ok();
+        let headers = request_header_bytes().and_then(RequestHeaders::from_serialized);
         match plugin::on_request_headers(&*self.host, &HostStore, self.shared.as_deref(), headers) {
             Verdict::Continue => Action::Continue,
             Verdict::Stop => Action::Pause,

@@ -3,6 +3,7 @@
 //!
 //! Host-agnostic logic, unit-tested natively:
 //! - [`config`]: the plugin configuration, validated (docs/filter.md).
+//! - [`request_headers`]: the request's headers, read in place from the host's buffer.
 //! - [`path`], [`keys`], [`decision`]: what happens to one request.
 //! - [`headers`]: the header edits for a request that goes on.
 //! - [`published`]: what a decision tells Envoy's access log (filter state).
@@ -28,6 +29,7 @@ pub mod metrics;
 pub mod path;
 pub mod plugin;
 pub mod published;
+pub mod request_headers;
 pub mod slot;
 pub mod store;
 pub mod sync;

@@ -11,6 +11,7 @@ use crate::feed::{FeedEvent, HttpRequest};
 use crate::headers::{HeaderOp, edits};
 use crate::metrics::{DecisionCounts, Metric};
 use crate::published;
+use crate::request_headers::RequestHeaders;
 use crate::store::SharedStore;
 use crate::sync::Syncer;
 use crate::table::{TableCache, TableReader};
@@ -292,28 +293,22 @@ pub enum Verdict {
     Stop,
 }
 
-/// Decides one request on its headers (lowercase names, as Envoy gives
-/// them; `None` when the host could not hand them over) and answers it or
+/// Decides one request on its headers (`None` when the host could not hand
+/// them over, or handed over a malformed map) and answers it or
 /// lets it go on. `shared` is `None` when the plugin has no configuration.
 pub fn on_request_headers(
     host: &dyn Host,
     store: &dyn SharedStore,
     shared: Option<&Shared>,
-    headers: Option<Vec<(String, Vec<u8>)>>,
+    headers: Option<RequestHeaders>,
 ) -> Verdict {
-    let (Some(shared), Some(mut headers)) = (shared, headers) else {
+    let (Some(shared), Some(headers)) = (shared, headers) else {
         return fail_closed(host);
     };
-    // Envoy's header maps hold lowercase names already; this only guards
-    // the comparisons below, in place.
-    for (name, _) in &mut headers {
-        name.make_ascii_lowercase();
-    }
     let pseudo = |name: &str| {
         headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| String::from_utf8_lossy(v))
+            .get(name)
+            .map(String::from_utf8_lossy)
             .unwrap_or_default()
     };
     let method = pseudo(":method");

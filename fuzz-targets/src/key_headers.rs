@@ -5,6 +5,9 @@
 //! from [`NAMES`] (key headers, reserved identity headers in two spellings,
 //! others), the rest is the raw value.
 //!
+//! The same bytes are also read as the host's serialized header map
+//! (`RequestHeaders::from_serialized`): never a panic, every pair readable.
+//!
 //! What must hold, checked against a reading of the documented rule written
 //! here rather than the filter's own:
 //! - `bearer::credential` yields exactly the token after `Bearer ` (any case,
@@ -20,6 +23,7 @@ use keygate_filter::config::Config;
 use keygate_filter::decision::{Decision, KeyLookup, Request, decide};
 use keygate_filter::headers::{HeaderOp, edits};
 use keygate_filter::keys::{Presented, find_key};
+use keygate_filter::request_headers::RequestHeaders;
 use keygate_protocol::{ApiKeyToken, KeyEntry, Secret, ServerScope, bearer};
 
 /// Header names the fuzzer picks from (by the first byte of each line).
@@ -104,6 +108,11 @@ fn check_bearer(value: &[u8]) {
 }
 
 pub fn check(data: &[u8]) {
+    // The same bytes as a header map the host handed over: read in place,
+    // refused when malformed, never a panic; what reads back is what is there.
+    if let Some(map) = RequestHeaders::from_serialized(data.to_vec()) {
+        assert_eq!(map.iter().count(), map.len(), "a pair lost while reading");
+    }
     let headers: Vec<(String, Vec<u8>)> = data
         .split(|&b| b == b'\n')
         .filter_map(|line| {
@@ -165,11 +174,10 @@ fn check_decisions(headers: &[(String, Vec<u8>)], presented: &Presented) {
         expires_at: None,
         servers: ServerScope::All,
     });
-    // The plugin lowercases names before deciding (Envoy's maps are lowercase).
-    let lowered: Vec<(String, Vec<u8>)> = headers
-        .iter()
-        .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
-        .collect();
+    // Read as the plugin reads Envoy's map (names lowercased in place).
+    let Some(lowered) = RequestHeaders::from_pairs(headers) else {
+        panic!("header names from NAMES are ASCII, so the map is well formed");
+    };
     for path in ["/mcp-connect/alpha/mcp", "/api/me", "/other"] {
         let request = Request {
             method: "GET",
@@ -204,11 +212,11 @@ fn check_decisions(headers: &[(String, Vec<u8>)], presented: &Presented) {
                 assert!(!deny.body.contains("ok1"));
             }
         }
-        let ops = edits(&cfg, lowered.iter().map(|(n, _)| n.as_str()), &decision);
-        for (name, _) in &lowered {
+        let ops = edits(&cfg, lowered.iter().map(|(n, _)| n), &decision);
+        for (name, _) in lowered.iter() {
             if cfg.is_reserved_header(name) {
                 assert!(
-                    ops.contains(&HeaderOp::Remove(name.clone())),
+                    ops.contains(&HeaderOp::Remove(name.to_owned())),
                     "client-sent {name} kept"
                 );
             }

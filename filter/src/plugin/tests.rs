@@ -171,17 +171,10 @@ fn key(id: i64) -> String {
     .encode()
 }
 
-fn request(path: &str, headers: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
-    let mut all = vec![
-        (":method".to_owned(), b"POST".to_vec()),
-        (":path".to_owned(), path.as_bytes().to_vec()),
-    ];
-    all.extend(
-        headers
-            .iter()
-            .map(|(n, v)| ((*n).to_owned(), v.as_bytes().to_vec())),
-    );
-    all
+fn request(path: &str, headers: &[(&str, &str)]) -> RequestHeaders {
+    let mut all = vec![(":method", "POST"), (":path", path)];
+    all.extend_from_slice(headers);
+    RequestHeaders::from_pairs(&all).unwrap()
 }
 
 /// A configured VM with a fake host and an empty store.

@@ -6,6 +6,7 @@
 
 use super::*;
 use crate::decision::{Reason, Request, decide};
+use crate::request_headers::RequestHeaders;
 use crate::store::memory::MemoryStore;
 use crate::table::TableReader;
 use crate::table::testing::entry as scoped_entry;
@@ -232,10 +233,11 @@ impl World {
     }
 
     fn decide(&self, key_id: i64) -> Reason {
-        let headers = vec![(
+        let headers = RequestHeaders::from_pairs(&[(
             "authorization".to_owned(),
-            format!("Bearer {}", key(key_id)).into_bytes(),
-        )];
+            format!("Bearer {}", key(key_id)),
+        )])
+        .unwrap();
         let req = Request {
             method: "POST",
             path: "/mcp-connect/alpha/mcp",
