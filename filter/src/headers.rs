@@ -24,15 +24,25 @@ pub fn edits<S: AsRef<str>>(
             ops.push(op);
         }
     };
+    // Key headers the request carries: only those need a host call to strip
+    // (each edit is one, and makes Envoy clear its route cache).
+    let mut carried_keys = Vec::new();
     for name in header_names {
         let name = name.as_ref();
         if cfg.is_reserved_header(name) {
             remove(name, &mut ops);
         }
+        if let Some(h) = cfg
+            .key_headers
+            .iter()
+            .find(|h| h.eq_ignore_ascii_case(name))
+        {
+            carried_keys.push(h);
+        }
     }
     if let Decision::Allow(allow) = decision {
         if allow.strip_key {
-            for h in &cfg.key_headers {
+            for h in carried_keys {
                 remove(h, &mut ops);
             }
         }
@@ -122,7 +132,12 @@ mod tests {
     fn allow_strips_key_and_sets_identity() {
         let ops = edits(
             &cfg(""),
-            ["authorization", "x-keygate-server"],
+            [
+                "authorization",
+                "x-keygate-server",
+                "X-API-Key",
+                "x-api-key",
+            ],
             &allow(Some("alpha"), true),
         );
         assert_eq!(
@@ -135,6 +150,16 @@ mod tests {
                 HeaderOp::Set("x-keygate-key-id".into(), "3".into()),
                 HeaderOp::Set("x-keygate-server".into(), "alpha".into()),
             ]
+        );
+    }
+
+    #[test]
+    fn only_key_headers_the_request_carries_are_stripped() {
+        let ops = edits(&cfg(""), ["authorization"], &allow(Some("alpha"), true));
+        assert!(ops.contains(&HeaderOp::Remove("authorization".into())));
+        assert!(
+            !ops.contains(&HeaderOp::Remove("x-api-key".into())),
+            "a host call for a header that is not there"
         );
     }
 
