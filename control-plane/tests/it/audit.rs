@@ -667,6 +667,22 @@ async fn audit_filters_and_paging(b: Backend) {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     let r = app.call(Method::GET, "/api/audit-events", None, None).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    // An API key reads nothing of it.
+    let (_, key) = app.key_for(ada, &["*"]).await;
+    let r = app.get("/api/audit-events", &key).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = app.call(Method::GET, "/openapi.json", None, None).await;
+    let op = &r.body["paths"]["/api/audit-events"]["get"];
+    let params: Vec<&str> = op["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        params,
+        ["userId", "keyId", "action", "from", "to", "limit", "cursor"]
+    );
 }
 
 /// Every column of every row, as text.
