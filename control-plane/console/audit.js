@@ -90,6 +90,9 @@ export async function auditPage(main, me) {
   main.append(filters, content, more);
 
   let cursor = null;
+  // Each load is numbered: an answer to a load that a newer one replaced
+  // (the filters changed meanwhile) is dropped, never mixed in.
+  let generation = 0;
   const query = () => {
     const q = new URLSearchParams({ limit: String(PAGE) });
     if (userSelect && userSelect.value) q.set('userId', userSelect.value);
@@ -110,13 +113,14 @@ export async function auditPage(main, me) {
     body));
 
   const load = async (fresh) => {
-    if (fresh) {
-      cursor = null;
-      body.replaceChildren();
-    }
+    generation += 1;
+    const mine = generation;
+    if (fresh) cursor = null;
     more.disabled = true;
     try {
       const data = await api('GET', query());
+      if (mine !== generation) return;
+      if (fresh) body.replaceChildren();
       body.append(...data.items.map(row));
       cursor = data.nextCursor;
       more.hidden = !cursor;
@@ -124,9 +128,9 @@ export async function auditPage(main, me) {
         h('h2', {}, 'No events'),
         h('p', {}, admin ? 'Nothing matches these filters.' : 'No changes to your keys are on record.')));
     } catch (e) {
-      content.replaceChildren(errorBox(e.message));
+      if (mine === generation) content.replaceChildren(errorBox(e.message));
     } finally {
-      more.disabled = false;
+      if (mine === generation) more.disabled = false;
     }
   };
   for (const control of [userSelect, actionSelect]) {
