@@ -17,6 +17,7 @@
 //! not leak either) and never logged.
 
 use crate::AppState;
+use crate::audit::ClientAddr;
 use crate::db::sessions::SessionKind;
 use crate::db::{keys, users};
 use crate::domain::Role;
@@ -74,6 +75,8 @@ pub struct Caller {
     pub user: users::UserRow,
     pub role: Role,
     pub credential: Credential,
+    /// The client's address, for the audit log ([`crate::audit::client`]).
+    pub client: Option<std::net::IpAddr>,
 }
 
 /// The bearer token of a request, read with the edge's one rule
@@ -105,6 +108,7 @@ async fn authenticate_key(state: &AppState, token: &str) -> Result<Caller, ApiEr
         .await?
         .ok_or(ApiError::InvalidToken)?;
     Ok(Caller {
+        client: None,
         role: user.role(),
         user,
         credential: Credential::ApiKey {
@@ -117,10 +121,11 @@ async fn authenticate_key(state: &AppState, token: &str) -> Result<Caller, ApiEr
 /// already out of the table, so a key gets the edge's 401; a person's
 /// credential gets 403 saying why).
 async fn authenticate(state: &AppState, parts: &Parts) -> Result<Caller, ApiError> {
-    let caller = authenticate_credential(state, parts).await?;
+    let mut caller = authenticate_credential(state, parts).await?;
     if caller.user.suspended_at.is_some() {
         return Err(ApiError::Forbidden(MSG_SUSPENDED));
     }
+    caller.client = ClientAddr::of(parts, state.trusted_proxy_hops).0;
     Ok(caller)
 }
 
@@ -151,6 +156,7 @@ async fn authenticate_session(state: &AppState, parts: &Parts) -> Result<Caller,
         SessionKind::Oidc => user.role(),
     };
     Ok(Caller {
+        client: None,
         user,
         role,
         credential: Credential::Session(kind),
@@ -170,6 +176,7 @@ async fn authenticate_credential(state: &AppState, parts: &Parts) -> Result<Call
     {
         let user = users::ensure_builtin_admin(&state.db).await?;
         return Ok(Caller {
+            client: None,
             user,
             role: Role::Admin,
             credential: Credential::AdminToken,
@@ -178,6 +185,7 @@ async fn authenticate_credential(state: &AppState, parts: &Parts) -> Result<Call
     if let Some(oidc) = &state.oidc {
         let user = oidc.authenticate(&state.db, token).await?;
         return Ok(Caller {
+            client: None,
             role: user.role(),
             user,
             credential: Credential::Oidc,

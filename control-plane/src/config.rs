@@ -44,6 +44,12 @@ pub struct Config {
     pub request_body_timeout: std::time::Duration,
     /// After SIGTERM, connections still open this long are dropped.
     pub shutdown_timeout: std::time::Duration,
+    /// Proxies in front of the control plane that append to
+    /// `X-Forwarded-For`: the audit log records the address the outermost
+    /// of them saw. 0 (default): the socket peer; the header is ignored.
+    pub trusted_proxy_hops: u32,
+    /// Audit events older than this many days are pruned; 0 keeps them all.
+    pub audit_retention_days: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -118,6 +124,8 @@ impl Config {
     pub const DEFAULT_REQUEST_BODY_TIMEOUT: std::time::Duration =
         std::time::Duration::from_secs(30);
     pub const DEFAULT_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+    /// A year of audit events.
+    pub const DEFAULT_AUDIT_RETENTION_DAYS: u32 = 365;
 
     /// A configuration with defaults for everything but the database.
     pub fn new(database_url: impl Into<String>) -> Self {
@@ -137,6 +145,8 @@ impl Config {
             write_timeout: Self::DEFAULT_WRITE_TIMEOUT,
             request_body_timeout: Self::DEFAULT_REQUEST_BODY_TIMEOUT,
             shutdown_timeout: Self::DEFAULT_SHUTDOWN_TIMEOUT,
+            trusted_proxy_hops: 0,
+            audit_retention_days: Self::DEFAULT_AUDIT_RETENTION_DAYS,
         }
     }
 }

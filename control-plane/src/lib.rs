@@ -5,6 +5,7 @@
 //! parses the CLI and waits for a signal, so tests run the real app
 //! in-process.
 
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod db;
@@ -51,6 +52,8 @@ pub struct AppState {
     pub feed_recheck: Duration,
     /// Checked when a key is created, inside the write transaction.
     pub max_keys_per_user: u32,
+    /// Proxies whose `X-Forwarded-For` entries are believed ([`audit::client`]).
+    pub trusted_proxy_hops: u32,
 }
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -62,6 +65,8 @@ pub struct RunningServer {
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
     listener_task: Option<JoinHandle<()>>,
+    /// Prunes the audit log past its retention ([`audit::retention`]).
+    retention_task: JoinHandle<()>,
 }
 
 impl RunningServer {
@@ -76,6 +81,7 @@ impl RunningServer {
         if let Some(t) = self.listener_task.take() {
             t.abort();
         }
+        self.retention_task.abort();
         match (&mut self.task).await {
             Ok(r) => r,
             Err(e) => Err(std::io::Error::other(e)),
@@ -88,6 +94,7 @@ impl Drop for RunningServer {
         if let Some(t) = self.listener_task.take() {
             t.abort();
         }
+        self.retention_task.abort();
         if self.shutdown.is_some() {
             self.task.abort();
         }
@@ -130,6 +137,7 @@ pub async fn build_state(config: &Config) -> Result<AppState, BoxError> {
         sessions,
         feed_recheck: config.feed_recheck,
         max_keys_per_user: config.max_keys_per_user,
+        trusted_proxy_hops: config.trusted_proxy_hops,
     };
     if state.admin_token.is_some() {
         db::users::ensure_builtin_admin(&state.db).await?;
@@ -147,6 +155,10 @@ pub async fn start(config: Config) -> Result<RunningServer, BoxError> {
             state.feed.clone(),
         ))
     });
+    let retention_task = tokio::spawn(audit::retention::run(
+        state.db.clone(),
+        config.audit_retention_days,
+    ));
     let app = serve::with_body_deadline(routes::router(state.clone()), config.request_body_timeout);
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
@@ -163,6 +175,8 @@ pub async fn start(config: Config) -> Result<RunningServer, BoxError> {
         write_timeout = ?limits.write_timeout,
         request_body_timeout = ?config.request_body_timeout,
         shutdown_timeout = ?limits.shutdown_timeout,
+        trusted_proxy_hops = config.trusted_proxy_hops,
+        audit_retention_days = config.audit_retention_days,
         "connection limit {}, header-read timeout {:?}, write timeout {:?}, \
          request-body timeout {:?}, shutdown deadline {:?}",
         limits.max_connections,
@@ -179,5 +193,6 @@ pub async fn start(config: Config) -> Result<RunningServer, BoxError> {
         shutdown: Some(tx),
         task,
         listener_task,
+        retention_task,
     })
 }

@@ -114,6 +114,18 @@ struct ServeArgs {
     #[arg(long, env = "KEYGATE_SHUTDOWN_TIMEOUT_SECONDS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..))]
     shutdown_timeout_seconds: u64,
+    /// Proxies in front of the control plane that append the client's
+    /// address to X-Forwarded-For (an Envoy with use_remote_address: 1).
+    /// The audit log records the N-th address from the right; 0 records the
+    /// socket peer and ignores the header, which a client can write.
+    #[arg(long, env = "KEYGATE_TRUSTED_PROXY_HOPS", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=16))]
+    trusted_proxy_hops: u32,
+    /// Audit events older than this many days are deleted (hourly, by every
+    /// replica); 0 keeps them forever.
+    #[arg(long, env = "KEYGATE_AUDIT_RETENTION_DAYS", default_value_t = Config::DEFAULT_AUDIT_RETENTION_DAYS,
+          value_parser = clap::value_parser!(u32).range(0..=36_500))]
+    audit_retention_days: u32,
 }
 
 impl ServeArgs {
@@ -132,6 +144,8 @@ impl ServeArgs {
         c.write_timeout = std::time::Duration::from_secs(self.write_timeout_seconds);
         c.request_body_timeout = std::time::Duration::from_secs(self.request_body_timeout_seconds);
         c.shutdown_timeout = std::time::Duration::from_secs(self.shutdown_timeout_seconds);
+        c.trusted_proxy_hops = self.trusted_proxy_hops;
+        c.audit_retention_days = self.audit_retention_days;
         c.public_url = self.public_url.filter(|u| !u.is_empty());
         c.sessions = SessionConfig {
             idle: std::time::Duration::from_secs(self.session_idle_minutes * 60),

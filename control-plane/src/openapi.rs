@@ -1,6 +1,6 @@
 //! The OpenAPI document served at `/openapi.json`, generated from the handlers' annotations.
 
-use crate::routes::{auth, internal, key_edits, keys, offboarding, rules, servers, users};
+use crate::routes::{audit, auth, internal, key_edits, keys, offboarding, rules, servers, users};
 use utoipa::OpenApi;
 
 #[derive(OpenApi)]
@@ -44,6 +44,7 @@ use utoipa::OpenApi;
         rules::get,
         rules::update,
         rules::delete,
+        audit::list,
         internal::key_table,
         internal::usage,
     )

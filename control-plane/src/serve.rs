@@ -8,7 +8,7 @@
 //! process is allowed that many sockets.
 
 use axum::body::HttpBody;
-use axum::extract::Request;
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinSet;
 use tokio_io_timeout::TimeoutStream;
+use tower::ServiceExt;
 
 /// The error of a request whose body did not arrive in time.
 pub const MSG_BODY_TIMEOUT: &str = "request body not received in time";
@@ -74,11 +75,11 @@ pub async fn serve(
             _ = &mut stop => break,
             slot = slots.clone().acquire_owned() => slot.map_err(std::io::Error::other)?,
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             biased;
             _ = &mut stop => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     accept_error(e).await;
                     continue;
@@ -90,9 +91,17 @@ pub async fn serve(
         // otherwise leave hyper's write pending forever, holding the slot.
         let mut stream = TimeoutStream::new(stream);
         stream.set_write_timeout(Some(limits.write_timeout));
+        // Every request carries its socket peer: the audit log's client
+        // address (`audit::client`).
+        let app = app
+            .clone()
+            .map_request(move |mut req: Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                req
+            });
         let conn = http.serve_connection(
             TokioIo::new(Box::pin(stream)),
-            TowerToHyperService::new(app.clone()),
+            TowerToHyperService::new(app),
         );
         let conn = graceful.watch(conn);
         conns.spawn(async move {

@@ -649,6 +649,50 @@ def scenario_admin_pages(browser: Browser) -> None:
     expect(page.get_by_role("cell", name=username, exact=True)).to_have_count(0)
 
 
+def scenario_audit_log(browser: Browser) -> None:
+    """Audit Log: a user sees the events about their own key, made by
+    anyone, and nothing else; the admin sees everything and narrows it by
+    action and by user."""
+    subject = unique("eve")
+    set_provider_user(subject, {"email": f"{subject}@example.com", "email_verified": True, "preferred_username": subject})
+    page = browser.page()
+    sign_in_with_oidc(page, subject, "/audit-log")
+    me = page.evaluate("fetch('/api/me').then(r => r.json())")
+    grant(me["id"], ["echo"])
+    key_name = unique("eve-key")
+    key = admin("POST", "/api/admin-api-keys", {"userId": me["id"], "name": key_name, "mcpServerIds": ["echo"]})
+    admin("PATCH", f"/api/admin-api-keys/{key['id']}", {"enabled": False, "name": key_name})
+    server = unique("audit-srv")
+    admin("POST", "/api/mcp-servers", {"name": server})
+
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Audit Log").click()
+    expect(page.get_by_role("heading", name="Audit Log")).to_be_visible()
+    table = page.get_by_role("table", name="Audit events")
+    rows = table.get_by_role("row").filter(has_text=key_name)
+    expect(rows).to_have_count(3)
+    for action in ("Key created", "Key disabled", "Key edited"):
+        expect(rows.filter(has=page.get_by_role("cell", name=action, exact=True))).to_have_count(1)
+    expect(rows.first).to_contain_text("admin-token")
+    expect(table).not_to_contain_text(server)
+    expect(page.get_by_label("User", exact=True)).to_have_count(0)
+    page.get_by_label("Action", exact=True).select_option("key.disabled")
+    expect(table.get_by_role("row")).to_have_count(2)  # the header and one event
+    expect(table.get_by_role("cell", name="Key disabled", exact=True)).to_be_visible()
+
+    admin_page = browser.page()
+    sign_in_with_token(admin_page, "/audit-log")
+    table = admin_page.get_by_role("table", name="Audit events")
+    expect(table.get_by_role("cell", name=f"MCP server {server}", exact=True)).to_be_visible()
+    admin_page.get_by_label("Action", exact=True).select_option("server.created")
+    expect(table.get_by_role("cell", name=f"MCP server {server}", exact=True)).to_be_visible()
+    expect(table.get_by_role("cell", name="Key created", exact=True)).to_have_count(0)
+    admin_page.get_by_label("Action", exact=True).select_option("")
+    admin_page.get_by_label("User", exact=True).select_option(label=me["username"])
+    expect(table.get_by_role("cell", name=f"MCP server {server}", exact=True)).to_have_count(0)
+    expect(table.get_by_role("row").filter(has_text=key_name)).to_have_count(3)
+    expect(table.get_by_role("row").filter(has_text="Signed in")).to_have_count(1)
+
+
 def scenario_screenshots(browser: Browser) -> None:
     """The README's pictures: the key list, the create dialog and the
     shown-once dialog (and, for review, dark and 390 px variants)."""
@@ -730,6 +774,7 @@ SCENARIOS = {
     "csrf_and_sign_out": scenario_csrf_and_sign_out,
     "look_and_keyboard": scenario_look_and_keyboard,
     "admin_pages": scenario_admin_pages,
+    "audit_log": scenario_audit_log,
     "screenshots": scenario_screenshots,
 }
 

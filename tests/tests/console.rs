@@ -54,6 +54,13 @@ async fn admin_pages() {
     run("admin_pages").await;
 }
 
+/// Audit Log: a user sees the events about their own key (made by the
+/// admin) and nothing else; the admin sees everything, by action and user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_log() {
+    run("audit_log").await;
+}
+
 /// After a token sign-in, `next` never takes the browser off the site, however
 /// it is spelled (tab, newline, `//`, backslash).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

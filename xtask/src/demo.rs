@@ -149,6 +149,10 @@ fn start_services(
             .arg("serve")
             .args(["--listen", &format!("127.0.0.1:{CONTROL_PLANE_PORT}")])
             .args(["--database-url", "sqlite://keygate.db"])
+            // Browsers reach the console through the demo's Envoy, which
+            // appends the client's address to X-Forwarded-For: the audit
+            // log records that address rather than Envoy's.
+            .args(["--trusted-proxy-hops", "1"])
             // The console is served through Envoy: its origin is the edge's.
             .env(
                 "KEYGATE_PUBLIC_URL",

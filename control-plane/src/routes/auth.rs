@@ -6,8 +6,10 @@
 //! never logged.
 
 use crate::AppState;
+use crate::audit::{self, ClientAddr};
 use crate::db::sessions::SessionKind;
 use crate::db::users;
+use crate::domain::now_unix;
 use crate::error::{ApiError, ApiResult, MSG_CROSS_SITE};
 use crate::login::{Failure, LOGIN_TTL_SECS};
 use crate::session::{self, CookieValue, LOGIN_COOKIE, SESSION_COOKIE};
@@ -140,6 +142,7 @@ pub async fn login(
         (status = 404, description = "OIDC sign-in is not configured")))]
 pub async fn callback(
     State(st): State<AppState>,
+    client: ClientAddr,
     headers: HeaderMap,
     query: Result<Query<CallbackQuery>, QueryRejection>,
 ) -> ApiResult<Response> {
@@ -183,7 +186,7 @@ pub async fn callback(
     end_current(&st, &headers).await?;
     let value = st
         .sessions
-        .open(&st.db, &user, SessionKind::Oidc, None)
+        .open(&st.db, &user, SessionKind::Oidc, None, client)
         .await?;
     let next = local_next(Some(&next));
     Ok(see_other(
@@ -202,6 +205,7 @@ pub async fn callback(
         (status = 403, description = "cross-site request refused")))]
 pub async fn token(
     State(st): State<AppState>,
+    client: ClientAddr,
     headers: HeaderMap,
     body: Result<Json<TokenSignIn>, JsonRejection>,
 ) -> ApiResult<Response> {
@@ -217,6 +221,10 @@ pub async fn token(
             // Counted in keygate_http_requests_total (route, 401); logged
             // at info only, so refusals cannot flood the log.
             tracing::info!("admin-token sign-in refused");
+            // Counted per address and minute, never appended per attempt.
+            if let Err(e) = audit::store::count_refused_sign_in(&st.db, client, now_unix()).await {
+                tracing::warn!(error = %e, "could not count a refused sign-in in the audit log");
+            }
             return Err(ApiError::Unauthorized(MSG_INVALID_ADMIN_TOKEN));
         }
     };
@@ -224,7 +232,7 @@ pub async fn token(
     end_current(&st, &headers).await?;
     let value = st
         .sessions
-        .open(&st.db, &user, SessionKind::AdminToken, Some(admin))
+        .open(&st.db, &user, SessionKind::AdminToken, Some(admin), client)
         .await?;
     let mut resp = no_store(StatusCode::NO_CONTENT);
     resp.headers_mut()

@@ -63,6 +63,7 @@ pub static ASSETS: &[Asset] = &[
     asset!("/console/connect.js", "connect.js", JS),
     asset!("/console/servers.js", "servers.js", JS),
     asset!("/console/admin.js", "admin.js", JS),
+    asset!("/console/audit.js", "audit.js", JS),
     asset!("/console/signin.js", "signin.js", JS),
     asset!(
         "/console/snippets/snippets.json",
@@ -95,6 +96,7 @@ pub const APP_PATHS: &[&str] = &[
     "/admin/users",
     "/admin/mcp-servers",
     "/admin/access-rules",
+    "/audit-log",
 ];
 
 /// The console's routes: `/` (to `/api-keys`), `/signin`, the pages of

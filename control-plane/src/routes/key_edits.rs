@@ -9,6 +9,7 @@
 //! applied in one transaction.
 
 use crate::AppState;
+use crate::audit::{self, Action, Actor, Target};
 use crate::auth::{Admin, Person};
 use crate::db::keys;
 use crate::domain::{MAX_DESCRIPTION, Name, Text, now_unix, parse_expiry};
@@ -18,6 +19,7 @@ use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use serde::Deserialize;
+use serde_json::Value;
 use utoipa::ToSchema;
 
 #[derive(Deserialize, ToSchema)]
@@ -51,6 +53,7 @@ const MSG_NOTHING: &str = "nothing to change (expected enabled, name, descriptio
 /// the key as it now is.
 async fn update_key(
     st: &AppState,
+    actor: &Actor,
     id: i64,
     owner: Option<i64>,
     by: i64,
@@ -92,7 +95,11 @@ async fn update_key(
     }
     let toggled = match body.enabled {
         Some(enabled) => match keys::set_enabled(&mut tx, &st.db, id, owner, enabled, by).await? {
-            keys::Toggle::Changed => true,
+            keys::Toggle::Changed => {
+                let action = Action::key_toggled(enabled);
+                audit::record(&mut tx, actor, action, Target::Key(id), Value::Null).await?;
+                true
+            }
             keys::Toggle::Unchanged => false,
             keys::Toggle::NotFound => return Err(NOT_FOUND),
             keys::Toggle::DisabledByAdmin => return Err(ApiError::Forbidden(MSG_ADMIN_DISABLED)),
@@ -100,6 +107,9 @@ async fn update_key(
         None => false,
     };
     keys::edit(&mut tx, &st.db, id, &edits).await?;
+    if let Some(details) = audit::key_edit_details(&edits) {
+        audit::record(&mut tx, actor, Action::KeyEdited, Target::Key(id), details).await?;
+    }
     let row = keys::get(&mut tx, id, owner).await?.ok_or(NOT_FOUND)?;
     tx.commit().await?;
     if toggled {
@@ -135,7 +145,16 @@ pub async fn update_own(
 ) -> ApiResult<Json<KeyRecord>> {
     let id = key_id(&id)?;
     let Json(body) = body?;
-    update_key(&st, id, Some(caller.user.id), caller.user.id, body, false).await
+    update_key(
+        &st,
+        &Actor::of(&caller),
+        id,
+        Some(caller.user.id),
+        caller.user.id,
+        body,
+        false,
+    )
+    .await
 }
 
 /// Turn any key off or on, or edit it (admin).
@@ -151,5 +170,5 @@ pub async fn admin_update(
 ) -> ApiResult<Json<KeyRecord>> {
     let id = key_id(&id)?;
     let Json(body) = body?;
-    update_key(&st, id, None, admin.user.id, body, true).await
+    update_key(&st, &Actor::of(&admin), id, None, admin.user.id, body, true).await
 }

@@ -2,6 +2,7 @@
 //! (anyone's, for admins). The full key is returned once, by create.
 
 use crate::AppState;
+use crate::audit::{self, Action, Actor, Target};
 use crate::auth::{Admin, Person};
 use crate::db::{self, keys, revocations, servers, users};
 use crate::domain::key_status::KeyStatus;
@@ -318,6 +319,7 @@ struct KeyRequest {
 /// Validates and creates a key for `owner`; returns the record and the full key.
 async fn create_key(
     st: &AppState,
+    actor: &Actor,
     owner: &users::UserRow,
     req: KeyRequest,
     with_username: bool,
@@ -365,6 +367,15 @@ async fn create_key(
         },
     )
     .await?;
+    let details = audit::key_created_details(&scope, expires_at);
+    audit::record(
+        &mut tx,
+        actor,
+        Action::KeyCreated,
+        Target::Key(key_id),
+        details,
+    )
+    .await?;
     let row = keys::get(&mut tx, key_id, None)
         .await?
         .ok_or_else(|| ApiError::Internal("created key vanished".into()))?;
@@ -387,6 +398,7 @@ async fn create_key(
 /// every edge like a deletion, and its record stays.
 async fn delete_key(
     st: &AppState,
+    actor: &Actor,
     id: i64,
     owner: Option<i64>,
     by: i64,
@@ -400,6 +412,14 @@ async fn delete_key(
     if !revocations::revoke(&mut tx, &st.db, id, owner, how).await? {
         return Err(ApiError::NotFound("API key not found"));
     }
+    audit::record(
+        &mut tx,
+        actor,
+        Action::KeyRevoked,
+        Target::Key(id),
+        serde_json::json!({"reason": reason}),
+    )
+    .await?;
     tx.commit().await?;
     st.metrics.keys_deleted.inc();
     tracing::info!(key_id = id, revoked_by = by, "API key revoked");
@@ -426,7 +446,7 @@ pub async fn create_own(
         expires_at: b.expires_at,
         mcp_server_ids: b.mcp_server_ids,
     };
-    let created = create_key(&st, &caller.user, req, false).await?;
+    let created = create_key(&st, &Actor::of(&caller), &caller.user, req, false).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -473,7 +493,7 @@ pub async fn delete_own(
     let id = key_id(&id)?;
     let reason = revoke_reason(query, &body)?;
     let me = caller.user.id;
-    delete_key(&st, id, Some(me), me, reason).await
+    delete_key(&st, &Actor::of(&caller), id, Some(me), me, reason).await
 }
 
 /// Create a key on a user's behalf (admin). The key is shown once, to the admin.
@@ -482,7 +502,7 @@ pub async fn delete_own(
         (status = 409, description = "key limit reached")))]
 pub async fn admin_create(
     State(st): State<AppState>,
-    _admin: Admin,
+    Admin(admin): Admin,
     body: Result<Json<CreateAdminKeyBody>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<CreatedKey>)> {
     let Json(b) = body?;
@@ -498,7 +518,7 @@ pub async fn admin_create(
         expires_at: b.expires_at,
         mcp_server_ids: b.mcp_server_ids,
     };
-    let created = create_key(&st, &owner, req, true).await?;
+    let created = create_key(&st, &Actor::of(&admin), &owner, req, true).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -575,5 +595,5 @@ pub async fn admin_delete(
 ) -> ApiResult<Json<Deleted>> {
     let id = key_id(&id)?;
     let reason = revoke_reason(query, &body)?;
-    delete_key(&st, id, None, admin.user.id, reason).await
+    delete_key(&st, &Actor::of(&admin), id, None, admin.user.id, reason).await
 }

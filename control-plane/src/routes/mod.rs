@@ -1,5 +1,6 @@
 //! The HTTP routes, one module per resource, assembled into one router.
 
+pub mod audit;
 pub mod auth;
 pub mod console;
 pub mod health;
@@ -72,6 +73,7 @@ pub fn router(state: AppState) -> Router {
             "/api/access-rules/{id}",
             get(rules::get).put(rules::update).delete(rules::delete),
         )
+        .route("/api/audit-events", get(audit::list))
         .route(KEY_TABLE_PATH, get(internal::key_table))
         .route(USAGE_PATH, post(internal::usage))
         .merge(console::router())

@@ -9,6 +9,7 @@
 //!   record), with an optional `{"reason": "..."}`.
 
 use crate::AppState;
+use crate::audit::{self, Action, Actor, Target};
 use crate::auth::Admin;
 use crate::db::{revocations, users};
 use crate::domain::{MAX_DESCRIPTION, Text, parse_id};
@@ -29,6 +30,7 @@ fn user_id(raw: &str) -> ApiResult<i64> {
 
 async fn set_suspended(
     st: &AppState,
+    actor: &Actor,
     raw_id: &str,
     suspended: bool,
 ) -> ApiResult<Json<UserRecord>> {
@@ -41,6 +43,21 @@ async fn set_suspended(
         };
     };
     let row = users::get(&mut tx, id).await?.ok_or(NOT_FOUND)?;
+    if changed {
+        let action = if suspended {
+            Action::UserSuspended
+        } else {
+            Action::UserUnsuspended
+        };
+        audit::record(
+            &mut tx,
+            actor,
+            action,
+            Target::User(id),
+            serde_json::Value::Null,
+        )
+        .await?;
+    }
     tx.commit().await?;
     if changed {
         tracing::info!(
@@ -62,10 +79,10 @@ async fn set_suspended(
         (status = 409, description = "the built-in admin cannot be suspended")))]
 pub async fn suspend(
     State(st): State<AppState>,
-    _admin: Admin,
+    Admin(admin): Admin,
     Path(id): Path<String>,
 ) -> ApiResult<Json<UserRecord>> {
-    set_suspended(&st, &id, true).await
+    set_suspended(&st, &Actor::of(&admin), &id, true).await
 }
 
 /// Lift a suspension: the user's keys and sign-ins work again.
@@ -74,10 +91,10 @@ pub async fn suspend(
         (status = 409, description = "the built-in admin cannot be suspended")))]
 pub async fn unsuspend(
     State(st): State<AppState>,
-    _admin: Admin,
+    Admin(admin): Admin,
     Path(id): Path<String>,
 ) -> ApiResult<Json<UserRecord>> {
-    set_suspended(&st, &id, false).await
+    set_suspended(&st, &Actor::of(&admin), &id, false).await
 }
 
 /// The optional body of revoke-all: `{"reason": "..."}`.
@@ -124,6 +141,7 @@ pub async fn revoke_keys(
     if users::get(&mut tx, id).await?.is_none() {
         return Err(NOT_FOUND);
     }
+    audit::record_bulk_revocation(&mut tx, &Actor::of(&admin), id, how.reason).await?;
     let revoked = revocations::revoke_all_of(&mut tx, &st.db, id, how).await?;
     tx.commit().await?;
     tracing::info!(

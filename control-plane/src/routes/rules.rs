@@ -2,6 +2,7 @@
 //! servers (named, or all). A user's access is the union of their rules.
 
 use crate::AppState;
+use crate::audit::{self, Action, Actor, Target};
 use crate::auth::Admin;
 use crate::db::{Tx, rules, servers, users};
 use crate::domain::{Name, ServerSelection, Subjects, format_time, parse_id};
@@ -47,6 +48,11 @@ fn record(r: rules::RuleRow) -> RuleRecord {
         subjects: r.subjects.to_strings(),
         created_at: format_time(r.created_at),
     }
+}
+
+/// What a rule's audit event says of it: its servers and subjects.
+fn rule_details(r: &rules::RuleRow) -> serde_json::Value {
+    serde_json::json!({"mcpServerIds": r.servers.to_ids(), "subjects": r.subjects.to_strings()})
 }
 
 const NOT_FOUND: ApiError = ApiError::NotFound("access rule not found");
@@ -102,7 +108,7 @@ pub async fn list(State(st): State<AppState>, _admin: Admin) -> ApiResult<Json<R
     responses((status = 201, body = RuleRecord), (status = 400, description = "invalid rule")))]
 pub async fn create(
     State(st): State<AppState>,
-    _admin: Admin,
+    Admin(admin): Admin,
     body: Result<Json<RuleBody>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<RuleRecord>)> {
     let Json(b) = body?;
@@ -110,6 +116,14 @@ pub async fn create(
     let mut tx = st.db.begin_write().await?;
     check_refs(&mut tx, &r).await?;
     let row = rules::create(&mut tx, &st.db, r.name.as_str(), &r.servers, &r.subjects).await?;
+    audit::record(
+        &mut tx,
+        &Actor::of(&admin),
+        Action::RuleCreated,
+        Target::Rule(row.id),
+        rule_details(&row),
+    )
+    .await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(record(row))))
 }
@@ -132,7 +146,7 @@ pub async fn get(
     responses((status = 200, body = RuleRecord), (status = 404, description = "not found")))]
 pub async fn update(
     State(st): State<AppState>,
-    _admin: Admin,
+    Admin(admin): Admin,
     Path(id): Path<String>,
     body: Result<Json<RuleBody>, JsonRejection>,
 ) -> ApiResult<Json<RuleRecord>> {
@@ -151,6 +165,14 @@ pub async fn update(
     )
     .await?
     .ok_or(NOT_FOUND)?;
+    audit::record(
+        &mut tx,
+        &Actor::of(&admin),
+        Action::RuleChanged,
+        Target::Rule(id),
+        rule_details(&row),
+    )
+    .await?;
     tx.commit().await?;
     Ok(Json(record(row)))
 }
@@ -159,11 +181,19 @@ pub async fn update(
     responses((status = 200, body = Deleted), (status = 404, description = "not found")))]
 pub async fn delete(
     State(st): State<AppState>,
-    _admin: Admin,
+    Admin(admin): Admin,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Deleted>> {
     let id = rule_id(&id)?;
     let mut tx = st.db.begin_write().await?;
+    audit::record(
+        &mut tx,
+        &Actor::of(&admin),
+        Action::RuleDeleted,
+        Target::Rule(id),
+        serde_json::Value::Null,
+    )
+    .await?;
     if !rules::delete(&mut tx, &st.db, id).await? {
         return Err(NOT_FOUND);
     }

@@ -1,6 +1,7 @@
 //! MCP servers (admin; the list also for anyone, filtered to what they reach). The name is the `<server-name>` of `/mcp-connect/<server-name>/mcp`.
 
 use crate::AppState;
+use crate::audit::{self, Action, Actor, Target};
 use crate::auth::{Admin, Person};
 use crate::db::{self, servers};
 use crate::domain::{MAX_DESCRIPTION, MAX_DISPLAY_NAME, Role, Text, format_time};
@@ -110,7 +111,7 @@ pub async fn list(
     responses((status = 201, body = ServerRecord), (status = 409, description = "name taken")))]
 pub async fn create(
     State(st): State<AppState>,
-    _admin: Admin,
+    Admin(admin): Admin,
     body: Result<Json<CreateServerBody>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<ServerRecord>)> {
     let Json(b) = body?;
@@ -121,6 +122,14 @@ pub async fn create(
     let mut tx = st.db.begin_write().await?;
     let row = servers::create(&mut tx, name.as_str(), display.as_str(), desc.as_str()).await?;
     db::feed::bump(&mut tx, &st.db).await?;
+    audit::record(
+        &mut tx,
+        &Actor::of(&admin),
+        Action::ServerCreated,
+        Target::Server(row.name.clone()),
+        serde_json::json!({"displayName": row.display_name}),
+    )
+    .await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(record(row))))
 }
@@ -142,7 +151,7 @@ pub async fn get(
     responses((status = 200, body = ServerRecord), (status = 404, description = "not found")))]
 pub async fn update(
     State(st): State<AppState>,
-    _admin: Admin,
+    Admin(admin): Admin,
     Path(name): Path<String>,
     body: Result<Json<UpdateServerBody>, JsonRejection>,
 ) -> ApiResult<Json<ServerRecord>> {
@@ -152,10 +161,19 @@ pub async fn update(
         return Err(ApiError::bad_request("an MCP server cannot be renamed"));
     }
     let (display, desc) = texts(name, b.display_name, b.description)?;
-    let mut conn = st.db.conn().await?;
-    let row = servers::update(&mut conn, name, display.as_str(), desc.as_str())
+    let mut tx = st.db.begin_plain_write().await?;
+    let row = servers::update(&mut tx, name, display.as_str(), desc.as_str())
         .await?
         .ok_or(NOT_FOUND)?;
+    audit::record(
+        &mut tx,
+        &Actor::of(&admin),
+        Action::ServerChanged,
+        Target::Server(row.name.clone()),
+        serde_json::json!({"displayName": row.display_name}),
+    )
+    .await?;
+    tx.commit().await?;
     Ok(Json(record(row)))
 }
 
@@ -164,7 +182,7 @@ pub async fn update(
     responses((status = 200, body = Deleted), (status = 404, description = "not found")))]
 pub async fn delete(
     State(st): State<AppState>,
-    _admin: Admin,
+    Admin(admin): Admin,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Deleted>> {
     let name = path_name(&name)?;
@@ -172,6 +190,14 @@ pub async fn delete(
     if !servers::delete(&mut tx, &st.db, name).await? {
         return Err(NOT_FOUND);
     }
+    audit::record(
+        &mut tx,
+        &Actor::of(&admin),
+        Action::ServerDeleted,
+        Target::Server(name.to_owned()),
+        serde_json::Value::Null,
+    )
+    .await?;
     tx.commit().await?;
     Ok(Json(Deleted { deleted: true }))
 }

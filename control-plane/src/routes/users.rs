@@ -3,6 +3,7 @@
 //! hands it back to the identity provider.
 
 use crate::AppState;
+use crate::audit::{self, Action, Actor, Target};
 use crate::auth::{Admin, AnyCaller};
 use crate::db::users;
 use crate::domain::{Email, Role, RoleSource, Username, format_time, parse_id};
@@ -110,7 +111,7 @@ pub async fn list(State(st): State<AppState>, _admin: Admin) -> ApiResult<Json<U
     responses((status = 201, body = UserRecord), (status = 409, description = "username taken")))]
 pub async fn create(
     State(st): State<AppState>,
-    _admin: Admin,
+    Admin(admin): Admin,
     body: Result<Json<CreateUserBody>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<UserRecord>)> {
     let Json(b) = body?;
@@ -121,9 +122,9 @@ pub async fn create(
         ));
     }
     let email = b.email.as_deref().map(Email::parse).transpose()?;
-    let mut conn = st.db.conn().await?;
+    let mut tx = st.db.begin_plain_write().await?;
     let row = users::create(
-        &mut conn,
+        &mut tx,
         username.as_str(),
         email.as_ref().map(Email::as_str),
         b.role.unwrap_or(Role::User),
@@ -131,6 +132,15 @@ pub async fn create(
         None,
     )
     .await?;
+    audit::record(
+        &mut tx,
+        &Actor::of(&admin),
+        Action::UserCreated,
+        Target::User(row.id),
+        serde_json::json!({"role": row.role}),
+    )
+    .await?;
+    tx.commit().await?;
     Ok((StatusCode::CREATED, Json(record(row))))
 }
 
@@ -155,7 +165,7 @@ pub async fn get(
         (status = 409, description = "built-in admin, or no OIDC identity to follow")))]
 pub async fn update(
     State(st): State<AppState>,
-    _admin: Admin,
+    Admin(admin): Admin,
     Path(id): Path<String>,
     body: Result<Json<UpdateUserBody>, JsonRejection>,
 ) -> ApiResult<Json<UserRecord>> {
@@ -174,10 +184,11 @@ pub async fn update(
         (Some(_), _) => Some(RoleSource::Api),
         (None, s) => s,
     };
-    let mut conn = st.db.conn().await?;
-    let row = users::get(&mut conn, id)
+    let mut tx = st.db.begin_plain_write().await?;
+    let before = users::get(&mut tx, id)
         .await?
         .ok_or(ApiError::NotFound("user not found"))?;
+    let row = before.clone();
     if let Some(source) = source {
         if row.role_source() == RoleSource::Builtin {
             return Err(ApiError::Conflict(MSG_BUILTIN_ROLE));
@@ -187,7 +198,7 @@ pub async fn update(
         }
         // Handing back to the provider keeps the role until the next token.
         let role = b.role.unwrap_or(row.role());
-        if !users::set_role(&mut conn, id, role, source).await? {
+        if !users::set_role(&mut tx, id, role, source).await? {
             return Err(ApiError::NotFound("user not found"));
         }
         if role != row.role() || source != row.role_source() {
@@ -202,11 +213,22 @@ pub async fn update(
         }
     }
     if let Some(email) = &email {
-        users::set_email(&mut conn, id, email.as_str()).await?;
+        users::set_email(&mut tx, id, email.as_str()).await?;
     }
-    let row = users::get(&mut conn, id)
+    let row = users::get(&mut tx, id)
         .await?
         .ok_or(ApiError::NotFound("user not found"))?;
+    if let Some(details) = audit::user_change_details(&before, &row) {
+        audit::record(
+            &mut tx,
+            &Actor::of(&admin),
+            Action::UserChanged,
+            Target::User(id),
+            details,
+        )
+        .await?;
+    }
+    tx.commit().await?;
     Ok(Json(record(row)))
 }
 
@@ -221,6 +243,7 @@ pub async fn delete(
 ) -> ApiResult<Json<Deleted>> {
     let id = user_id(&id)?;
     let mut tx = st.db.begin_write().await?;
+    audit::record_user_deletion(&mut tx, &Actor::of(&admin), id).await?;
     match users::delete(&mut tx, &st.db, id, admin.user.id).await? {
         users::DeleteOutcome::Deleted => {}
         users::DeleteOutcome::NotFound => return Err(ApiError::NotFound("user not found")),

@@ -10,6 +10,7 @@
 //! opened with the admin token carries a fingerprint of that token and ends
 //! when the configured token changes.
 
+use crate::audit::{self, Action, Actor, ClientAddr, Target};
 use crate::auth::StaticToken;
 use crate::config::{Config, SessionConfig};
 use crate::db::sessions::{self as store, NewSession, SessionKind, SessionRow};
@@ -18,6 +19,7 @@ use crate::domain::now_unix;
 use crate::error::ApiError;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -82,13 +84,15 @@ impl Sessions {
     }
 
     /// Opens a session for `user` and returns the cookie value. With the
-    /// admin token, the session is bound to it (`admin_token`).
+    /// admin token, the session is bound to it (`admin_token`). The sign-in
+    /// is recorded in the audit log, from `client`, in the same transaction.
     pub async fn open(
         &self,
         db: &Db,
         user: &UserRow,
         kind: SessionKind,
         admin_token: Option<&StaticToken>,
+        client: ClientAddr,
     ) -> Result<String, ApiError> {
         let (value, id) = new_secret()?;
         let fingerprint = match (kind, admin_token) {
@@ -101,15 +105,15 @@ impl Sessions {
             (SessionKind::Oidc, _) => None,
         };
         let now = now_unix();
-        let mut conn = db.conn().await?;
+        let mut tx = db.begin_plain_write().await?;
         store::prune(
-            &mut conn,
+            &mut tx,
             now.saturating_sub(self.max_secs),
             now.saturating_sub(self.idle_secs),
         )
         .await?;
         store::insert(
-            &mut conn,
+            &mut tx,
             NewSession {
                 id: &id,
                 user_id: user.id,
@@ -119,6 +123,16 @@ impl Sessions {
             },
         )
         .await?;
+        let actor = Actor::signing_in(user.id, kind, client);
+        audit::record(
+            &mut tx,
+            &actor,
+            Action::SessionCreated,
+            Target::Session,
+            Value::Null,
+        )
+        .await?;
+        tx.commit().await?;
         tracing::info!(
             user_id = user.id,
             credential = kind.as_str(),

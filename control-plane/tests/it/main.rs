@@ -8,6 +8,7 @@
 mod common;
 
 mod api;
+mod audit;
 mod cli;
 mod console_api;
 mod feed;

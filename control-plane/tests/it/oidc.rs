@@ -18,7 +18,7 @@ const AUDIENCE: &str = "keygate-test";
 const KID: &str = "test-key-1";
 const PEM: &[u8] = include_bytes!("fixtures/oidc-test-rsa.pem");
 
-struct Issuer {
+pub(crate) struct Issuer {
     url: String,
     key: EncodingKey,
     /// The JWKS being served; tests may add keys (rotation).
@@ -37,7 +37,7 @@ fn public_jwk(key: &EncodingKey, kid: &str) -> Value {
 }
 
 /// Serves discovery and a JWKS with the fixture key's public half.
-async fn issuer() -> Issuer {
+pub(crate) async fn issuer() -> Issuer {
     let key = EncodingKey::from_rsa_pem(PEM).unwrap();
     let jwks = Arc::new(Mutex::new(json!({"keys": [public_jwk(&key, KID)]})));
     let fetches = Arc::new(AtomicUsize::new(0));
@@ -82,19 +82,19 @@ async fn issuer() -> Issuer {
 }
 
 impl Issuer {
-    fn claims(&self, sub: &str) -> Value {
+    pub(crate) fn claims(&self, sub: &str) -> Value {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         json!({"iss": self.url, "aud": AUDIENCE, "sub": sub, "iat": now, "exp": now + 300})
     }
 
-    fn mint(&self, claims: &Value) -> String {
+    pub(crate) fn mint(&self, claims: &Value) -> String {
         let mut h = Header::new(Algorithm::RS256);
         h.kid = Some(KID.to_owned());
         jsonwebtoken::encode(&h, claims, &self.key).unwrap()
     }
 }
 
-async fn app_with_oidc(b: Backend, iss: &Issuer) -> TestApp {
+pub(crate) async fn app_with_oidc(b: Backend, iss: &Issuer) -> TestApp {
     app_with_refetch(b, iss, OidcConfig::DEFAULT_JWKS_REFETCH).await
 }
 
