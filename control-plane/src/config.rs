@@ -44,6 +44,12 @@ pub struct Config {
     pub request_body_timeout: std::time::Duration,
     /// After SIGTERM, connections still open this long are dropped.
     pub shutdown_timeout: std::time::Duration,
+    /// How often this replica sweeps for keys unused past the key policy's
+    /// `maxUnusedDays` (every replica may; see `key_sweep`).
+    pub key_policy_sweep: std::time::Duration,
+    /// "Now" for the key lifetime policy: the system clock. Only code (tests)
+    /// sets another; no flag or environment variable reaches it.
+    pub clock: crate::clock::SharedClock,
 }
 
 #[derive(Clone, Debug)]
@@ -118,6 +124,7 @@ impl Config {
     pub const DEFAULT_REQUEST_BODY_TIMEOUT: std::time::Duration =
         std::time::Duration::from_secs(30);
     pub const DEFAULT_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+    pub const DEFAULT_KEY_POLICY_SWEEP: std::time::Duration = std::time::Duration::from_secs(60);
 
     /// A configuration with defaults for everything but the database.
     pub fn new(database_url: impl Into<String>) -> Self {
@@ -137,6 +144,8 @@ impl Config {
             write_timeout: Self::DEFAULT_WRITE_TIMEOUT,
             request_body_timeout: Self::DEFAULT_REQUEST_BODY_TIMEOUT,
             shutdown_timeout: Self::DEFAULT_SHUTDOWN_TIMEOUT,
+            key_policy_sweep: Self::DEFAULT_KEY_POLICY_SWEEP,
+            clock: crate::clock::system(),
         }
     }
 }

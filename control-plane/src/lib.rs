@@ -6,6 +6,7 @@
 //! in-process.
 
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod db;
 pub mod domain;
@@ -13,6 +14,7 @@ pub mod error;
 pub mod feed;
 pub mod identity;
 pub mod json_errors;
+pub mod key_sweep;
 pub mod login;
 pub mod metrics;
 pub mod oidc;
@@ -51,6 +53,8 @@ pub struct AppState {
     pub feed_recheck: Duration,
     /// Checked when a key is created, inside the write transaction.
     pub max_keys_per_user: u32,
+    /// "Now" for the key lifetime policy (the system clock but in tests).
+    pub clock: clock::SharedClock,
 }
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -62,6 +66,8 @@ pub struct RunningServer {
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
     listener_task: Option<JoinHandle<()>>,
+    /// The unused-key sweep ([`key_sweep::run`]).
+    sweep_task: Option<JoinHandle<()>>,
 }
 
 impl RunningServer {
@@ -76,6 +82,9 @@ impl RunningServer {
         if let Some(t) = self.listener_task.take() {
             t.abort();
         }
+        if let Some(t) = self.sweep_task.take() {
+            t.abort();
+        }
         match (&mut self.task).await {
             Ok(r) => r,
             Err(e) => Err(std::io::Error::other(e)),
@@ -86,6 +95,9 @@ impl RunningServer {
 impl Drop for RunningServer {
     fn drop(&mut self) {
         if let Some(t) = self.listener_task.take() {
+            t.abort();
+        }
+        if let Some(t) = self.sweep_task.take() {
             t.abort();
         }
         if self.shutdown.is_some() {
@@ -130,6 +142,7 @@ pub async fn build_state(config: &Config) -> Result<AppState, BoxError> {
         sessions,
         feed_recheck: config.feed_recheck,
         max_keys_per_user: config.max_keys_per_user,
+        clock: config.clock.clone(),
     };
     if state.admin_token.is_some() {
         db::users::ensure_builtin_admin(&state.db).await?;
@@ -147,6 +160,11 @@ pub async fn start(config: Config) -> Result<RunningServer, BoxError> {
             state.feed.clone(),
         ))
     });
+    let sweep_task = Some(tokio::spawn(key_sweep::run(
+        state.db.clone(),
+        state.clock.clone(),
+        config.key_policy_sweep,
+    )));
     let app = serve::with_body_deadline(routes::router(state.clone()), config.request_body_timeout);
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
@@ -179,5 +197,6 @@ pub async fn start(config: Config) -> Result<RunningServer, BoxError> {
         shutdown: Some(tx),
         task,
         listener_task,
+        sweep_task,
     })
 }

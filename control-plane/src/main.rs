@@ -114,6 +114,12 @@ struct ServeArgs {
     #[arg(long, env = "KEYGATE_SHUTDOWN_TIMEOUT_SECONDS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..))]
     shutdown_timeout_seconds: u64,
+    /// Every this many seconds, turn off keys unused past the key policy's
+    /// maxUnusedDays (safe on every replica at once).
+    #[arg(long, env = "KEYGATE_KEY_POLICY_SWEEP_SECONDS",
+          default_value_t = Config::DEFAULT_KEY_POLICY_SWEEP.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    key_policy_sweep_seconds: u64,
 }
 
 impl ServeArgs {
@@ -132,6 +138,7 @@ impl ServeArgs {
         c.write_timeout = std::time::Duration::from_secs(self.write_timeout_seconds);
         c.request_body_timeout = std::time::Duration::from_secs(self.request_body_timeout_seconds);
         c.shutdown_timeout = std::time::Duration::from_secs(self.shutdown_timeout_seconds);
+        c.key_policy_sweep = std::time::Duration::from_secs(self.key_policy_sweep_seconds);
         c.public_url = self.public_url.filter(|u| !u.is_empty());
         c.sessions = SessionConfig {
             idle: std::time::Duration::from_secs(self.session_idle_minutes * 60),

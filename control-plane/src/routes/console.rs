@@ -63,6 +63,7 @@ pub static ASSETS: &[Asset] = &[
     asset!("/console/connect.js", "connect.js", JS),
     asset!("/console/servers.js", "servers.js", JS),
     asset!("/console/admin.js", "admin.js", JS),
+    asset!("/console/key-policy.js", "key-policy.js", JS),
     asset!("/console/signin.js", "signin.js", JS),
     asset!(
         "/console/snippets/snippets.json",
@@ -95,6 +96,7 @@ pub const APP_PATHS: &[&str] = &[
     "/admin/users",
     "/admin/mcp-servers",
     "/admin/access-rules",
+    "/admin/key-policy",
 ];
 
 /// The console's routes: `/` (to `/api-keys`), `/signin`, the pages of
