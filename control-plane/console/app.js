@@ -8,6 +8,7 @@ import { h, errorBox } from './dom.js';
 import { ownKeysPage, adminKeysPage } from './keys.js';
 import { serversPage } from './servers.js';
 import { usersPage, mcpServersPage, accessRulesPage } from './admin.js';
+import { keyPolicyPage } from './key-policy.js';
 
 const PAGES = {
   '/api-keys': { title: 'API Keys', render: ownKeysPage },
@@ -16,6 +17,7 @@ const PAGES = {
   '/admin/users': { title: 'Users', render: usersPage, admin: true },
   '/admin/mcp-servers': { title: 'MCP Servers', render: mcpServersPage, admin: true },
   '/admin/access-rules': { title: 'Access Rules', render: accessRulesPage, admin: true },
+  '/admin/key-policy': { title: 'Key Policy', render: keyPolicyPage, admin: true },
 };
 
 function initials(me) {
