@@ -9,6 +9,7 @@ import { ownKeysPage, adminKeysPage } from './keys.js';
 import { serversPage } from './servers.js';
 import { usersPage, mcpServersPage, accessRulesPage } from './admin.js';
 import { auditPage } from './audit.js';
+import { keyPolicyPage } from './key-policy.js';
 
 const PAGES = {
   '/api-keys': { title: 'API Keys', render: ownKeysPage },
@@ -18,6 +19,7 @@ const PAGES = {
   '/admin/mcp-servers': { title: 'MCP Servers', render: mcpServersPage, admin: true },
   '/admin/access-rules': { title: 'Access Rules', render: accessRulesPage, admin: true },
   '/audit-log': { title: 'Audit Log', render: auditPage },
+  '/admin/key-policy': { title: 'Key Policy', render: keyPolicyPage, admin: true },
 };
 
 function initials(me) {

@@ -2,6 +2,9 @@
 // that day in the browser's time zone, sent as RFC 3339 with its offset) and
 // MCP Servers (All MCP Servers, or a checklist of the servers the owner
 // reaches). Admins on User Management > API Keys also pick the user.
+// The key policy (GET /api/settings/key-policy) pre-fills the default
+// expiry and names the maximum; a later date goes to the API, whose
+// refusal is shown as it is.
 
 import { api } from './api.js';
 import { h, field, uid } from './dom.js';
@@ -9,7 +12,48 @@ import { openDialog } from './dialog.js';
 import { endOfDay, todayValue } from './format.js';
 import { showCreatedKey } from './connect.js';
 
-export function openCreateKeyDialog({ me, admin, users, access, presetUserId, onCreated }) {
+const DAY_MS = 24 * 3600 * 1000;
+
+/** The latest day whose end (in this time zone) is within `days` from now. */
+function lastDayWithin(days, now = Date.now()) {
+  const limit = now + days * DAY_MS;
+  const at = new Date(limit);
+  const end = new Date(at.getFullYear(), at.getMonth(), at.getDate(), 23, 59, 59);
+  if (end.getTime() > limit) end.setDate(end.getDate() - 1);
+  return todayValue(end);
+}
+
+function plural(days) {
+  return days === 1 ? '1 day' : `${days} days`;
+}
+
+/** The expiry field's pre-filled day, `max` attribute and hint under the
+ *  key policy (all limits may be null). */
+function expiryUnderPolicy(policy) {
+  const max = policy && policy.maxLifetimeDays;
+  const def = policy && (policy.defaultLifetimeDays || policy.maxLifetimeDays);
+  const maxDay = max ? lastDayWithin(max) : null;
+  let day = def ? todayValue(new Date(Date.now() + def * DAY_MS)) : '';
+  if (day && maxDay && day > maxDay) day = maxDay;
+  const hint = ['The key stops working at the end of this day (your time zone).'];
+  if (max) hint.push(`Keys may last at most ${plural(max)}.`);
+  if (def) hint.push(`Left empty, the key expires after ${plural(def)}.`);
+  else hint.push('Leave empty for a key that does not expire.');
+  return { day, maxDay, hint: hint.join(' ') };
+}
+
+export async function openCreateKeyDialog(options) {
+  let policy = null;
+  try {
+    policy = await api('GET', '/api/settings/key-policy');
+  } catch {
+    // Without the policy the dialog still works: the API applies it anyway.
+    policy = null;
+  }
+  createKeyDialog(options, policy);
+}
+
+function createKeyDialog({ me, admin, users, access, presetUserId, onCreated }, policy) {
   const formId = uid('create-key');
   const error = h('div', { class: 'alert error', role: 'alert', hidden: true });
   let userField = null;
@@ -22,8 +66,9 @@ export function openCreateKeyDialog({ me, admin, users, access, presetUserId, on
   const name = field('Name', h('input', { type: 'text', required: true, maxlength: '100', autocomplete: 'off', 'data-autofocus': !admin }),
     'What the key is for, e.g. "CI pipeline" or "Laptop VS Code".');
   const description = field('Description', h('textarea', { maxlength: '1000' }), 'Optional.');
-  const expires = field('Expiration Date', h('input', { type: 'date', min: todayValue() }),
-    'Optional. The key stops working at the end of this day (your time zone). Leave empty for a key that does not expire.');
+  const limits = expiryUnderPolicy(policy);
+  const expires = field('Expiration Date', h('input', { type: 'date', min: todayValue(), max: limits.maxDay, value: limits.day }),
+    limits.hint);
 
   const radioName = uid('scope');
   const allRadio = h('input', { type: 'radio', name: radioName, value: 'all', checked: true });
@@ -118,7 +163,10 @@ export function openCreateKeyDialog({ me, admin, users, access, presetUserId, on
       showCreatedKey({ created, servers: opens });
       onCreated();
     } catch (e) {
-      error.textContent = e.message;
+      // The key policy's refusal names the limit; say it of the date field.
+      const message = e.message.replace(/^ExpiresAt is beyond/, 'The expiration date is beyond');
+      if (message !== e.message) expires.setError(message);
+      error.textContent = message;
       error.hidden = false;
       submit.disabled = false;
       error.scrollIntoView({ block: 'nearest' });

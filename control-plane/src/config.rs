@@ -50,6 +50,12 @@ pub struct Config {
     pub trusted_proxy_hops: u32,
     /// Audit events older than this many days are pruned; 0 keeps them all.
     pub audit_retention_days: u32,
+    /// How often this replica sweeps for keys unused past the key policy's
+    /// `maxUnusedDays` (every replica may; see `key_sweep`).
+    pub key_policy_sweep: std::time::Duration,
+    /// "Now" for the key lifetime policy: the system clock. Only code (tests)
+    /// sets another; no flag or environment variable reaches it.
+    pub clock: crate::clock::SharedClock,
 }
 
 #[derive(Clone, Debug)]
@@ -126,6 +132,7 @@ impl Config {
     pub const DEFAULT_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
     /// A year of audit events.
     pub const DEFAULT_AUDIT_RETENTION_DAYS: u32 = 365;
+    pub const DEFAULT_KEY_POLICY_SWEEP: std::time::Duration = std::time::Duration::from_secs(60);
 
     /// A configuration with defaults for everything but the database.
     pub fn new(database_url: impl Into<String>) -> Self {
@@ -147,6 +154,8 @@ impl Config {
             shutdown_timeout: Self::DEFAULT_SHUTDOWN_TIMEOUT,
             trusted_proxy_hops: 0,
             audit_retention_days: Self::DEFAULT_AUDIT_RETENTION_DAYS,
+            key_policy_sweep: Self::DEFAULT_KEY_POLICY_SWEEP,
+            clock: crate::clock::system(),
         }
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod db;
 pub mod domain;
@@ -14,6 +15,7 @@ pub mod error;
 pub mod feed;
 pub mod identity;
 pub mod json_errors;
+pub mod key_sweep;
 pub mod login;
 pub mod metrics;
 pub mod oidc;
@@ -54,6 +56,8 @@ pub struct AppState {
     pub max_keys_per_user: u32,
     /// Proxies whose `X-Forwarded-For` entries are believed ([`audit::client`]).
     pub trusted_proxy_hops: u32,
+    /// "Now" for the key lifetime policy (the system clock but in tests).
+    pub clock: clock::SharedClock,
 }
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -67,6 +71,8 @@ pub struct RunningServer {
     listener_task: Option<JoinHandle<()>>,
     /// Prunes the audit log past its retention ([`audit::retention`]).
     retention_task: JoinHandle<()>,
+    /// The unused-key sweep ([`key_sweep::run`]).
+    sweep_task: Option<JoinHandle<()>>,
 }
 
 impl RunningServer {
@@ -82,6 +88,9 @@ impl RunningServer {
             t.abort();
         }
         self.retention_task.abort();
+        if let Some(t) = self.sweep_task.take() {
+            t.abort();
+        }
         match (&mut self.task).await {
             Ok(r) => r,
             Err(e) => Err(std::io::Error::other(e)),
@@ -95,6 +104,9 @@ impl Drop for RunningServer {
             t.abort();
         }
         self.retention_task.abort();
+        if let Some(t) = self.sweep_task.take() {
+            t.abort();
+        }
         if self.shutdown.is_some() {
             self.task.abort();
         }
@@ -138,6 +150,7 @@ pub async fn build_state(config: &Config) -> Result<AppState, BoxError> {
         feed_recheck: config.feed_recheck,
         max_keys_per_user: config.max_keys_per_user,
         trusted_proxy_hops: config.trusted_proxy_hops,
+        clock: config.clock.clone(),
     };
     if state.admin_token.is_some() {
         db::users::ensure_builtin_admin(&state.db).await?;
@@ -159,6 +172,11 @@ pub async fn start(config: Config) -> Result<RunningServer, BoxError> {
         state.db.clone(),
         config.audit_retention_days,
     ));
+    let sweep_task = Some(tokio::spawn(key_sweep::run(
+        state.db.clone(),
+        state.clock.clone(),
+        config.key_policy_sweep,
+    )));
     let app = serve::with_body_deadline(routes::router(state.clone()), config.request_body_timeout);
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
@@ -194,5 +212,6 @@ pub async fn start(config: Config) -> Result<RunningServer, BoxError> {
         task,
         listener_task,
         retention_task,
+        sweep_task,
     })
 }

@@ -126,6 +126,12 @@ struct ServeArgs {
     #[arg(long, env = "KEYGATE_AUDIT_RETENTION_DAYS", default_value_t = Config::DEFAULT_AUDIT_RETENTION_DAYS,
           value_parser = clap::value_parser!(u32).range(0..=36_500))]
     audit_retention_days: u32,
+    /// Every this many seconds, turn off keys unused past the key policy's
+    /// maxUnusedDays (safe on every replica at once).
+    #[arg(long, env = "KEYGATE_KEY_POLICY_SWEEP_SECONDS",
+          default_value_t = Config::DEFAULT_KEY_POLICY_SWEEP.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    key_policy_sweep_seconds: u64,
 }
 
 impl ServeArgs {
@@ -146,6 +152,7 @@ impl ServeArgs {
         c.shutdown_timeout = std::time::Duration::from_secs(self.shutdown_timeout_seconds);
         c.trusted_proxy_hops = self.trusted_proxy_hops;
         c.audit_retention_days = self.audit_retention_days;
+        c.key_policy_sweep = std::time::Duration::from_secs(self.key_policy_sweep_seconds);
         c.public_url = self.public_url.filter(|u| !u.is_empty());
         c.sessions = SessionConfig {
             idle: std::time::Duration::from_secs(self.session_idle_minutes * 60),

@@ -691,6 +691,68 @@ def scenario_audit_log(browser: Browser) -> None:
     expect(table.get_by_role("cell", name=f"MCP server {server}", exact=True)).to_have_count(0)
     expect(table.get_by_role("row").filter(has_text=key_name)).to_have_count(3)
     expect(table.get_by_role("row").filter(has_text="Signed in")).to_have_count(1)
+def scenario_key_policy(browser: Browser) -> None:
+    """User Management > Key Policy: the admin sets the limits (a default
+    above the maximum is refused with the API's message); the Create API Key
+    dialog then shows the default expiry pre-filled and the maximum, and a
+    later date is refused with the API's message. The policy is cleared at
+    the end: the other scenarios share the stack."""
+    try:
+        page = browser.page()
+        sign_in_with_token(page, "/admin/api-keys")
+        page.get_by_role("navigation", name="Main").get_by_role("link", name="Key Policy").click()
+        expect(page).to_have_url(f"{BASE}/admin/key-policy")
+        expect(page.get_by_role("heading", name="Key Policy", level=1)).to_be_visible()
+        expect(page.get_by_text("Never changed: no limits.")).to_be_visible()
+        maximum = page.get_by_label("Maximum lifetime (days)")
+        default = page.get_by_label("Default lifetime (days)")
+        unused = page.get_by_label("Disable keys unused for (days)")
+        for box in (maximum, default, unused):
+            expect(box).to_have_value("")
+
+        # A default above the maximum: the API's message, nothing stored.
+        maximum.fill("90")
+        default.fill("120")
+        page.get_by_role("button", name="Save Key Policy").click()
+        expect(page.get_by_role("alert")).to_contain_text("must not be more than maxLifetimeDays (90)")
+        assert admin("GET", "/api/settings/key-policy")["maxLifetimeDays"] is None, "a refused policy was stored"
+
+        default.fill("30")
+        with page.expect_response(lambda r: r.request.method == "PUT") as saved:
+            page.get_by_role("button", name="Save Key Policy").click()
+        assert saved.value.status == 200, saved.value.text()
+        expect(page.get_by_text("Key policy saved.")).to_be_visible()
+        policy = admin("GET", "/api/settings/key-policy")
+        assert (policy["maxLifetimeDays"], policy["defaultLifetimeDays"], policy["maxUnusedDays"]) == (90, 30, None), policy
+        page.reload()
+        expect(page.get_by_label("Maximum lifetime (days)")).to_have_value("90")
+        expect(page.get_by_text("Last changed")).to_be_visible()
+
+        # The Create API Key dialog: the default pre-filled, the maximum named.
+        page.goto(BASE + "/api-keys")
+        dialog = open_create_dialog(page)
+        expires = dialog.get_by_label("Expiration Date")
+        expect(expires).to_have_value(future_day(30))
+        expect(dialog.get_by_text("Keys may last at most 90 days.")).to_be_visible()
+        dialog.get_by_label("Name").fill(unique("policy-too-long"))
+        dialog.get_by_label("All MCP Servers").check()
+        expires.fill(future_day(120))
+        with page.expect_response(lambda r: r.request.method == "POST" and "/api-keys" in r.url) as refused:
+            dialog.get_by_role("button", name="Create API Key").click()
+        assert refused.value.status == 400, refused.value.text()
+        expect(dialog.get_by_role("alert")).to_contain_text("beyond the key policy's maximum lifetime of 90 days")
+        expect(dialog).to_be_visible()
+
+        # Within the maximum, the key is made with the date picked.
+        expires.fill(future_day(60))
+        with page.expect_response(lambda r: r.request.method == "POST" and "/api-keys" in r.url) as created:
+            dialog.get_by_role("button", name="Create API Key").click()
+        assert created.value.status == 201, created.value.text()
+        shown = page.get_by_role("dialog", name="API Key Created")
+        expect(shown).to_be_visible()
+        shown.get_by_role("button", name="Done").click()
+    finally:
+        admin("PUT", "/api/settings/key-policy", {})
 
 
 def scenario_screenshots(browser: Browser) -> None:
@@ -775,6 +837,7 @@ SCENARIOS = {
     "look_and_keyboard": scenario_look_and_keyboard,
     "admin_pages": scenario_admin_pages,
     "audit_log": scenario_audit_log,
+    "key_policy": scenario_key_policy,
     "screenshots": scenario_screenshots,
 }
 

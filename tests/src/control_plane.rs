@@ -151,6 +151,29 @@ impl ControlPlane {
         Api::with_client(self.url(), self.admin_token.clone(), crate::http_client())
     }
 
+    /// Moves key `key_id`'s creation and last use `seconds` into the past in
+    /// the database, as if it had been made and used that much earlier. The
+    /// control plane runs on the real clock (no flag changes its time), so
+    /// this is how an end-to-end test shows its unused-key sweep an old key.
+    pub async fn backdate_key(&self, key_id: i64, seconds: i64) {
+        use sqlx::Connection;
+        sqlx::any::install_default_drivers();
+        let mut conn = sqlx::AnyConnection::connect(&self.database_url)
+            .await
+            .unwrap_or_else(|e| panic!("connect to {}: {e}", self.database_url));
+        let done = sqlx::query(
+            "UPDATE api_keys SET created_at = created_at - $1, \
+             last_used_at = last_used_at - $1 WHERE id = $2",
+        )
+        .bind(seconds)
+        .bind(key_id)
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("backdate key {key_id}: {e}"));
+        assert_eq!(done.rows_affected(), 1, "no key {key_id} to backdate");
+        let _ = conn.close().await;
+    }
+
     pub fn log_tail(&self, lines: usize) -> String {
         format!(
             "----- control-plane ({}) -----\n{}",

@@ -59,6 +59,12 @@ async fn admin_pages() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_log() {
     run("audit_log").await;
+/// User Management > Key Policy sets the limits (a bad one gets the API's
+/// message); the Create API Key dialog pre-fills the default expiry, names
+/// the maximum and shows the API's refusal of a later date.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_policy_page_and_create_dialog() {
+    run("key_policy").await;
 }
 
 /// After a token sign-in, `next` never takes the browser off the site, however

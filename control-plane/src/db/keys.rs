@@ -17,6 +17,8 @@ pub struct KeyHead {
     pub all_servers: i64,
     /// Set while the key is turned off.
     pub disabled_at: Option<i64>,
+    /// Why, when the key policy's sweep turned it off (else `None`).
+    pub disabled_reason: Option<String>,
 }
 
 /// A key record as the API shows it (never the secret or its hash).
@@ -53,7 +55,7 @@ pub async fn list(conn: &mut Conn, owner: Option<i64>) -> Result<Vec<KeyRow>, sq
         Some(uid) => (
             sqlx::query_as(
                 "SELECT k.id, k.user_id, u.username, k.name, k.description, k.created_at, \
-                 k.expires_at, k.last_used_at, k.all_servers, k.disabled_at \
+                 k.expires_at, k.last_used_at, k.all_servers, k.disabled_at, k.disabled_reason \
                  FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.user_id = $1 \
                  ORDER BY k.created_at DESC, k.id DESC",
             )
@@ -71,7 +73,7 @@ pub async fn list(conn: &mut Conn, owner: Option<i64>) -> Result<Vec<KeyRow>, sq
         None => (
             sqlx::query_as(
                 "SELECT k.id, k.user_id, u.username, k.name, k.description, k.created_at, \
-                 k.expires_at, k.last_used_at, k.all_servers, k.disabled_at \
+                 k.expires_at, k.last_used_at, k.all_servers, k.disabled_at, k.disabled_reason \
                  FROM api_keys k JOIN users u ON u.id = k.user_id \
                  ORDER BY k.created_at DESC, k.id DESC",
             )
@@ -116,7 +118,7 @@ pub async fn list_page(
         .await?;
     let heads: Vec<KeyHead> = sqlx::query_as(concat!(
         "SELECT k.id, k.user_id, u.username, k.name, k.description, k.created_at, \
-         k.expires_at, k.last_used_at, k.all_servers, k.disabled_at \
+         k.expires_at, k.last_used_at, k.all_servers, k.disabled_at, k.disabled_reason \
          FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.id IN (",
         page!(),
         ") ORDER BY k.created_at DESC, k.id DESC"
@@ -147,7 +149,7 @@ pub async fn get(
 ) -> Result<Option<KeyRow>, sqlx::Error> {
     let head: Option<KeyHead> = sqlx::query_as(
         "SELECT k.id, k.user_id, u.username, k.name, k.description, k.created_at, \
-         k.expires_at, k.last_used_at, k.all_servers, k.disabled_at \
+         k.expires_at, k.last_used_at, k.all_servers, k.disabled_at, k.disabled_reason \
          FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.id = $1",
     )
     .bind(id)
@@ -301,8 +303,10 @@ pub async fn auth_lookup(conn: &mut Conn, id: i64) -> Result<Option<KeyAuth>, sq
 }
 
 /// Turns a key off (`enabled: false`) or on again (only the owner's, with
-/// `owner`). `None` when there is no such key; `Some(changed)` otherwise. A
-/// change goes to the feed like a deletion (off) or a creation (on).
+/// `owner`) at `now`. `None` when there is no such key; `Some(changed)` otherwise. A
+/// change goes to the feed like a deletion (off) or a creation (on). Turning
+/// a key on clears why it was off and restarts its unused clock
+/// (`enabled_at`), so the key policy's sweep does not take it again at once.
 pub async fn set_enabled(
     tx: &mut Tx,
     db: &Db,
@@ -310,6 +314,7 @@ pub async fn set_enabled(
     owner: Option<i64>,
     enabled: bool,
     by: i64,
+    now: i64,
 ) -> Result<Toggle, sqlx::Error> {
     let row: Option<(i64, Option<i64>, Option<i64>)> =
         sqlx::query_as("SELECT user_id, disabled_at, disabled_by FROM api_keys WHERE id = $1")
@@ -327,12 +332,23 @@ pub async fn set_enabled(
     if enabled && owner.is_some() && disabled_by.is_some_and(|d| Some(d) != owner) {
         return Ok(Toggle::DisabledByAdmin);
     }
-    sqlx::query("UPDATE api_keys SET disabled_at = $1, disabled_by = $2 WHERE id = $3")
-        .bind((!enabled).then(now_unix))
-        .bind((!enabled).then_some(by))
+    if enabled {
+        sqlx::query(
+            "UPDATE api_keys SET disabled_at = NULL, disabled_by = NULL, \
+             disabled_reason = NULL, enabled_at = $1 WHERE id = $2",
+        )
+        .bind(now)
         .bind(id)
         .execute(&mut **tx)
         .await?;
+    } else {
+        sqlx::query("UPDATE api_keys SET disabled_at = $1, disabled_by = $2 WHERE id = $3")
+            .bind(now)
+            .bind(by)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+    }
     let version = feed::bump(tx, db).await?;
     feed::log_key(tx, version, id).await?;
     Ok(Toggle::Changed)

@@ -12,6 +12,8 @@ pub mod revocations;
 pub mod rules;
 pub mod servers;
 pub mod sessions;
+pub mod settings;
+pub mod unused_keys;
 pub mod users;
 
 use crate::feed::FeedNotifier;

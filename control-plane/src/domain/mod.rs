@@ -2,6 +2,7 @@
 //! holding one of these never re-validates; errors carry the stable 400 message.
 
 pub mod access;
+pub mod key_policy;
 pub mod key_status;
 
 use crate::error::ApiError;

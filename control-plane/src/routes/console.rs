@@ -64,6 +64,7 @@ pub static ASSETS: &[Asset] = &[
     asset!("/console/servers.js", "servers.js", JS),
     asset!("/console/admin.js", "admin.js", JS),
     asset!("/console/audit.js", "audit.js", JS),
+    asset!("/console/key-policy.js", "key-policy.js", JS),
     asset!("/console/signin.js", "signin.js", JS),
     asset!(
         "/console/snippets/snippets.json",
@@ -97,6 +98,7 @@ pub const APP_PATHS: &[&str] = &[
     "/admin/mcp-servers",
     "/admin/access-rules",
     "/audit-log",
+    "/admin/key-policy",
 ];
 
 /// The console's routes: `/` (to `/api-keys`), `/signin`, the pages of

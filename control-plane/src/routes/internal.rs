@@ -4,7 +4,6 @@
 use crate::AppState;
 use crate::auth::DataPlane;
 use crate::db::{self, keys};
-use crate::domain::now_unix;
 use crate::error::ApiResult;
 use crate::feed;
 use crate::metrics::FeedClientGuard;
@@ -106,8 +105,9 @@ pub async fn usage(
     body: Result<Json<UsageReport>, JsonRejection>,
 ) -> ApiResult<StatusCode> {
     let Json(report) = body?;
-    // A report from the future is clamped: last use cannot be after now.
-    let now = now_unix();
+    // A report from the future is clamped: last use cannot be after now
+    // (the app's clock, which the key policy's unused-key sweep also reads).
+    let now = st.clock.now();
     let mut tx = st.db.begin_plain_write().await?;
     for item in report.items {
         if item.last_used_at > 0 {

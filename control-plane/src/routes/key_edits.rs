@@ -4,7 +4,10 @@
 //! (the edge drops it from its table, so it answers 401 `invalid_token`,
 //! and so does `/api/me`); `{"enabled": true}` turns it on again. `name`,
 //! `description` and `expiresAt` (a future time, or `null` for none) are
-//! edits; an expiry change reaches the edge like any key change. A key's
+//! edits; an expiry change reaches the edge like any key change, and is
+//! bounded by the key lifetime policy (shorter always; longer only up to
+//! creation + `maxLifetimeDays`; never removed while a maximum exists). A
+//! key the policy's sweep turned off may be turned on by its owner. A key's
 //! scope is never edited: make a new key. Any combination in one request,
 //! applied in one transaction.
 
@@ -12,8 +15,9 @@ use crate::AppState;
 use crate::audit::{self, Action, Actor, Target};
 use crate::auth::{Admin, Person};
 use crate::db::keys;
-use crate::domain::{MAX_DESCRIPTION, Name, Text, now_unix, parse_expiry};
+use crate::domain::{MAX_DESCRIPTION, Name, Text, parse_expiry};
 use crate::error::{ApiError, ApiResult};
+use crate::routes::key_policy;
 use crate::routes::keys::{KeyRecord, key_id, record};
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
@@ -67,6 +71,7 @@ async fn update_key(
     {
         return Err(ApiError::bad_request(MSG_NOTHING));
     }
+    let now = st.clock.now();
     // Everything is checked before anything is written.
     let edits = keys::KeyEdits {
         name: body
@@ -82,19 +87,27 @@ async fn update_key(
             .map(|d| d.as_str().to_owned()),
         expires_at: body
             .expires_at
-            .map(|e| {
-                e.as_deref()
-                    .map(|s| parse_expiry(s, now_unix()))
-                    .transpose()
-            })
+            .map(|e| e.as_deref().map(|s| parse_expiry(s, now)).transpose())
             .transpose()?,
     };
     let mut tx = st.db.begin_write().await?;
-    if keys::get(&mut tx, id, owner).await?.is_none() {
+    let Some(current) = keys::get(&mut tx, id, owner).await? else {
         return Err(NOT_FOUND);
+    };
+    if let Some(new) = edits.expires_at {
+        // Bounded by the key lifetime policy (read inside this transaction).
+        key_policy::check_expiry_edit(
+            &mut tx,
+            new,
+            current.head.expires_at,
+            current.head.created_at,
+        )
+        .await?;
     }
     let toggled = match body.enabled {
-        Some(enabled) => match keys::set_enabled(&mut tx, &st.db, id, owner, enabled, by).await? {
+        Some(enabled) => match keys::set_enabled(&mut tx, &st.db, id, owner, enabled, by, now)
+            .await?
+        {
             keys::Toggle::Changed => {
                 let action = Action::key_toggled(enabled);
                 audit::record(&mut tx, actor, action, Target::Key(id), Value::Null).await?;

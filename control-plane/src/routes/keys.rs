@@ -10,6 +10,7 @@ use crate::domain::{
     MAX_DESCRIPTION, Name, ServerSelection, Text, format_time, now_unix, parse_expiry, parse_id,
 };
 use crate::error::{ApiError, ApiResult};
+use crate::routes::key_policy;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -67,6 +68,9 @@ pub struct KeyRecord {
     pub status: KeyStatus,
     /// When the key was turned off; `null` unless `status` is `disabled`.
     pub disabled_at: Option<String>,
+    /// Why, when the key policy turned it off (`unused for 30 days (key
+    /// policy)`); `null` otherwise.
+    pub disabled_reason: Option<String>,
     /// Revoked keys only (listed with `?include=revoked`): when, by which
     /// user, and the reason given (if any).
     pub revoked_at: Option<String>,
@@ -125,6 +129,7 @@ pub(crate) fn record(row: keys::KeyRow, with_username: bool) -> KeyRecord {
     KeyRecord {
         status: KeyStatus::of(h.disabled_at, h.expires_at, now_unix()),
         disabled_at: h.disabled_at.map(format_time),
+        disabled_reason: h.disabled_reason,
         revoked_at: None,
         revoked_by: None,
         revoke_reason: None,
@@ -186,6 +191,7 @@ fn revoked_record(r: revocations::RevokedRow, with_username: bool) -> KeyRecord 
         expires_at: r.expires_at.map(format_time),
         status: KeyStatus::Revoked,
         disabled_at: None,
+        disabled_reason: None,
         revoked_at: Some(format_time(r.revoked_at)),
         revoked_by: Some(r.revoked_by),
         revoke_reason: r.reason,
@@ -327,15 +333,17 @@ async fn create_key(
     let name = Name::parse("name", &req.name)?;
     let description = Text::parse("description", req.description, MAX_DESCRIPTION)?;
     let scope = ServerSelection::parse(&req.mcp_server_ids)?;
-    let expires_at = req
+    let now = st.clock.now();
+    let requested = req
         .expires_at
         .as_deref()
-        .map(|s| parse_expiry(s, now_unix()))
+        .map(|s| parse_expiry(s, now))
         .transpose()?;
     let secret = new_secret()?;
     let secret_hash_hex = secret.hash().to_hex();
 
     let mut tx = st.db.begin_write().await?;
+    let expires_at = key_policy::new_key_expiry(&mut tx, requested, now).await?;
     // Counted under the write lock, so a concurrent burst cannot overshoot.
     let limit = st.max_keys_per_user;
     if keys::count_active(&mut tx, owner.id).await? >= i64::from(limit) {

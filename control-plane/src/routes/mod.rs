@@ -6,6 +6,7 @@ pub mod console;
 pub mod health;
 pub mod internal;
 pub mod key_edits;
+pub mod key_policy;
 pub mod keys;
 pub mod no_store;
 pub mod offboarding;
@@ -49,6 +50,10 @@ pub fn router(state: AppState) -> Router {
             get(keys::admin_get)
                 .patch(key_edits::admin_update)
                 .delete(keys::admin_delete),
+        )
+        .route(
+            "/api/settings/key-policy",
+            get(key_policy::get).put(key_policy::put),
         )
         .route("/api/users", get(users::list).post(users::create))
         .route(

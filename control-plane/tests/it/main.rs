@@ -16,6 +16,7 @@ mod hostile;
 mod lifecycle;
 mod limits;
 mod oidc;
+mod policy;
 mod provider;
 mod scale;
 mod sessions;
