@@ -69,6 +69,7 @@ mod tests {
             server: server.map(String::from),
             strip_key: strip,
             reason: Reason::Allowed,
+            previous_secret: false,
         })
     }
 

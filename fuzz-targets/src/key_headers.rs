@@ -164,6 +164,7 @@ fn check_decisions(headers: &[(String, Vec<u8>)], presented: &Presented) {
         secret_hash: valid.secret.hash(),
         expires_at: None,
         servers: ServerScope::All,
+        previous_secret: None,
     });
     // The plugin lowercases names before deciding (Envoy's maps are lowercase).
     let lowered: Vec<(String, Vec<u8>)> = headers
