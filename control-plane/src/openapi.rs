@@ -1,6 +1,8 @@
 //! The OpenAPI document served at `/openapi.json`, generated from the handlers' annotations.
 
-use crate::routes::{auth, internal, key_edits, keys, offboarding, rules, servers, users};
+use crate::routes::{
+    auth, internal, key_edits, key_rotation, keys, offboarding, rules, servers, users,
+};
 use utoipa::OpenApi;
 
 #[derive(OpenApi)]
@@ -26,6 +28,8 @@ use utoipa::OpenApi;
         keys::admin_get,
         keys::admin_delete,
         key_edits::admin_update,
+        key_rotation::rotate_own,
+        key_rotation::admin_rotate,
         users::list,
         users::create,
         users::get,

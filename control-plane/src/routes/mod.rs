@@ -5,6 +5,7 @@ pub mod console;
 pub mod health;
 pub mod internal;
 pub mod key_edits;
+pub mod key_rotation;
 pub mod keys;
 pub mod no_store;
 pub mod offboarding;
@@ -38,6 +39,11 @@ pub fn router(state: AppState) -> Router {
             get(keys::get_own)
                 .patch(key_edits::update_own)
                 .delete(keys::delete_own),
+        )
+        .route("/api/api-keys/{id}/rotate", post(key_rotation::rotate_own))
+        .route(
+            "/api/admin-api-keys/{id}/rotate",
+            post(key_rotation::admin_rotate),
         )
         .route(
             "/api/admin-api-keys",

@@ -16,6 +16,7 @@ mod lifecycle;
 mod limits;
 mod oidc;
 mod provider;
+mod rotation;
 mod scale;
 mod sessions;
 mod signin;
