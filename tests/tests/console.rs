@@ -48,6 +48,15 @@ async fn admin_manages_other_users_keys() {
     run("admin_manages_other_users_keys").await;
 }
 
+/// The row menu's Disable and Enable (the Status column follows, the edge
+/// refuses and accepts the key), Rotate with an overlap (the new key is
+/// shown once and works through Envoy, the old one too), Rotate without
+/// one (the older keys are refused); the admin's list has the same actions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disable_enable_and_rotate() {
+    run("disable_enable_and_rotate").await;
+}
+
 /// Users, MCP Servers and Access Rules from the console.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_pages() {
