@@ -91,9 +91,10 @@ export function snippetPanel(snippets, servers, getKey, fillControl) {
   return { wrap, redraw: draw };
 }
 
-/** The shown-once dialog for a freshly created key. `servers`: the names
- *  the key opens now. */
-export async function showCreatedKey({ created, servers }) {
+/** The shown-once dialog for a freshly created (or rotated) key.
+ *  `servers`: the names the key opens now; `title` and `note` (a node under
+ *  the key) let a rotation say what became of the old key. */
+export async function showCreatedKey({ created, servers, title = 'API Key Created', note = null }) {
   let key = created.key;
   const snippets = await loadSnippets().catch(() => []);
   const keyCode = h('code', { class: 'key', id: uid('key') }, key);
@@ -104,6 +105,7 @@ export async function showCreatedKey({ created, servers }) {
       'It is shown only once and cannot be retrieved later.'),
     h('p', { class: 'label' }, `API key “${created.name}”`),
     h('div', { class: 'secret' }, keyCode, copyButton('Copy', () => key, 'Copy API key')),
+    note,
   ];
   let panel = null;
   if (servers.length && snippets.length) {
@@ -116,7 +118,7 @@ export async function showCreatedKey({ created, servers }) {
   }
   const done = h('button', { type: 'button', class: 'primary' }, 'Done');
   const d = openDialog({
-    title: 'API Key Created',
+    title,
     wide: true,
     body,
     actions: [done],

@@ -8,6 +8,7 @@ import { confirmDialog, openDialog } from './dialog.js';
 import { expiryState, timeCell } from './format.js';
 import { loadAccess, keyServers } from './access.js';
 import { openCreateKeyDialog } from './key-create.js';
+import { lifecycleFacts, lifecycleMenuItems, statusCell, statusLabel } from './key-actions.js';
 
 const PAGE_SIZE = 50;
 const LAST_USED_NOTE = 'The edge reports use in batches, so Last Used lags by its usage flush interval (a few seconds).';
@@ -41,6 +42,7 @@ const COLUMNS = [
   { id: 'created', label: 'Created', value: (k) => k.createdAt },
   { id: 'lastUsed', label: 'Last Used', value: (k) => k.lastUsedAt || '' },
   { id: 'expires', label: 'Expires', value: (k) => k.expiresAt || '9999' },
+  { id: 'status', label: 'Status', value: (k) => statusLabel(k) },
 ];
 
 async function keysPage(main, me, admin) {
@@ -143,12 +145,21 @@ async function keysPage(main, me, admin) {
       h('td', { 'data-label': 'Created' }, timeCell(key.createdAt)),
       h('td', { 'data-label': 'Last Used' }, timeCell(key.lastUsedAt)),
       h('td', { 'data-label': 'Expires' }, expiresCell(key)),
+      h('td', { 'data-label': 'Status' }, statusCell(key)),
       h('td', { class: 'actions' }, actionMenu(`Actions for API key ${key.name}`, [
         { label: 'View', run: () => showKey(key) },
+        ...lifecycleMenuItems({
+          key,
+          base,
+          owner: admin ? key.username : null,
+          servers: opensNow(key, reach),
+          done: changed,
+          onError: (message) => errors.replaceChildren(errorBox(message)),
+        }),
         { label: 'Delete', danger: true, run: () => deleteKey(key) },
       ])),
     ];
-    return h('tr', { class: expired ? 'expired' : null, dataset: { keyId: String(key.id) } }, cells);
+    return h('tr', { class: expired || key.status === 'disabled' ? 'expired' : null, dataset: { keyId: String(key.id) } }, cells);
   }
 
   function draw() {
@@ -206,7 +217,8 @@ async function keysPage(main, me, admin) {
       h('dt', {}, 'Description'), h('dd', {}, detail.description || '—'),
       h('dt', {}, 'Created'), h('dd', {}, timeCell(detail.createdAt)),
       h('dt', {}, 'Last Used'), h('dd', {}, timeCell(detail.lastUsedAt)),
-      h('dt', {}, 'Expires'), h('dd', {}, expiresCell(detail)));
+      h('dt', {}, 'Expires'), h('dd', {}, expiresCell(detail)),
+      lifecycleFacts(detail));
     const serverItems = servers.map((s) => h('li', {}, h('span', { class: 'mono' }, s.name),
       s.reachable ? h('span', { class: 'badge ok' }, 'Reachable') : h('span', { class: 'badge danger' }, 'No access')));
     const lost = servers.filter((s) => !s.reachable).length;
@@ -223,6 +235,17 @@ async function keysPage(main, me, admin) {
       actions: [done],
     });
     done.addEventListener('click', () => d.close());
+  }
+
+  /** The server names a key opens now (for the snippets of a rotated key). */
+  function opensNow(key, reach) {
+    return keyServers(key, reach).filter((s) => s.reachable).map((s) => s.name);
+  }
+
+  /** After a lifecycle action: say what happened and show the list as it is now. */
+  async function changed(message) {
+    if (message) toast(message);
+    await load();
   }
 
   async function deleteKey(key) {

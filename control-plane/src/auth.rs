@@ -20,7 +20,7 @@ use crate::AppState;
 use crate::audit::ClientAddr;
 use crate::db::sessions::SessionKind;
 use crate::db::{keys, users};
-use crate::domain::Role;
+use crate::domain::{Role, now_unix};
 use crate::error::{
     ApiError, MSG_ADMIN_REQUIRED, MSG_CROSS_SITE, MSG_KEY_NOT_ALLOWED, MSG_SUSPENDED,
 };
@@ -28,7 +28,7 @@ use crate::session::{self, CookieValue, SESSION_COOKIE};
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use keygate_protocol::{ApiKeyToken, SecretHash, bearer, secret};
+use keygate_protocol::{ApiKeyToken, SecretHash, SecretMatch, bearer, secret};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -94,12 +94,20 @@ async fn authenticate_key(state: &AppState, token: &str) -> Result<Caller, ApiEr
     let parsed = ApiKeyToken::parse(token.as_bytes()).map_err(|_| ApiError::InvalidToken)?;
     let mut conn = state.db.conn().await?;
     let row = keys::auth_lookup(&mut conn, parsed.key_id).await?;
-    // Same hash work whether or not the key exists or belongs to this user.
-    let stored = row
-        .as_ref()
-        .filter(|r| r.user_id == parsed.user_id)
-        .and_then(|r| SecretHash::from_hex(&r.secret_hash));
-    let ok = secret::verify(stored.as_ref(), &parsed.secret);
+    // Same hash work whether or not the key exists, belongs to this user or
+    // was rotated with overlap.
+    let mine = row.as_ref().filter(|r| r.user_id == parsed.user_id);
+    let stored = mine.and_then(|r| SecretHash::from_hex(&r.secret_hash));
+    let previous = mine.and_then(|r| {
+        // The secret a rotation replaced, until its deadline, as at the edge.
+        let open = r.previous_secret_expires_at.is_some_and(|e| now_unix() < e);
+        r.previous_secret_hash
+            .as_deref()
+            .filter(|_| open)
+            .and_then(SecretHash::from_hex)
+    });
+    let ok = secret::verify_either(stored.as_ref(), previous.as_ref(), &parsed.secret)
+        != SecretMatch::Neither;
     let row = match row {
         Some(r) if ok && !keys::is_expired(r.expires_at) => r,
         _ => return Err(ApiError::InvalidToken),

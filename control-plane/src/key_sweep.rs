@@ -7,6 +7,7 @@
 //! replica wins each key and exactly one feed change is logged; the edge
 //! then drops the key like any disabled key (401 within the feed's time).
 
+use crate::audit::{self, Action, Actor, Target};
 use crate::clock::Clock;
 use crate::db::{self, Db};
 use crate::domain::key_policy::KeyPolicy;
@@ -34,6 +35,16 @@ pub async fn sweep_once(db: &Db, clock: &dyn Clock) -> Result<u64, sqlx::Error> 
         // UPDATE, never for the whole sweep.
         let mut tx = db.begin_write().await?;
         if db::unused_keys::disable_if_unused(&mut tx, db, id, cutoff, now, &reason).await? {
+            let details = serde_json::json!({ "reason": reason });
+            let (actor, target) = (Actor::system(), Target::Key(id));
+            audit::record(
+                &mut tx,
+                &actor,
+                Action::KeyDisabledByPolicy,
+                target,
+                details,
+            )
+            .await?;
             tx.commit().await?;
             disabled += 1;
             tracing::info!(key_id = id, "API key disabled: {reason}");

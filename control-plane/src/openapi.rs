@@ -1,7 +1,8 @@
 //! The OpenAPI document served at `/openapi.json`, generated from the handlers' annotations.
 
 use crate::routes::{
-    audit, auth, internal, key_edits, key_policy, keys, offboarding, rules, servers, users,
+    audit, auth, internal, key_edits, key_policy, key_rotation, keys, offboarding, rules, servers,
+    users,
 };
 use utoipa::OpenApi;
 
@@ -30,6 +31,8 @@ use utoipa::OpenApi;
         key_edits::admin_update,
         key_policy::get,
         key_policy::put,
+        key_rotation::rotate_own,
+        key_rotation::admin_rotate,
         users::list,
         users::create,
         users::get,

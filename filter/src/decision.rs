@@ -6,7 +6,7 @@ use crate::keys::{Presented, find_key};
 use crate::path::{PathClass, classify};
 use crate::request_headers::RequestHeaders;
 use keygate_protocol::bearer::{CHALLENGE, CHALLENGE_INSUFFICIENT_SCOPE, CHALLENGE_INVALID_TOKEN};
-use keygate_protocol::{ApiKeyToken, KeyEntry, secret};
+use keygate_protocol::{ApiKeyToken, KeyEntry, SecretMatch, secret};
 
 /// The table as a request sees it: one freshness read and one entry read.
 pub trait KeyLookup {
@@ -134,6 +134,10 @@ pub struct Allow {
     /// Remove the key headers before the upstream.
     pub strip_key: bool,
     pub reason: Reason,
+    /// The key's previous secret opened it (a rotation's overlap): the
+    /// usage report says so, so people see whether the old secret is still
+    /// in use before it stops.
+    pub previous_secret: bool,
 }
 
 /// A local reply.
@@ -236,35 +240,54 @@ fn deny_key(reason: Reason, key_id: i64) -> Decision {
     })
 }
 
-/// Checks a well-formed key against the table. `Ok(entry)` when it is valid
-/// now; otherwise the reason it is not.
+/// Checks a well-formed key against the table. `Ok((entry, previous))` when
+/// it is valid now, `previous` telling that the secret a rotation replaced
+/// opened it; otherwise the reason it is not.
 fn validate_key(
     token: &ApiKeyToken,
     now_unix: i64,
     max_staleness: u64,
     table: &dyn KeyLookup,
-) -> Result<KeyEntry, Reason> {
+) -> Result<(KeyEntry, bool), Reason> {
     let last_sync = table.last_sync_unix().ok_or(Reason::NoTable)?;
     let age = now_unix.saturating_sub(last_sync);
     if age > i64::try_from(max_staleness).unwrap_or(i64::MAX) {
         return Err(Reason::StaleTable);
     }
     let entry = table.entry(token.key_id);
-    // Hash and compare even on a miss, so timing does not tell whether the
-    // key id exists; the user id is checked only after the secret, so it is
-    // no oracle either.
-    let secret_ok = secret::verify(entry.as_ref().map(|e| &e.secret_hash), &token.secret);
+    // One hash and two compares whether or not the key id exists and has a
+    // previous secret, so timing tells neither; the user id is checked only
+    // after the secret, so it is no oracle either.
+    let matched = secret::verify_either(
+        entry.as_ref().map(|e| &e.secret_hash),
+        entry
+            .as_ref()
+            .and_then(|e| e.previous_secret.as_ref())
+            .map(|p| &p.hash),
+        &token.secret,
+    );
     let entry = entry.ok_or(Reason::UnknownKey)?;
-    if !secret_ok {
-        return Err(Reason::BadSecret);
-    }
+    let previous = match matched {
+        SecretMatch::Current => false,
+        // The secret a rotation replaced works until its deadline by this
+        // edge's own clock: no word from the control plane is needed.
+        SecretMatch::Previous
+            if entry
+                .previous_secret
+                .as_ref()
+                .is_some_and(|p| p.open_at(now_unix)) =>
+        {
+            true
+        }
+        SecretMatch::Previous | SecretMatch::Neither => return Err(Reason::BadSecret),
+    };
     if entry.user_id != token.user_id || entry.id != token.key_id {
         return Err(Reason::UserMismatch);
     }
     if entry.expires_at.is_some_and(|exp| now_unix >= exp) {
         return Err(Reason::Expired);
     }
-    Ok(entry)
+    Ok((entry, previous))
 }
 
 /// Decides one request.
@@ -287,10 +310,11 @@ pub fn decide(req: &Request<'_>, cfg: &Config, now_unix: i64, table: &dyn KeyLoo
         // Bad was handled above; Other/Me with a key are handled by the guards.
         (_, Presented::None) => return Decision::Pass,
     };
-    let entry = match validate_key(&token, now_unix, cfg.max_staleness_seconds, table) {
-        Ok(e) => e,
-        Err(reason) => return deny_key(reason, token.key_id),
-    };
+    let (entry, previous_secret) =
+        match validate_key(&token, now_unix, cfg.max_staleness_seconds, table) {
+            Ok(found) => found,
+            Err(reason) => return deny_key(reason, token.key_id),
+        };
     match class {
         PathClass::Protected { server } => {
             if !entry.servers.contains(server) {
@@ -305,6 +329,7 @@ pub fn decide(req: &Request<'_>, cfg: &Config, now_unix: i64, table: &dyn KeyLoo
                 server: Some(server.to_owned()),
                 strip_key: cfg.strip_key,
                 reason: Reason::Allowed,
+                previous_secret,
             })
         }
         // The control plane authenticates the key again itself, so it keeps it.
@@ -314,6 +339,7 @@ pub fn decide(req: &Request<'_>, cfg: &Config, now_unix: i64, table: &dyn KeyLoo
             server: None,
             strip_key: false,
             reason: Reason::MeAllowed,
+            previous_secret,
         }),
         PathClass::Other | PathClass::Bad => deny(Reason::KeyOffRoute),
     }
@@ -356,6 +382,7 @@ mod tests {
             secret_hash: Secret::from_bytes([fill; 32]).hash(),
             expires_at: exp,
             servers,
+            previous_secret: None,
         }
     }
 
@@ -616,7 +643,8 @@ mod tests {
                 key_id: 1,
                 server: Some("alpha".into()),
                 strip_key: true,
-                reason: Reason::Allowed
+                reason: Reason::Allowed,
+                previous_secret: false,
             })
         );
         let d = run(
@@ -697,6 +725,118 @@ mod tests {
         // Bad keys stay 401 whatever the name.
         let bad = bearer(&token(10, 1, 9));
         assert_eq!(on(&t, "gamma", &bad).0, 401);
+    }
+
+    /// Key 6 after a rotation: secret 61 now, secret 60 until `deadline`.
+    fn rotated(t: &mut FakeTable, current: u8, previous: Option<(u8, i64)>) {
+        let mut e = entry(6, 10, current, ServerScope::All, None);
+        e.previous_secret = previous.map(|(fill, expires_at)| keygate_protocol::PreviousSecret {
+            hash: Secret::from_bytes([fill; 32]).hash(),
+            expires_at,
+        });
+        t.entries.insert(6, e);
+    }
+
+    fn on_alpha(t: &FakeTable, fill: u8) -> Decision {
+        run(
+            "POST",
+            "/mcp-connect/alpha/mcp",
+            &[("authorization", &bearer(&token(10, 6, fill)))],
+            t,
+        )
+    }
+
+    fn used_previous(d: &Decision) -> Option<bool> {
+        match d {
+            Decision::Allow(a) => Some(a.previous_secret),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn the_old_secret_works_until_the_overlap_ends() {
+        let mut t = table();
+        // Rotated from 60 to 61 with the old secret open until NOW + 1.
+        rotated(&mut t, 61, Some((60, NOW + 1)));
+        assert_eq!(used_previous(&on_alpha(&t, 61)), Some(false));
+        assert_eq!(used_previous(&on_alpha(&t, 60)), Some(true));
+        let me = run(
+            "GET",
+            "/api/me",
+            &[("authorization", &bearer(&token(10, 6, 60)))],
+            &t,
+        );
+        assert_eq!(used_previous(&me), Some(true));
+        // At the deadline (the edge's clock says NOW) and after: refused
+        // like any wrong secret, while the new one still works.
+        for deadline in [NOW, NOW - 1, NOW - 86_400] {
+            rotated(&mut t, 61, Some((60, deadline)));
+            let d = on_alpha(&t, 60);
+            assert_eq!(
+                status(&d),
+                (401, Some(CHALLENGE_INVALID_TOKEN), Reason::BadSecret),
+                "deadline {deadline}"
+            );
+            assert_eq!(used_previous(&on_alpha(&t, 61)), Some(false));
+        }
+        // Rotation without overlap: no previous secret at all.
+        rotated(&mut t, 61, None);
+        assert_eq!(status(&on_alpha(&t, 60)).2, Reason::BadSecret);
+        // Any other secret is refused during the overlap too.
+        rotated(&mut t, 61, Some((60, NOW + 100)));
+        assert_eq!(status(&on_alpha(&t, 59)).2, Reason::BadSecret);
+        // The old secret still cannot claim another user.
+        let other_user = run(
+            "POST",
+            "/mcp-connect/alpha/mcp",
+            &[("authorization", &bearer(&token(11, 6, 60)))],
+            &t,
+        );
+        assert_eq!(status(&other_user).2, Reason::UserMismatch);
+    }
+
+    #[test]
+    fn a_second_rotation_ends_the_oldest_secret_at_once() {
+        let mut t = table();
+        rotated(&mut t, 61, Some((60, NOW + 3600)));
+        assert_eq!(used_previous(&on_alpha(&t, 60)), Some(true));
+        // Rotated again during the overlap: 62 now, 61 the previous one.
+        // 60 is gone although its deadline has not passed: at most two
+        // secrets are ever valid.
+        rotated(&mut t, 62, Some((61, NOW + 60)));
+        assert_eq!(status(&on_alpha(&t, 60)).2, Reason::BadSecret);
+        assert_eq!(used_previous(&on_alpha(&t, 61)), Some(true));
+        assert_eq!(used_previous(&on_alpha(&t, 62)), Some(false));
+    }
+
+    #[test]
+    fn the_old_secret_keeps_the_key_s_other_limits() {
+        let mut t = table();
+        let mut e = entry(
+            6,
+            10,
+            61,
+            ServerScope::Named(vec!["alpha".into()]),
+            Some(NOW + 5),
+        );
+        e.previous_secret = Some(keygate_protocol::PreviousSecret {
+            hash: Secret::from_bytes([60; 32]).hash(),
+            expires_at: NOW + 3600,
+        });
+        t.entries.insert(6, e.clone());
+        // Same scope as the new secret.
+        let beta = run(
+            "POST",
+            "/mcp-connect/beta/mcp",
+            &[("authorization", &bearer(&token(10, 6, 60)))],
+            &t,
+        );
+        assert_eq!(status(&beta).2, Reason::OutOfScope);
+        // The key's expiry ends both secrets, whatever the overlap says.
+        e.expires_at = Some(NOW);
+        t.entries.insert(6, e);
+        assert_eq!(status(&on_alpha(&t, 60)).2, Reason::Expired);
+        assert_eq!(status(&on_alpha(&t, 61)).2, Reason::Expired);
     }
 
     #[test]

@@ -410,6 +410,7 @@ mod tests {
                     secret_hash: Secret::from_bytes([1; 32]).hash(),
                     expires_at: None,
                     servers: ServerScope::All,
+                    previous_secret: None,
                 })
                 .collect(),
             removals: removals.to_vec(),

@@ -79,6 +79,7 @@ mod tests {
             server: server.map(String::from),
             strip_key: strip,
             reason: Reason::Allowed,
+            previous_secret: false,
         })
     }
 

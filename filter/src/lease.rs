@@ -11,7 +11,7 @@ use crate::store::{SharedStore, StoreError};
 use serde::{Deserialize, Serialize};
 
 /// Versioned with the table layout (see [`crate::table`]).
-pub const LEASE_KEY: &str = "kg3/lease";
+pub const LEASE_KEY: &str = "kg4/lease";
 
 /// Who may fetch the key table, and until when. Stored as JSON with
 /// one-letter field names, like the table's meta.

@@ -15,7 +15,7 @@ use crate::request_headers::RequestHeaders;
 use crate::store::SharedStore;
 use crate::sync::Syncer;
 use crate::table::{TableCache, TableReader};
-use crate::usage::UsageBatch;
+use crate::usage::{PostResult, UsageBatch};
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -174,9 +174,9 @@ impl Root {
             }
         } else if self.usage_call == Some(token) {
             self.usage_call = None;
-            let ok = status.is_some_and(|s| (200..300).contains(&s));
-            shared.usage.borrow_mut().on_result(ok);
-            if !ok {
+            let result = PostResult::of(status);
+            shared.usage.borrow_mut().on_result(result);
+            if result != PostResult::Sent {
                 host.add_to_counter(Metric::UsageFlushFailures, 1);
             }
         }
@@ -213,7 +213,7 @@ impl Root {
         match host.dispatch(&shared.config.control_plane_cluster, &req) {
             Ok(token) => self.usage_call = Some(token),
             Err(_) => {
-                shared.usage.borrow_mut().on_result(false);
+                shared.usage.borrow_mut().on_result(PostResult::Failed);
                 host.add_to_counter(Metric::UsageFlushFailures, 1);
             }
         }
@@ -348,7 +348,10 @@ pub fn on_request_headers(
                 return fail_closed(host);
             }
             if let Decision::Allow(allow) = &decision {
-                shared.usage.borrow_mut().record(allow.key_id, now);
+                shared
+                    .usage
+                    .borrow_mut()
+                    .record(allow.key_id, now, allow.previous_secret);
             }
             Verdict::Continue
         }

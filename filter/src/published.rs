@@ -64,6 +64,7 @@ mod tests {
             server: Some("alpha".into()),
             strip_key: true,
             reason: Reason::Allowed,
+            previous_secret: false,
         });
         assert_eq!(
             properties(&allow),

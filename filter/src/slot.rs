@@ -1,4 +1,4 @@
-//! The compact binary form of one key-table slot (`kg3/k/<keyId>`) in shared
+//! The compact binary form of one key-table slot (`kg4/k/<keyId>`) in shared
 //! data: what every request decodes, and most of what one key costs in
 //! Envoy's memory.
 //!
@@ -15,6 +15,8 @@
 //! | 8 | user id (i64) |
 //! | 32 | SHA-256 of the secret |
 //! | 1 + 8 | expiry present (0/1), unix seconds (i64, 0 when absent) |
+//! | 1 | previous secret present (0/1): a rotation with overlap |
+//! | 32 + 8 | previous only: its SHA-256, its deadline (unix seconds, i64) |
 //! | 1 | scope: 0 = every server, 1 = named |
 //! | 4 | named only: number of names (u32) |
 //! | 1 + n | per name: length, bytes |
@@ -26,7 +28,7 @@
 
 use crate::table::StoredEntry;
 use keygate_protocol::server_name::is_valid_server_name;
-use keygate_protocol::{KeyEntry, SecretHash, ServerScope};
+use keygate_protocol::{KeyEntry, PreviousSecret, SecretHash, ServerScope};
 
 const TAG_ENTRY: u8 = 1;
 const TAG_TOMBSTONE: u8 = 2;
@@ -50,6 +52,14 @@ pub fn encode(slot: &StoredEntry) -> Vec<u8> {
     out.extend_from_slice(e.secret_hash.as_bytes());
     out.push(u8::from(e.expires_at.is_some()));
     out.extend_from_slice(&e.expires_at.unwrap_or(0).to_le_bytes());
+    match &e.previous_secret {
+        None => out.push(0),
+        Some(p) => {
+            out.push(1);
+            out.extend_from_slice(p.hash.as_bytes());
+            out.extend_from_slice(&p.expires_at.to_le_bytes());
+        }
+    }
     match &e.servers {
         ServerScope::All => out.push(SCOPE_ALL),
         ServerScope::Named(names) => {
@@ -126,6 +136,14 @@ fn decode_entry(c: &mut Cursor<'_>) -> Option<KeyEntry> {
         1 => Some(expiry),
         _ => return None,
     };
+    let previous_secret = match c.u8()? {
+        0 => None,
+        1 => Some(PreviousSecret {
+            hash: SecretHash::from_bytes(c.array()?),
+            expires_at: c.i64()?,
+        }),
+        _ => return None,
+    };
     let servers = match c.u8()? {
         SCOPE_ALL => ServerScope::All,
         SCOPE_NAMED => {
@@ -150,6 +168,7 @@ fn decode_entry(c: &mut Cursor<'_>) -> Option<KeyEntry> {
         secret_hash,
         expires_at,
         servers,
+        previous_secret,
     })
 }
 
@@ -175,7 +194,16 @@ mod tests {
             secret_hash: Secret::from_bytes([7; 32]).hash(),
             expires_at,
             servers,
+            previous_secret: None,
         }
+    }
+
+    fn rotated(mut e: KeyEntry) -> KeyEntry {
+        e.previous_secret = Some(PreviousSecret {
+            hash: Secret::from_bytes([8; 32]).hash(),
+            expires_at: 1_800_000_000,
+        });
+        e
     }
 
     #[test]
@@ -193,7 +221,13 @@ mod tests {
             assert!(bytes.len() <= 100, "{} bytes", bytes.len());
         }
         assert_eq!(encode(&slot(None)).len(), 17);
-        assert_eq!(encode(&slot(Some(entry(ServerScope::All, None)))).len(), 75);
+        assert_eq!(encode(&slot(Some(entry(ServerScope::All, None)))).len(), 76);
+        // A rotation with overlap adds the old hash and its deadline, while
+        // the overlap lasts.
+        let r = slot(Some(rotated(entry(ServerScope::All, Some(9)))));
+        let bytes = encode(&r);
+        assert_eq!(bytes.len(), 76 + 40);
+        assert_eq!(decode(&bytes), Some(r));
     }
 
     #[test]
@@ -227,16 +261,21 @@ mod tests {
         let mut longer = good.clone();
         longer.push(0);
         assert_eq!(decode(&longer), None);
-        // Unknown tag, expiry flag, scope; an invalid name.
-        for (at, byte) in [(0, 9u8), (65, 2), (74, 7), (80, b'A')] {
+        // Unknown tag, expiry flag, previous-secret flag, scope; an invalid name.
+        for (at, byte) in [(0, 9u8), (65, 2), (74, 2), (75, 7), (81, b'A')] {
             let mut bad = good.clone();
             bad[at] = byte;
             assert_eq!(decode(&bad), None, "byte {at} = {byte}");
         }
         // A huge name count with nothing behind it.
-        let mut bad = good[..75].to_vec();
+        let mut bad = good[..76].to_vec();
         bad.extend_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(decode(&bad), None);
+        // A rotated entry cut anywhere in its previous secret.
+        let rotated = encode(&slot(Some(rotated(entry(ServerScope::All, None)))));
+        for n in 75..rotated.len() {
+            assert_eq!(decode(&rotated[..n]), None, "truncated at {n}");
+        }
         // The old JSON form is not mistaken for an entry.
         assert_eq!(decode(br#"{"g":1,"v":2,"e":null}"#), None);
     }
@@ -252,10 +291,14 @@ mod tests {
             g in any::<u64>(), v in any::<u64>(), id in any::<i64>(), user in any::<i64>(),
             hash in any::<[u8; 32]>(), exp in any::<Option<i64>>(),
             names in proptest::option::of(proptest::collection::vec("[a-z0-9][a-z0-9-]{0,62}", 0..5)),
+            previous in proptest::option::of((any::<[u8; 32]>(), any::<i64>())),
         ) {
             let s = StoredEntry { generation: g, version: v, entry: Some(KeyEntry {
                 id, user_id: user, secret_hash: SecretHash::from_bytes(hash), expires_at: exp,
                 servers: names.map_or(ServerScope::All, ServerScope::Named),
+                previous_secret: previous.map(|(h, at)| PreviousSecret {
+                    hash: SecretHash::from_bytes(h), expires_at: at,
+                }),
             }) };
             prop_assert_eq!(decode(&encode(&s)), Some(s));
         }

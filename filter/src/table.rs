@@ -3,21 +3,23 @@
 //! the layout; [`reader`] is what a request does with it, [`writer`] what the
 //! lease holder does with the feed's answers.
 //!
-//! Layout (the `3` is the layout version: filter builds with different
+//! Layout (the `4` is the layout version: filter builds with different
 //! layouts that share a `vm_id` during an upgrade keep separate tables and
 //! leases instead of misreading each other's):
-//! - `kg3/meta` = [`Meta`] (small JSON): generation, table version, last
+//! - `kg4/meta` = [`Meta`] (small JSON): generation, table version, last
 //!   sync, key count, reserved generation, registered-servers stamp.
-//! - `kg3/k/<keyId>` = [`StoredEntry`] in the compact binary form of
+//! - `kg4/k/<keyId>` = [`StoredEntry`] in the compact binary form of
 //!   [`crate::slot`]: generation, version, and the entry or a tombstone for a
 //!   removed key.
-//! - `kg3/servers` = the MCP servers registered at the control plane (see
+//! - `kg4/servers` = the MCP servers registered at the control plane (see
 //!   [`servers`]), present when the control plane sends them.
 //!
 //! Layout 3 added the registered servers: a layout-2 build would drop the
 //! stamp from meta whenever it wrote it, turning the check off unseen.
+//! Layout 4 added a rotated key's previous secret to the slot: a layout-3
+//! build could not read a layout-4 slot (it would fail closed on every key).
 //!
-//! A request reads `kg3/k/<keyId>`, one O(1) lookup, never a decode of the
+//! A request reads `kg4/k/<keyId>`, one O(1) lookup, never a decode of the
 //! whole table, and each VM keeps what it read for a few milliseconds (see
 //! [`TableCache`]). A delta of k changes writes k entries and meta.
 //! A full snapshot first reserves generation G+1 in meta (`reserved`), then
@@ -46,8 +48,8 @@ use crate::store::SharedStore;
 use keygate_protocol::KeyEntry;
 use serde::{Deserialize, Serialize};
 
-pub const META_KEY: &str = "kg3/meta";
-pub const ENTRY_PREFIX: &str = "kg3/k/";
+pub const META_KEY: &str = "kg4/meta";
+pub const ENTRY_PREFIX: &str = "kg4/k/";
 
 /// The table's header. Stored as JSON with one-letter field names: every
 /// request may read it, so it stays a few dozen bytes.

@@ -173,6 +173,7 @@ fn check_decisions(headers: &[(String, Vec<u8>)], presented: &Presented) {
         secret_hash: valid.secret.hash(),
         expires_at: None,
         servers: ServerScope::All,
+        previous_secret: None,
     });
     // Read as the plugin reads Envoy's map (names lowercased in place).
     let Some(lowered) = RequestHeaders::from_pairs(headers) else {

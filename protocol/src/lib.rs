@@ -20,10 +20,10 @@ pub mod token;
 pub mod wire;
 
 pub use feed::{FeedQuery, FeedQueryError, PageSize, WaitSeconds};
-pub use secret::{Secret, SecretHash};
+pub use secret::{Secret, SecretHash, SecretMatch};
 pub use server_name::{ServerName, ServerNameError};
 pub use token::{ApiKeyToken, TokenError};
-pub use wire::{KeyEntry, KeyTable, ServerScope, UsageItem, UsageReport};
+pub use wire::{KeyEntry, KeyTable, PreviousSecret, ServerScope, UsageItem, UsageReport};
 
 /// Path prefix under which MCP servers are reached through the edge.
 pub const MCP_CONNECT_PREFIX: &str = "/mcp-connect/";

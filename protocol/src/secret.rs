@@ -85,6 +85,39 @@ pub fn verify(stored: Option<&SecretHash>, presented: &Secret) -> bool {
     found & matched
 }
 
+/// Which of a key's secrets a presented one is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretMatch {
+    Current,
+    /// The secret a rotation replaced (the caller checks its deadline).
+    Previous,
+    Neither,
+}
+
+/// Checks a presented secret against a key's current hash and, after a
+/// rotation with overlap, its previous one; either may be missing.
+///
+/// The secret is hashed once and compared with both (a fixed dummy standing
+/// in for a missing one), so the work is the same for an unknown key, a key
+/// with one secret and a key with two.
+pub fn verify_either(
+    current: Option<&SecretHash>,
+    previous: Option<&SecretHash>,
+    presented: &Secret,
+) -> SecretMatch {
+    const DUMMY: SecretHash = SecretHash([0u8; 32]);
+    let hash = presented.hash();
+    let current_ok: bool = current.unwrap_or(&DUMMY).0.ct_eq(&hash.0).into();
+    let previous_ok: bool = previous.unwrap_or(&DUMMY).0.ct_eq(&hash.0).into();
+    if current.is_some() & current_ok {
+        SecretMatch::Current
+    } else if previous.is_some() & previous_ok {
+        SecretMatch::Previous
+    } else {
+        SecretMatch::Neither
+    }
+}
+
 impl serde::Serialize for SecretHash {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.to_hex())
@@ -124,6 +157,35 @@ mod tests {
         assert!(!verify(None, &s));
         // A secret whose hash happens to equal the dummy is still refused on a miss.
         assert!(!verify(None, &Secret::from_bytes([0; 32])));
+    }
+
+    #[test]
+    fn verify_either_tells_current_from_previous() {
+        let current = Secret::from_bytes([1; 32]);
+        let previous = Secret::from_bytes([2; 32]);
+        let other = Secret::from_bytes([3; 32]);
+        let (c, p) = (current.hash(), previous.hash());
+        assert_eq!(
+            verify_either(Some(&c), Some(&p), &current),
+            SecretMatch::Current
+        );
+        assert_eq!(
+            verify_either(Some(&c), Some(&p), &previous),
+            SecretMatch::Previous
+        );
+        assert_eq!(
+            verify_either(Some(&c), Some(&p), &other),
+            SecretMatch::Neither
+        );
+        assert_eq!(
+            verify_either(Some(&c), None, &previous),
+            SecretMatch::Neither
+        );
+        assert_eq!(verify_either(None, None, &current), SecretMatch::Neither);
+        // The dummy that stands in for a missing hash never matches.
+        let zero = Secret::from_bytes([0; 32]);
+        assert_eq!(verify_either(None, None, &zero), SecretMatch::Neither);
+        assert_eq!(verify_either(Some(&c), None, &zero), SecretMatch::Neither);
     }
 
     #[test]

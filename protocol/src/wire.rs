@@ -52,6 +52,29 @@ pub struct KeyEntry {
     pub expires_at: Option<i64>,
     /// The key's effective servers: its scope intersected with its owner's access now.
     pub servers: ServerScope,
+    /// After a rotation with overlap: the secret it replaced, accepted until
+    /// its deadline. Absent otherwise, and from an older control plane; an
+    /// older edge ignores it (and so refuses the old secret at once, which
+    /// fails closed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_secret: Option<PreviousSecret>,
+}
+
+/// The secret a rotation replaced, while it still works.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PreviousSecret {
+    pub hash: SecretHash,
+    /// Unix seconds; the old secret is refused at and after this instant,
+    /// by the edge's own clock, with no further word from the control plane.
+    pub expires_at: i64,
+}
+
+impl PreviousSecret {
+    /// Whether the old secret is still accepted at `now_unix`.
+    pub fn open_at(&self, now_unix: i64) -> bool {
+        now_unix < self.expires_at
+    }
 }
 
 /// A set of MCP server names, or every server (`"*"` on the wire).
@@ -102,18 +125,30 @@ impl<'de> Deserialize<'de> for ServerScope {
 }
 
 /// Last-use times the edge observed, sent in batches.
+///
+/// Compatibility both ways: readers ignore fields they do not know (a
+/// control plane before rotation refused them, so an edge only ever sends a
+/// field such a control plane cannot know about when that control plane
+/// could not have caused it: see [`UsageItem::previous_secret_used_at`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct UsageReport {
     pub items: Vec<UsageItem>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct UsageItem {
     pub key_id: i64,
-    /// Unix seconds.
+    /// Unix seconds: the latest use with either secret.
     pub last_used_at: i64,
+    /// Unix seconds: the latest use with the secret a rotation replaced.
+    /// Only a table entry with a [`KeyEntry::previous_secret`] can produce
+    /// it, and only a control plane that knows rotation sends one, so a
+    /// control plane that refuses unknown fields never receives it. Left
+    /// out when absent, so such a report is byte for byte the older shape.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_secret_used_at: Option<i64>,
 }
 
 #[cfg(test)]
@@ -134,6 +169,10 @@ mod tests {
                     secret_hash: Secret::from_bytes([0; 32]).hash(),
                     expires_at: Some(1_900_000_000),
                     servers: ServerScope::Named(vec!["alpha".into()]),
+                    previous_secret: Some(PreviousSecret {
+                        hash: Secret::from_bytes([0; 32]).hash(),
+                        expires_at: 1_800_000_000,
+                    }),
                 },
                 KeyEntry {
                     id: 4,
@@ -141,6 +180,7 @@ mod tests {
                     secret_hash: Secret::from_bytes([0; 32]).hash(),
                     expires_at: None,
                     servers: ServerScope::All,
+                    previous_secret: None,
                 },
             ],
             removals: vec![9],
@@ -159,6 +199,15 @@ mod tests {
             v["upserts"][0]["secretHash"],
             "66687aadf862bd776c8fc18b8e9f8e20089714856ee233b3902a591d0d5f2925"
         );
+        assert_eq!(
+            v["upserts"][0]["previousSecret"],
+            serde_json::json!({
+                "hash": "66687aadf862bd776c8fc18b8e9f8e20089714856ee233b3902a591d0d5f2925",
+                "expiresAt": 1_800_000_000
+            })
+        );
+        // No previous secret, no field: the entry is what an older control plane sent.
+        assert!(v["upserts"][1].get("previousSecret").is_none());
         assert_eq!(v["removals"][0], 9);
         let back: KeyTable = serde_json::from_value(v.clone()).unwrap();
         assert_eq!(back, t);
@@ -220,6 +269,92 @@ mod tests {
         let r: UsageReport =
             serde_json::from_str(r#"{"items":[{"keyId":5,"lastUsedAt":1700000000}]}"#).unwrap();
         assert_eq!(r.items[0].key_id, 5);
-        assert!(serde_json::from_str::<UsageReport>(r#"{"items":[],"x":1}"#).is_err());
+        assert_eq!(r.items[0].previous_secret_used_at, None);
+        let r: UsageReport = serde_json::from_str(
+            r#"{"items":[{"keyId":5,"lastUsedAt":1700000009,"previousSecretUsedAt":1700000007}]}"#,
+        )
+        .unwrap();
+        assert_eq!(r.items[0].previous_secret_used_at, Some(1_700_000_007));
+    }
+
+    /// The report as the control plane before rotation read it: unknown
+    /// fields refused. Kept here to prove an edge never sends it one.
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct OldUsageReport {
+        items: Vec<OldUsageItem>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct OldUsageItem {
+        key_id: i64,
+        last_used_at: i64,
+    }
+
+    #[test]
+    fn a_new_edge_report_without_previous_use_is_the_old_shape() {
+        // Uses with the current secret only (all an older control plane's
+        // entries can produce): the old reader takes the report.
+        let report = UsageReport {
+            items: vec![UsageItem {
+                key_id: 5,
+                last_used_at: 1_700_000_000,
+                previous_secret_used_at: None,
+            }],
+        };
+        let json = serde_json::to_string(&report).unwrap();
+        assert_eq!(json, r#"{"items":[{"keyId":5,"lastUsedAt":1700000000}]}"#);
+        assert!(serde_json::from_str::<OldUsageReport>(&json).is_ok());
+        // With a previous-secret use, the old reader would refuse it: why
+        // the edge only reports one for entries a newer control plane sent.
+        let newer = UsageReport {
+            items: vec![UsageItem {
+                previous_secret_used_at: Some(1_700_000_000),
+                ..report.items[0].clone()
+            }],
+        };
+        let json = serde_json::to_string(&newer).unwrap();
+        assert!(serde_json::from_str::<OldUsageReport>(&json).is_err());
+    }
+
+    #[test]
+    fn a_new_control_plane_reads_old_and_future_reports() {
+        // An older edge's report.
+        let old: UsageReport =
+            serde_json::from_str(r#"{"items":[{"keyId":5,"lastUsedAt":1700000000}]}"#).unwrap();
+        assert_eq!(
+            old.items,
+            vec![UsageItem {
+                key_id: 5,
+                last_used_at: 1_700_000_000,
+                previous_secret_used_at: None
+            }]
+        );
+        // A field added by a future edge is ignored, on the report and on items.
+        let future: UsageReport = serde_json::from_str(
+            r#"{"items":[{"keyId":5,"lastUsedAt":1700000000,"region":"eu"}],"sentAt":1}"#,
+        )
+        .unwrap();
+        assert_eq!(future, old);
+    }
+
+    #[test]
+    fn previous_secret_closes_at_its_deadline() {
+        let p = PreviousSecret {
+            hash: Secret::from_bytes([1; 32]).hash(),
+            expires_at: 100,
+        };
+        assert!(p.open_at(99));
+        assert!(!p.open_at(100));
+        assert!(!p.open_at(101));
+        // The wire form reads back.
+        let v = serde_json::json!({"id": 1, "userId": 2,
+            "secretHash": Secret::from_bytes([2; 32]).hash(), "servers": "*",
+            "previousSecret": p});
+        let e: KeyEntry = serde_json::from_value(v).unwrap();
+        assert_eq!(e.previous_secret, Some(p));
     }
 }

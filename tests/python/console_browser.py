@@ -691,6 +691,8 @@ def scenario_audit_log(browser: Browser) -> None:
     expect(table.get_by_role("cell", name=f"MCP server {server}", exact=True)).to_have_count(0)
     expect(table.get_by_role("row").filter(has_text=key_name)).to_have_count(3)
     expect(table.get_by_role("row").filter(has_text="Signed in")).to_have_count(1)
+
+
 def scenario_key_policy(browser: Browser) -> None:
     """User Management > Key Policy: the admin sets the limits (a default
     above the maximum is refused with the API's message); the Create API Key
@@ -814,6 +816,114 @@ def scenario_screenshots(browser: Browser) -> None:
     log(f"screenshots in {folder}")
 
 
+def open_row_menu(page: Page, name: str) -> None:
+    page.get_by_role("button", name=f"Actions for API key {name}").click()
+
+
+def rotate_through_menu(page: Page, name: str, overlap: str):
+    """Row menu > Rotate, with "Keep the old key working for" = `overlap`;
+    returns the shown-once dialog of the new key."""
+    open_row_menu(page, name)
+    page.get_by_role("menuitem", name="Rotate").click()
+    dialog = page.get_by_role("dialog", name="Rotate API Key")
+    expect(dialog).to_contain_text(name)
+    dialog.get_by_label("Keep the old key working for").select_option(label=overlap)
+    with page.expect_response(lambda r: r.request.method == "POST" and r.url.endswith("/rotate")) as rotated:
+        dialog.get_by_role("button", name="Rotate API Key").click()
+    response = rotated.value
+    assert response.status == 200, f"rotate answered {response.status}: {response.text()}"
+    assert "no-store" in response.headers.get("cache-control", ""), "the rotate answer must not be cached"
+    expect(dialog).to_have_count(0)
+    shown = page.get_by_role("dialog", name="API Key Rotated")
+    expect(shown).to_be_visible()
+    return shown
+
+
+def scenario_disable_enable_and_rotate(browser: Browser) -> None:
+    """The key lifecycle from the row menu: Disable (the Status column says
+    Disabled and the edge refuses the key), Enable; Rotate keeping the old
+    key for 1 hour (the new key is shown once, works through Envoy with the
+    MCP SDK, the old one still works, the detail says when it stops);
+    Rotate with None (both older keys refused). The admin's list has the
+    same actions."""
+    me = admin("GET", "/api/me")
+    grant(me["id"], ["echo"])
+    page = browser.page()
+    sign_in_with_token(page)
+    name = unique("rotating")
+    shown = create_key_in_dialog(page, name, servers=("echo",), expires_in_days=10)
+    old = read_shown_key(page, shown)
+    shown.get_by_role("button", name="Done").click()
+    expect(page.get_by_role("columnheader", name="Status")).to_be_visible()
+    expect(cell(page, name, "Status")).to_have_text("Active")
+    wait_edge_status(old, 200)
+
+    # Disable, then Enable.
+    open_row_menu(page, name)
+    page.get_by_role("menuitem", name="Disable").click()
+    confirm = page.get_by_role("alertdialog", name="Disable API Key")
+    expect(confirm).to_contain_text(name)
+    confirm.get_by_role("button", name="Disable").click()
+    expect(confirm).to_have_count(0)
+    expect(cell(page, name, "Status")).to_have_text("Disabled")
+    wait_edge_status(old, 401)
+    open_row_menu(page, name)
+    expect(page.get_by_role("menuitem", name="Rotate")).to_have_count(0)
+    page.get_by_role("menuitem", name="Enable").click()
+    expect(cell(page, name, "Status")).to_have_text("Active")
+    wait_edge_status(old, 200)
+
+    # Rotate, keeping the old key for an hour.
+    shown = rotate_through_menu(page, name, "1 hour")
+    new = read_shown_key(page, shown)
+    # ok1-<userId>-<keyId>-<secret>: the same user and key id, a new secret.
+    assert new != old and new.split("-")[:3] == old.split("-")[:3], "the rotated key is not the same key"
+    expect(shown).to_contain_text("The old key keeps working until")
+    expect(shown.get_by_text(f"{BASE}/mcp-connect/echo/mcp").first).to_be_visible()
+    shown.get_by_role("button", name="Done").click()
+    expect(shown).to_have_count(0)
+    assert_key_nowhere(page, new)
+    wait_edge_status(new, 200)
+    report = call_tool_with_sdk(new)
+    assert report.get("echo") == "hello from python", report
+    assert edge_status(old) == 200, "the old key stopped during its overlap"
+    expect(cell(page, name, "Status")).to_contain_text("Old key active")
+    page.get_by_role("button", name=name, exact=True).click()
+    detail = page.get_by_role("dialog", name=name)
+    expect(detail.get_by_text("Old key stops")).to_be_visible()
+    expect(detail.get_by_text("Rotated", exact=True)).to_be_visible()
+    expect(detail.locator("dt:text-is('Rotated') + dd time")).to_have_count(1)
+    expect(detail.locator("dt:text-is('Old key stops') + dd time")).to_have_count(1)
+    detail.get_by_role("button", name="Close").click()
+
+    # Rotate again without overlap: only the newest key works.
+    shown = rotate_through_menu(page, name, "None")
+    newest = read_shown_key(page, shown)
+    expect(shown).to_contain_text("The old key no longer works")
+    page.keyboard.press("Escape")
+    assert_key_nowhere(page, newest)
+    wait_edge_status(newest, 200)
+    wait_edge_status(new, 401)
+    wait_edge_status(old, 401)
+    expect(cell(page, name, "Status")).to_have_text("Active")
+
+    # The admin's list offers the same actions.
+    page.goto(BASE + "/admin/api-keys")
+    open_row_menu(page, name)
+    page.get_by_role("menuitem", name="Disable").click()
+    page.get_by_role("alertdialog", name="Disable API Key").get_by_role("button", name="Disable").click()
+    expect(cell(page, name, "Status")).to_have_text("Disabled")
+    wait_edge_status(newest, 401)
+    open_row_menu(page, name)
+    page.get_by_role("menuitem", name="Enable").click()
+    expect(cell(page, name, "Status")).to_have_text("Active")
+    open_row_menu(page, name)
+    expect(page.get_by_role("menuitem", name="Rotate")).to_be_visible()
+    page.keyboard.press("Escape")
+    wait_edge_status(newest, 200)
+    delete_key_through_menu(page, name)
+
+
 def scenario_sign_in_stays_on_this_site(browser: Browser) -> None:
     """`next` after a token sign-in never leaves the console's origin, even
     spelled with the tab or newline that URL parsing drops (`/\t/evil` would
@@ -838,6 +948,7 @@ SCENARIOS = {
     "admin_pages": scenario_admin_pages,
     "audit_log": scenario_audit_log,
     "key_policy": scenario_key_policy,
+    "disable_enable_and_rotate": scenario_disable_enable_and_rotate,
     "screenshots": scenario_screenshots,
 }
 

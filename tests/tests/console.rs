@@ -48,6 +48,15 @@ async fn admin_manages_other_users_keys() {
     run("admin_manages_other_users_keys").await;
 }
 
+/// The row menu's Disable and Enable (the Status column follows, the edge
+/// refuses and accepts the key), Rotate with an overlap (the new key is
+/// shown once and works through Envoy, the old one too), Rotate without
+/// one (the older keys are refused); the admin's list has the same actions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disable_enable_and_rotate() {
+    run("disable_enable_and_rotate").await;
+}
+
 /// Users, MCP Servers and Access Rules from the console.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_pages() {
@@ -59,6 +68,8 @@ async fn admin_pages() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_log() {
     run("audit_log").await;
+}
+
 /// User Management > Key Policy sets the limits (a bad one gets the API's
 /// message); the Create API Key dialog pre-fills the default expiry, names
 /// the maximum and shows the API's refusal of a later date.

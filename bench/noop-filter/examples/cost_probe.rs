@@ -66,8 +66,9 @@ struct Meta {
 }
 
 /// A key entry as keygate's table stores it (filter/src/slot.rs): tag 1,
-/// generation, version, id, user id, SHA-256, expiry flag and time, then the
-/// scope (2 = named: a u32 count, then length-prefixed names).
+/// generation, version, id, user id, SHA-256, expiry flag and time, the
+/// previous-secret flag (0: no rotation overlap), then the scope (2 = named:
+/// a u32 count, then length-prefixed names).
 fn slot_bytes() -> Vec<u8> {
     let mut out = vec![1u8];
     for v in [1u64, 7, 1, 1] {
@@ -76,6 +77,7 @@ fn slot_bytes() -> Vec<u8> {
     out.extend_from_slice(Secret::from_bytes([0; 32]).hash().as_bytes());
     out.push(0);
     out.extend_from_slice(&0i64.to_le_bytes());
+    out.push(0);
     out.push(2);
     out.extend_from_slice(&1u32.to_le_bytes());
     out.push(5);
@@ -103,6 +105,7 @@ fn decode_slot(bytes: &[u8]) -> Option<KeyEntry> {
     let hash: [u8; 32] = take(&mut b, 32)?.try_into().ok()?;
     let has_expiry = take(&mut b, 1)?.first().copied()? == 1;
     let expiry = u64_at(&mut b)? as i64;
+    let _previous = take(&mut b, 1)?;
     let _scope = take(&mut b, 1)?;
     let count = u32::from_le_bytes(take(&mut b, 4)?.try_into().ok()?);
     let mut names = Vec::with_capacity(count as usize);
@@ -116,6 +119,7 @@ fn decode_slot(bytes: &[u8]) -> Option<KeyEntry> {
         secret_hash: keygate_protocol::SecretHash::from_bytes(hash),
         expires_at: has_expiry.then_some(expiry),
         servers: keygate_protocol::ServerScope::Named(names),
+        previous_secret: None,
     })
 }
 

@@ -9,7 +9,8 @@
 use super::{Backend, Conn, Db, Tx};
 use crate::domain::Subjects;
 use crate::domain::access::{AccessRule, access_of, effective};
-use keygate_protocol::{KeyEntry, SecretHash, ServerScope};
+use crate::domain::now_unix;
+use keygate_protocol::{KeyEntry, PreviousSecret, SecretHash, ServerScope};
 use std::collections::HashMap;
 
 /// The PostgreSQL channel a commit that changes the key table is announced on
@@ -197,20 +198,47 @@ struct KeyFeedRow {
     secret_hash: String,
     expires_at: Option<i64>,
     all_servers: i64,
+    previous_secret_hash: Option<String>,
+    previous_secret_expires_at: Option<i64>,
+}
+
+/// The columns of a [`KeyFeedRow`], for queries `FROM api_keys`.
+macro_rules! feed_columns {
+    () => {
+        "id, user_id, secret_hash, expires_at, all_servers, previous_secret_hash, \
+         previous_secret_expires_at"
+    };
 }
 
 /// A key's edge entry. A key that opens no server now (its owner lost
 /// access, or its servers were deleted) keeps its entry with no servers: it
 /// is still a valid key, so the edge answers 403 on MCP servers and lets it
 /// through to `/api/me`, as the control plane does, rather than 401.
-fn make_entry(row: KeyFeedRow, scope: &ServerScope, access: &ServerScope) -> Option<KeyEntry> {
+///
+/// The secret a rotation replaced rides along until its deadline (`now`
+/// decides only whether to send it: the edge enforces the deadline itself,
+/// so an entry sent before it needs no later change).
+fn make_entry(
+    row: KeyFeedRow,
+    scope: &ServerScope,
+    access: &ServerScope,
+    now: i64,
+) -> Option<KeyEntry> {
     let servers = effective(scope, access);
+    let previous_secret = match (row.previous_secret_hash, row.previous_secret_expires_at) {
+        (Some(hash), Some(expires_at)) if now < expires_at => Some(PreviousSecret {
+            hash: SecretHash::from_hex(&hash)?,
+            expires_at,
+        }),
+        _ => None,
+    };
     Some(KeyEntry {
         id: row.id,
         user_id: row.user_id,
         secret_hash: SecretHash::from_hex(&row.secret_hash)?,
         expires_at: row.expires_at,
         servers,
+        previous_secret,
     })
 }
 
@@ -223,7 +251,9 @@ pub async fn entry(
     access_cache: &mut HashMap<i64, ServerScope>,
 ) -> Result<Option<KeyEntry>, sqlx::Error> {
     let row: Option<KeyFeedRow> = sqlx::query_as(concat!(
-        "SELECT id, user_id, secret_hash, expires_at, all_servers FROM api_keys WHERE id = $1 AND ",
+        "SELECT ",
+        feed_columns!(),
+        " FROM api_keys WHERE id = $1 AND ",
         live_key!()
     ))
     .bind(key_id)
@@ -248,7 +278,7 @@ pub async fn entry(
             a
         }
     };
-    Ok(make_entry(row, &scope, &access))
+    Ok(make_entry(row, &scope, &access, now_unix()))
 }
 
 /// One page of the full snapshot: the keys with `id > after` (all keys when
@@ -267,8 +297,9 @@ pub async fn snapshot_page(
     // One row more than asked tells whether another page follows.
     let fetch = limit.map_or(i64::MAX, |l| i64::from(l) + 1);
     let mut keys: Vec<KeyFeedRow> = sqlx::query_as(concat!(
-        "SELECT id, user_id, secret_hash, expires_at, all_servers FROM api_keys \
-             WHERE id > $1 AND ",
+        "SELECT ",
+        feed_columns!(),
+        " FROM api_keys WHERE id > $1 AND ",
         live_key!(),
         " ORDER BY id LIMIT $2"
     ))
@@ -300,6 +331,7 @@ pub async fn snapshot_page(
     }
     let mut access_cache: HashMap<i64, ServerScope> = HashMap::new();
     let mut out = Vec::with_capacity(keys.len());
+    let now = now_unix();
     for row in keys {
         let scope = if row.all_servers == 1 {
             ServerScope::All
@@ -309,7 +341,7 @@ pub async fn snapshot_page(
         let access = access_cache
             .entry(row.user_id)
             .or_insert_with(|| access_of(&rules, row.user_id));
-        if let Some(e) = make_entry(row, &scope, access) {
+        if let Some(e) = make_entry(row, &scope, access, now) {
             out.push(e);
         }
     }

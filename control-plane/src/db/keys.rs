@@ -19,6 +19,12 @@ pub struct KeyHead {
     pub disabled_at: Option<i64>,
     /// Why, when the key policy's sweep turned it off (else `None`).
     pub disabled_reason: Option<String>,
+    /// The last rotation (see [`super::key_rotation`]).
+    pub rotated_at: Option<i64>,
+    /// When the secret the last rotation replaced stops (an overlap), and
+    /// its latest use the edge reported; both may lie in the past.
+    pub previous_secret_expires_at: Option<i64>,
+    pub previous_secret_used_at: Option<i64>,
 }
 
 /// A key record as the API shows it (never the secret or its hash).
@@ -55,7 +61,8 @@ pub async fn list(conn: &mut Conn, owner: Option<i64>) -> Result<Vec<KeyRow>, sq
         Some(uid) => (
             sqlx::query_as(
                 "SELECT k.id, k.user_id, u.username, k.name, k.description, k.created_at, \
-                 k.expires_at, k.last_used_at, k.all_servers, k.disabled_at, k.disabled_reason \
+                 k.expires_at, k.last_used_at, k.all_servers, k.disabled_at, k.disabled_reason, \
+                 k.rotated_at, k.previous_secret_expires_at, k.previous_secret_used_at \
                  FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.user_id = $1 \
                  ORDER BY k.created_at DESC, k.id DESC",
             )
@@ -73,7 +80,8 @@ pub async fn list(conn: &mut Conn, owner: Option<i64>) -> Result<Vec<KeyRow>, sq
         None => (
             sqlx::query_as(
                 "SELECT k.id, k.user_id, u.username, k.name, k.description, k.created_at, \
-                 k.expires_at, k.last_used_at, k.all_servers, k.disabled_at, k.disabled_reason \
+                 k.expires_at, k.last_used_at, k.all_servers, k.disabled_at, k.disabled_reason, \
+                 k.rotated_at, k.previous_secret_expires_at, k.previous_secret_used_at \
                  FROM api_keys k JOIN users u ON u.id = k.user_id \
                  ORDER BY k.created_at DESC, k.id DESC",
             )
@@ -118,7 +126,8 @@ pub async fn list_page(
         .await?;
     let heads: Vec<KeyHead> = sqlx::query_as(concat!(
         "SELECT k.id, k.user_id, u.username, k.name, k.description, k.created_at, \
-         k.expires_at, k.last_used_at, k.all_servers, k.disabled_at, k.disabled_reason \
+         k.expires_at, k.last_used_at, k.all_servers, k.disabled_at, k.disabled_reason, \
+         k.rotated_at, k.previous_secret_expires_at, k.previous_secret_used_at \
          FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.id IN (",
         page!(),
         ") ORDER BY k.created_at DESC, k.id DESC"
@@ -149,7 +158,8 @@ pub async fn get(
 ) -> Result<Option<KeyRow>, sqlx::Error> {
     let head: Option<KeyHead> = sqlx::query_as(
         "SELECT k.id, k.user_id, u.username, k.name, k.description, k.created_at, \
-         k.expires_at, k.last_used_at, k.all_servers, k.disabled_at, k.disabled_reason \
+         k.expires_at, k.last_used_at, k.all_servers, k.disabled_at, k.disabled_reason, \
+         k.rotated_at, k.previous_secret_expires_at, k.previous_secret_used_at \
          FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.id = $1",
     )
     .bind(id)
@@ -288,13 +298,17 @@ pub struct KeyAuth {
     pub user_id: i64,
     pub secret_hash: String,
     pub expires_at: Option<i64>,
+    /// The secret a rotation replaced and when it stops (an overlap).
+    pub previous_secret_hash: Option<String>,
+    pub previous_secret_expires_at: Option<i64>,
 }
 
 /// A key that may authenticate: the same keys the edge holds
 /// ([`feed::LIVE_KEY`]), so `/api/me` agrees with the edge.
 pub async fn auth_lookup(conn: &mut Conn, id: i64) -> Result<Option<KeyAuth>, sqlx::Error> {
     sqlx::query_as(concat!(
-        "SELECT user_id, secret_hash, expires_at FROM api_keys WHERE id = $1 AND ",
+        "SELECT user_id, secret_hash, expires_at, previous_secret_hash, \
+         previous_secret_expires_at FROM api_keys WHERE id = $1 AND ",
         feed::live_key!()
     ))
     .bind(id)

@@ -7,6 +7,7 @@
 //! features (LISTEN/NOTIFY) are reached through [`Backend`].
 
 pub mod feed;
+pub mod key_rotation;
 pub mod keys;
 pub mod revocations;
 pub mod rules;

@@ -60,6 +60,7 @@ pub static ASSETS: &[Asset] = &[
     asset!("/console/format.js", "format.js", JS),
     asset!("/console/keys.js", "keys.js", JS),
     asset!("/console/key-create.js", "key-create.js", JS),
+    asset!("/console/key-actions.js", "key-actions.js", JS),
     asset!("/console/connect.js", "connect.js", JS),
     asset!("/console/servers.js", "servers.js", JS),
     asset!("/console/admin.js", "admin.js", JS),

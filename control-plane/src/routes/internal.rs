@@ -3,7 +3,7 @@
 
 use crate::AppState;
 use crate::auth::DataPlane;
-use crate::db::{self, keys};
+use crate::db::{self, key_rotation, keys};
 use crate::error::ApiResult;
 use crate::feed;
 use crate::metrics::FeedClientGuard;
@@ -91,12 +91,16 @@ pub struct UsageReportDoc {
 #[allow(dead_code, non_snake_case)]
 pub struct UsageItemDoc {
     keyId: i64,
-    /// Unix seconds.
+    /// Unix seconds: the latest use with either secret.
     lastUsedAt: i64,
+    /// Unix seconds: the latest use with the secret a rotation replaced
+    /// (sent only for keys whose entry carries one).
+    previousSecretUsedAt: Option<i64>,
 }
 
 /// Last-use times from the edge; keeps the later of stored and reported,
-/// ignores unknown keys.
+/// ignores unknown keys. Fields this version does not know are ignored, so
+/// a newer edge's report is still read.
 #[utoipa::path(post, path = USAGE_PATH, request_body = UsageReportDoc,
     responses((status = 204, description = "recorded"), (status = 401, description = "wrong token")))]
 pub async fn usage(
@@ -112,6 +116,9 @@ pub async fn usage(
     for item in report.items {
         if item.last_used_at > 0 {
             keys::record_use(&mut tx, item.key_id, item.last_used_at.min(now)).await?;
+        }
+        if let Some(at) = item.previous_secret_used_at.filter(|at| *at > 0) {
+            key_rotation::record_previous_use(&mut tx, item.key_id, at.min(now)).await?;
         }
     }
     tx.commit().await?;

@@ -5,6 +5,7 @@
 //! [`crate::domain::key_policy`]; it is stored by [`crate::db::settings`].
 
 use crate::AppState;
+use crate::audit::{self, Action, Actor, Target};
 use crate::auth::{Admin, Person};
 use crate::db::settings::{self, StoredKeyPolicy};
 use crate::domain::format_time;
@@ -94,12 +95,25 @@ pub async fn put(
 ) -> ApiResult<Json<KeyPolicyRecord>> {
     let Json(body) = body?;
     let policy = KeyPolicy::from_json(&body)?;
-    let mut conn = st.db.conn().await?;
-    settings::set_key_policy(&mut conn, &policy, st.clock.now(), admin.user.id).await?;
-    let stored = settings::key_policy(&mut conn).await?;
+    // The change and its audit event commit together.
+    let mut tx = st.db.begin_plain_write().await?;
+    settings::set_key_policy(&mut tx, &policy, st.clock.now(), admin.user.id).await?;
+    let stored = settings::key_policy(&mut tx).await?;
     if stored.policy != policy {
         return Err(ApiError::Internal("key policy not stored as set".into()));
     }
+    let details = serde_json::to_value(record(stored))
+        .map_err(|e| ApiError::Internal(format!("key policy as JSON: {e}")))?;
+    let target = Target::Settings(audit::KEY_POLICY);
+    audit::record(
+        &mut tx,
+        &Actor::of(&admin),
+        Action::KeyPolicyChanged,
+        target,
+        details,
+    )
+    .await?;
+    tx.commit().await?;
     tracing::info!(
         user_id = admin.user.id,
         max_lifetime_days = ?policy.max_lifetime_days,

@@ -76,6 +76,13 @@ pub struct KeyRecord {
     pub revoked_at: Option<String>,
     pub revoked_by: Option<i64>,
     pub revoke_reason: Option<String>,
+    /// When the key was last given a new secret; `null` if never.
+    pub rotated_at: Option<String>,
+    /// During a rotation's overlap only: when the old secret stops working.
+    pub previous_secret_expires_at: Option<String>,
+    /// During a rotation's overlap only: the latest use of the old secret
+    /// an edge reported (`null`: none seen since the rotation).
+    pub previous_secret_last_used_at: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -126,7 +133,11 @@ pub struct Deleted {
 
 pub(crate) fn record(row: keys::KeyRow, with_username: bool) -> KeyRecord {
     let h = row.head;
+    let overlap = crate::routes::key_rotation::Overlap::of(&h, now_unix());
     KeyRecord {
+        rotated_at: h.rotated_at.map(format_time),
+        previous_secret_expires_at: overlap.ends_at,
+        previous_secret_last_used_at: overlap.last_used_at,
         status: KeyStatus::of(h.disabled_at, h.expires_at, now_unix()),
         disabled_at: h.disabled_at.map(format_time),
         disabled_reason: h.disabled_reason,
@@ -195,6 +206,9 @@ fn revoked_record(r: revocations::RevokedRow, with_username: bool) -> KeyRecord 
         revoked_at: Some(format_time(r.revoked_at)),
         revoked_by: Some(r.revoked_by),
         revoke_reason: r.reason,
+        rotated_at: None,
+        previous_secret_expires_at: None,
+        previous_secret_last_used_at: None,
         servers: None,
     }
 }
@@ -308,7 +322,7 @@ fn revoke_reason(
         .transpose()
 }
 
-fn new_secret() -> ApiResult<Secret> {
+pub(crate) fn new_secret() -> ApiResult<Secret> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes)
         .map_err(|e| ApiError::Internal(format!("OS random source failed: {e}")))?;

@@ -7,6 +7,7 @@ pub mod health;
 pub mod internal;
 pub mod key_edits;
 pub mod key_policy;
+pub mod key_rotation;
 pub mod keys;
 pub mod no_store;
 pub mod offboarding;
@@ -40,6 +41,11 @@ pub fn router(state: AppState) -> Router {
             get(keys::get_own)
                 .patch(key_edits::update_own)
                 .delete(keys::delete_own),
+        )
+        .route("/api/api-keys/{id}/rotate", post(key_rotation::rotate_own))
+        .route(
+            "/api/admin-api-keys/{id}/rotate",
+            post(key_rotation::admin_rotate),
         )
         .route(
             "/api/admin-api-keys",

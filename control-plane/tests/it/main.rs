@@ -18,6 +18,7 @@ mod limits;
 mod oidc;
 mod policy;
 mod provider;
+mod rotation;
 mod scale;
 mod sessions;
 mod signin;

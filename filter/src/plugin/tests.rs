@@ -159,6 +159,7 @@ fn key_entry(id: i64) -> KeyEntry {
         secret_hash: Secret::from_bytes([id as u8; 32]).hash(),
         expires_at: None,
         servers: ServerScope::Named(vec!["alpha".into()]),
+        previous_secret: None,
     }
 }
 
@@ -461,6 +462,65 @@ fn a_failed_usage_post_is_counted_and_retried() {
     vm.tick();
     let (_, again) = vm.host.last_sent();
     assert_eq!(again.header(":path"), Some("/internal/v1/usage"));
+}
+
+#[test]
+fn a_rotated_key_s_old_secret_works_until_its_deadline_and_its_use_is_reported() {
+    let mut vm = Vm::new();
+    let (token, _) = vm.first_poll();
+    let now_s = 1_000;
+    let mut table = snapshot(3, &[1]);
+    table.upserts[0].previous_secret = Some(keygate_protocol::PreviousSecret {
+        hash: Secret::from_bytes([9; 32]).hash(),
+        expires_at: now_s + 10,
+    });
+    vm.answer(token, Some(200), Some(&table));
+    let old = ApiKeyToken {
+        user_id: 7,
+        key_id: 1,
+        secret: Secret::from_bytes([9; 32]),
+    }
+    .encode();
+    // Through shared data (the slot layout) and back: both secrets open it.
+    assert_eq!(
+        vm.send("/mcp-connect/alpha/mcp", &[("x-api-key", &old)]),
+        Verdict::Continue
+    );
+    assert_eq!(
+        vm.send("/mcp-connect/alpha/mcp", &[("x-api-key", &key(1))]),
+        Verdict::Continue
+    );
+    vm.host.advance(1_000);
+    vm.tick();
+    let (usage, req) = vm.host.last_sent();
+    assert_eq!(req.header(":path"), Some("/internal/v1/usage"));
+    let body: serde_json::Value = serde_json::from_slice(req.body.as_ref().unwrap()).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"items": [{"keyId": 1, "lastUsedAt": now_s, "previousSecretUsedAt": now_s}]})
+    );
+    // A control plane that refuses the field gets the older shape next time.
+    vm.answer(usage, Some(422), None);
+    vm.host.advance(1_000);
+    vm.tick();
+    let (_, again) = vm.host.last_sent();
+    let body: serde_json::Value = serde_json::from_slice(again.body.as_ref().unwrap()).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"items": [{"keyId": 1, "lastUsedAt": now_s}]})
+    );
+    // At the deadline, by the VM's clock alone, the old secret is refused.
+    vm.host.now.set(u64::try_from(now_s + 10).unwrap() * 1000);
+    vm.host.take_properties();
+    assert_eq!(
+        vm.send("/mcp-connect/alpha/mcp", &[("x-api-key", &old)]),
+        Verdict::Stop
+    );
+    assert!(
+        vm.host
+            .take_properties()
+            .contains(&"keygate.reason=bad_secret".to_owned())
+    );
 }
 
 #[test]

@@ -15,7 +15,7 @@ use crate::store::SharedStore;
 use keygate_protocol::server_name::is_valid_server_name;
 use std::collections::HashSet;
 
-pub const SERVERS_KEY: &str = "kg3/servers";
+pub const SERVERS_KEY: &str = "kg4/servers";
 
 /// The stored form: valid names only, sorted, once each, one per line.
 pub fn encode(names: &[String]) -> Vec<u8> {

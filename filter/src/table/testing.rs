@@ -15,6 +15,7 @@ pub fn entry(id: i64, server: &str) -> KeyEntry {
         secret_hash: Secret::from_bytes([id as u8; 32]).hash(),
         expires_at: None,
         servers: ServerScope::Named(vec![server.to_owned()]),
+        previous_secret: None,
     }
 }
 
