@@ -34,9 +34,8 @@ pub async fn connect(i: usize, port: u16, receive_buffer: Option<u32>) -> Result
 
 /// Sends `GET path` with a bearer token on a keep-alive connection.
 pub async fn send_get(stream: &mut TcpStream, path: &str, token: &str) -> Result<()> {
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {token}\r\n\r\n"
-    );
+    let request =
+        format!("GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {token}\r\n\r\n");
     stream.write_all(request.as_bytes()).await?;
     Ok(())
 }
@@ -169,6 +168,9 @@ mod tests {
             next_of(br#"...}],"removals":[],"next":1234,"registeredServers":["a"]}"#),
             Some(1234)
         );
-        assert_eq!(next_of(br#"..."removals":[],"registeredServers":[]}"#), None);
+        assert_eq!(
+            next_of(br#"..."removals":[],"registeredServers":[]}"#),
+            None
+        );
     }
 }

@@ -520,7 +520,12 @@ pub fn fleet_markdown(fleet: &FleetResult) -> String {
                     f(mib(p.rss_parked), 0),
                     f(kib_per(p.rss_parked, p.rss_before, p.subscribers), 1),
                     format!("{}/{}", p.answered, p.subscribers),
-                    format!("{} / {} / {}", f(p.p50_ms, 0), f(p.p99_ms, 0), f(p.max_ms, 0)),
+                    format!(
+                        "{} / {} / {}",
+                        f(p.p50_ms, 0),
+                        f(p.p99_ms, 0),
+                        f(p.max_ms, 0)
+                    ),
                     format!("{} / {}", p.change_builds, p.change_encodes),
                     f(p.change_cpu_s, 2),
                 ]
@@ -554,14 +559,26 @@ pub fn fleet_markdown(fleet: &FleetResult) -> String {
             &mut out,
             &["measure", "value"],
             &[
-                vec!["pages (size)".into(), format!("{} ({:.1} MB each)", s.pages, s.page_bytes as f64 / 1e6)],
-                vec!["snapshot pages built from the database".into(), s.snapshot_builds.to_string()],
+                vec![
+                    "pages (size)".into(),
+                    format!("{} ({:.1} MB each)", s.pages, s.page_bytes as f64 / 1e6),
+                ],
+                vec![
+                    "snapshot pages built from the database".into(),
+                    s.snapshot_builds.to_string(),
+                ],
                 vec!["answers encoded".into(), s.encodes.to_string()],
                 vec!["version reads".into(), s.version_reads.to_string()],
                 vec!["answers served shared".into(), s.shared.to_string()],
                 vec!["control-plane CPU s (whole storm)".into(), f(s.cpu_s, 1)],
-                vec!["every subscriber has its first page's head (s)".into(), f(s.heads_all_s, 2)],
-                vec![format!("{} readers hold the whole table: p50 / last (s)", s.readers), format!("{} / {}", f(s.whole_p50_s, 1), f(s.whole_last_s, 1))],
+                vec![
+                    "every subscriber has its first page's head (s)".into(),
+                    f(s.heads_all_s, 2),
+                ],
+                vec![
+                    format!("{} readers hold the whole table: p50 / last (s)", s.readers),
+                    format!("{} / {}", f(s.whole_p50_s, 1), f(s.whole_last_s, 1)),
+                ],
                 vec!["control-plane peak RSS MiB".into(), f(mib(s.rss_peak), 0)],
             ],
         );

@@ -267,7 +267,9 @@ pub fn parse_args(args: Vec<String>) -> Result<Plan> {
                         number("--fleet-storm", Some(s.to_owned()))?,
                         number("--fleet-storm", Some(r.to_owned()))?,
                     )),
-                    None => anyhow::bail!("--fleet-storm needs SUBSCRIBERS,READERS or none\n{USAGE}"),
+                    None => {
+                        anyhow::bail!("--fleet-storm needs SUBSCRIBERS,READERS or none\n{USAGE}")
+                    }
                 };
             }
             "--edge-keys" => plan.edge_keys = number("--edge-keys", it.next())?,
@@ -310,7 +312,11 @@ fn default_out(quick: bool) -> PathBuf {
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target"))
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("target")
+        })
 }
 
 /// Paths to the binaries under test, from the environment.

@@ -263,11 +263,14 @@ async fn point(parts: &Parts, dir: &Path, client: &Client, n: usize) -> Result<F
     let mut failed = 0usize;
     while let Some(done) = polls.join_next().await {
         match done? {
-            Ok((at, Answer {
-                status: 200,
-                body_start,
-                ..
-            })) if String::from_utf8_lossy(&body_start).contains(&removal) => {
+            Ok((
+                at,
+                Answer {
+                    status: 200,
+                    body_start,
+                    ..
+                },
+            )) if String::from_utf8_lossy(&body_start).contains(&removal) => {
                 latencies.push(at.duration_since(changed_at).as_secs_f64() * 1000.0)
             }
             Ok(_) => wrong += 1,
@@ -275,7 +278,8 @@ async fn point(parts: &Parts, dir: &Path, client: &Client, n: usize) -> Result<F
         }
     }
     let change_cpu_s = procstat::cpu_seconds(pid)? - cpu_before;
-    let change_builds = metric(client, &cp, "keygate_feed_delta_builds_total").await? - builds_before;
+    let change_builds =
+        metric(client, &cp, "keygate_feed_delta_builds_total").await? - builds_before;
     let change_encodes = metric(client, &cp, "keygate_feed_encodes_total").await? - encodes_before;
     if wrong + failed > 0 {
         println!("  {n}: {wrong} answers without the removal, {failed} polls failed");
@@ -311,7 +315,10 @@ async fn storm(
 ) -> Result<Storm> {
     let t = Instant::now();
     let seeded = seed::prepare(parts, dir, "fleet-storm", keys - 1).await?;
-    println!("  storm: seeded {keys} keys in {:.1} s", t.elapsed().as_secs_f64());
+    println!(
+        "  storm: seeded {keys} keys in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
     let cp = seeded.cp.clone();
     let pid = cp.pid();
     let page = PageSize::MAX;
@@ -367,7 +374,12 @@ async fn storm(
                 }
                 pages += 1;
             }
-            Ok::<_, anyhow::Error>((head_s, Some(began.elapsed().as_secs_f64()), pages, page_bytes))
+            Ok::<_, anyhow::Error>((
+                head_s,
+                Some(began.elapsed().as_secs_f64()),
+                pages,
+                page_bytes,
+            ))
         });
     }
     start.wait().await;

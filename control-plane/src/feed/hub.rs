@@ -134,7 +134,8 @@ pub enum Ask {
     },
 }
 
-type BuildFuture<'a> = Pin<Box<dyn Future<Output = Result<Option<Bytes>, sqlx::Error>> + Send + 'a>>;
+type BuildFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Option<Bytes>, sqlx::Error>> + Send + 'a>>;
 
 impl Hub {
     /// Reads the current version and starts the follower task, which ends
@@ -391,11 +392,9 @@ impl Hub {
             .await?
             .clone();
         if built {
-            let kept = st.answers.keep(
-                key,
-                value.as_ref().map_or(0, Bytes::len),
-                self.cache_bytes,
-            );
+            let kept = st
+                .answers
+                .keep(key, value.as_ref().map_or(0, Bytes::len), self.cache_bytes);
             if Arc::ptr_eq(&st.answers, &self.current().answers) {
                 self.metrics
                     .feed_cache_bytes

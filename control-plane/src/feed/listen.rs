@@ -25,7 +25,9 @@ pub async fn listen_postgres(url: String, notifier: FeedNotifier) {
                         match listener.try_recv().await {
                             Ok(Some(_)) => notifier.changed(),
                             Ok(None) => {
-                                tracing::warn!("feed listener lost its connection; listening again");
+                                tracing::warn!(
+                                    "feed listener lost its connection; listening again"
+                                );
                                 notifier.changed();
                             }
                             Err(e) => {

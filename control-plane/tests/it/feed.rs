@@ -801,10 +801,7 @@ async fn snapshot_storm_builds_each_page_once(b: Backend) {
         let app = app.clone();
         edges.push(tokio::spawn(async move {
             let pages = all_pages(&app, "?limit=3", 3).await;
-            pages
-                .iter()
-                .flat_map(upsert_ids)
-                .collect::<Vec<i64>>()
+            pages.iter().flat_map(upsert_ids).collect::<Vec<i64>>()
         }));
     }
     for e in edges {
@@ -812,7 +809,11 @@ async fn snapshot_storm_builds_each_page_once(b: Backend) {
     }
     let after = feed_cost(&app).await;
     // 7 keys in pages of 3: three pages, each built and encoded once.
-    assert_eq!(after.snapshot_builds - before.snapshot_builds, 3, "{after:?}");
+    assert_eq!(
+        after.snapshot_builds - before.snapshot_builds,
+        3,
+        "{after:?}"
+    );
     assert_eq!(after.encodes - before.encodes, 3, "{after:?}");
     assert_eq!(
         after.shared - before.shared,
@@ -968,7 +969,10 @@ async fn two_replicas_survive_a_lost_listen_connection_postgres() {
     until_parked(&a, 4).await;
     until_parked(&b, 4).await;
     let ended = drop_listen_connections(&a.db.url).await;
-    assert!(ended >= 2, "ended {ended} LISTEN connections, expected both");
+    assert!(
+        ended >= 2,
+        "ended {ended} LISTEN connections, expected both"
+    );
     let v = b.table("").await["version"].as_u64().unwrap();
     let poll = {
         let b = b.clone();
