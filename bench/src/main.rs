@@ -1,7 +1,8 @@
 //! `keygate-bench`: what keygate's edge filter costs Envoy per request next
 //! to a no-op Wasm filter, native `api_key_auth` and `ext_authz`; how the
 //! key table scales; how fast revocations land; what the control plane
-//! sustains. Prints the tables and rewrites `docs/benchmarks.md`.
+//! sustains; what a fleet of long-polling Envoys costs one control plane.
+//! Prints the tables and rewrites `docs/benchmarks.md`.
 //!
 //! Run through `cargo xtask bench [--quick]`, which sets the `KEYGATE_*`
 //! variables naming the binaries under test (see [`settings`]).
@@ -14,6 +15,7 @@ mod keys;
 mod machine;
 mod openloop;
 mod procstat;
+mod rawhttp;
 mod report;
 mod scenario;
 mod seed;
@@ -75,7 +77,11 @@ fn utc_now() -> String {
 async fn run(nice: Option<i32>) -> Result<()> {
     let plan = settings::parse_args(std::env::args().skip(1).collect())?;
     let parts = settings::parts(&plan)?;
-    let machine = machine::collect(Some(&parts.envoy), Some(&parts.wrk));
+    let used = |p: &std::path::Path| !p.as_os_str().is_empty();
+    let machine = machine::collect(
+        Some(parts.envoy.as_path()).filter(|p| used(p)),
+        Some(parts.wrk.as_path()).filter(|p| used(p)),
+    );
     let dir = std::env::temp_dir().join(format!("keygate-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     println!(
@@ -100,6 +106,7 @@ async fn run(nice: Option<i32>) -> Result<()> {
         rule_grant: None,
         control_plane: None,
         snapshot_1m: None,
+        fleet: None,
         failures: vec![],
         nice,
         duration_s: 0.0,
@@ -279,6 +286,20 @@ async fn run(nice: Option<i32>) -> Result<()> {
                 }
             }
             let _ = std::fs::remove_file(dir.join(format!("table-{size}.db")));
+        }
+    }
+
+    if plan.has(Section::Fleet) {
+        println!(
+            "fleet: {:?} parked long polls, snapshot storm {:?}",
+            plan.fleet_sizes, plan.fleet_storm
+        );
+        match scenario::fleet::run(&plan, &parts, &dir, &client, &mut report.failures).await {
+            Ok(r) => report.fleet = Some(r),
+            Err(e) => {
+                println!("  fleet failed: {e:#}");
+                report.failures.push(format!("fleet: {e:#}"));
+            }
         }
     }
 

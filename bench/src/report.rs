@@ -7,6 +7,7 @@
 use crate::machine::Machine;
 use crate::scenario::control_plane::ControlPlaneResult;
 use crate::scenario::edge::{BreakdownRow, EdgeResult};
+use crate::scenario::fleet::{FleetResult, kib_per};
 use crate::scenario::median;
 use crate::scenario::probe::{MicroRow, ProbeRow};
 use crate::scenario::revocation::LatencyStats;
@@ -29,6 +30,7 @@ pub struct Report {
     pub rule_grant: Option<LatencyStats>,
     pub control_plane: Option<ControlPlaneResult>,
     pub snapshot_1m: Option<(usize, f64)>,
+    pub fleet: Option<FleetResult>,
     pub duration_s: f64,
     /// Sections that failed, with why: the run goes on without them.
     pub failures: Vec<String>,
@@ -302,6 +304,9 @@ impl Report {
             }
             table(&mut out, &["measure", "value"], &rows);
         }
+        if let Some(fleet) = &self.fleet {
+            out.push_str(&fleet_markdown(fleet));
+        }
         out
     }
 
@@ -384,6 +389,31 @@ impl Report {
         } else if self.tables.iter().any(|r| r.keys > 1) {
             out.push_str(
                 "- 1M-key targets: not measured in this run (quick mode stops below 1M keys).\n",
+            );
+        }
+        if let Some(p) = self
+            .fleet
+            .as_ref()
+            .and_then(|f| f.points.iter().find(|p| p.subscribers >= 10_000))
+        {
+            let _ = writeln!(
+                out,
+                "- 10,000 parked subscribers: idle CPU < 3 % of a core: {:.2} % → {}",
+                p.idle_cpu_pct,
+                verdict(p.idle_cpu_pct < 3.0)
+            );
+            let mb = p.rss_parked as f64 / 1e6;
+            let _ = writeln!(
+                out,
+                "- 10,000 parked subscribers: RSS < 150 MB: {mb:.0} MB → {}",
+                verdict(mb < 150.0)
+            );
+            let _ = writeln!(
+                out,
+                "- one change → all 10,000 answered, p99 < 500 ms: {:.0} ms ({} of 10000 answered) → {}",
+                p.p99_ms,
+                p.answered,
+                verdict(p.p99_ms < 500.0 && p.answered == p.subscribers)
             );
         }
         out
@@ -471,3 +501,87 @@ const METHOD: &str = "## Method
 - **Single steps** (full runs with `KEYGATE_PROBE_WASM`, or `--sections probe`): the `cost-probe` example filter (`bench/noop-filter/examples/cost_probe.rs`) performs one of keygate's per-request steps and nothing else, one Envoy per step, measured like the edge comparison; and, in `micro` mode, times each step in a loop inside the sandbox (fastest of 15 trials of 2000), which is robust to a busy machine. Envoy is stripped and V8's JIT code has no symbols, so `perf` cannot split a Wasm filter's time; this can.
 - **Control plane**: `wrk` on `GET /api/me` with a key directly against the control plane, the open-loop pacer at half that throughput (at most the edge rate) for p50/p99, and keys created through `POST /api/admin-api-keys` by 4 concurrent clients.
 ";
+
+/// The fleet section: parked long polls per point, and the snapshot storm.
+pub fn fleet_markdown(fleet: &FleetResult) -> String {
+    let mut out = String::new();
+    if !fleet.points.is_empty() {
+        out.push_str("### Fleet: long polls parked on one control plane (SQLite, release, default limits)\n\n");
+        let rows: Vec<Vec<String>> = fleet
+            .points
+            .iter()
+            .map(|p| {
+                vec![
+                    p.subscribers.to_string(),
+                    f(p.park_s, 1),
+                    f(p.idle_cpu_pct, 2),
+                    p.idle_version_reads.to_string(),
+                    f(mib(p.rss_before), 0),
+                    f(mib(p.rss_parked), 0),
+                    f(kib_per(p.rss_parked, p.rss_before, p.subscribers), 1),
+                    format!("{}/{}", p.answered, p.subscribers),
+                    format!(
+                        "{} / {} / {}",
+                        f(p.p50_ms, 0),
+                        f(p.p99_ms, 0),
+                        f(p.max_ms, 0)
+                    ),
+                    format!("{} / {}", p.change_builds, p.change_encodes),
+                    f(p.change_cpu_s, 2),
+                ]
+            })
+            .collect();
+        table(
+            &mut out,
+            &[
+                "subscribers",
+                "parked in s",
+                "idle CPU % of a core (20 s)",
+                "version reads while idle",
+                "RSS before MiB",
+                "RSS parked MiB",
+                "KiB per subscriber",
+                "answered",
+                "key delete → answered p50 / p99 / max ms",
+                "delta builds / encodes",
+                "CPU s for the change",
+            ],
+            &rows,
+        );
+    }
+    if let Some(s) = &fleet.storm {
+        let _ = writeln!(
+            out,
+            "### Snapshot storm: {} subscribers ask for the first page of {} keys at once, {} of them read every page\n",
+            s.subscribers, s.keys, s.readers
+        );
+        table(
+            &mut out,
+            &["measure", "value"],
+            &[
+                vec![
+                    "pages (size)".into(),
+                    format!("{} ({:.1} MB each)", s.pages, s.page_bytes as f64 / 1e6),
+                ],
+                vec![
+                    "snapshot pages built from the database".into(),
+                    s.snapshot_builds.to_string(),
+                ],
+                vec!["answers encoded".into(), s.encodes.to_string()],
+                vec!["version reads".into(), s.version_reads.to_string()],
+                vec!["answers served shared".into(), s.shared.to_string()],
+                vec!["control-plane CPU s (whole storm)".into(), f(s.cpu_s, 1)],
+                vec![
+                    "every subscriber has its first page's head (s)".into(),
+                    f(s.heads_all_s, 2),
+                ],
+                vec![
+                    format!("{} readers hold the whole table: p50 / last (s)", s.readers),
+                    format!("{} / {}", f(s.whole_p50_s, 1), f(s.whole_last_s, 1)),
+                ],
+                vec!["control-plane peak RSS MiB".into(), f(mib(s.rss_peak), 0)],
+            ],
+        );
+    }
+    out
+}

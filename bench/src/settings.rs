@@ -68,22 +68,26 @@ pub enum Section {
     ControlPlane,
     /// Prices single filter steps; only on request (needs `KEYGATE_PROBE_WASM`).
     Probe,
+    /// Thousands of long polls on one control plane, and a snapshot storm.
+    Fleet,
 }
 
 impl Section {
     /// What a run does unless `--sections` says otherwise.
-    const DEFAULT: [Section; 4] = [
+    const DEFAULT: [Section; 5] = [
         Section::Edge,
         Section::Tables,
         Section::Revocation,
         Section::ControlPlane,
+        Section::Fleet,
     ];
-    const ALL: [Section; 5] = [
+    const ALL: [Section; 6] = [
         Section::Edge,
         Section::Tables,
         Section::Revocation,
         Section::ControlPlane,
         Section::Probe,
+        Section::Fleet,
     ];
 
     fn slug(self) -> &'static str {
@@ -93,6 +97,7 @@ impl Section {
             Section::Revocation => "revocation",
             Section::ControlPlane => "control-plane",
             Section::Probe => "probe",
+            Section::Fleet => "fleet",
         }
     }
 }
@@ -115,6 +120,11 @@ pub struct Plan {
     pub revocations: usize,
     pub rule_changes: usize,
     pub control_plane_seconds: u32,
+    /// Long polls parked per fleet point.
+    pub fleet_sizes: Vec<usize>,
+    /// The snapshot storm: subscribers asking at once, and how many of them
+    /// read the whole table (`None`: no storm).
+    pub fleet_storm: Option<(usize, usize)>,
     pub out: PathBuf,
     pub write_doc: bool,
     /// The command line as typed, for the report.
@@ -142,7 +152,9 @@ impl Plan {
 
 const USAGE: &str = "usage: keygate-bench [--quick] [--out FILE] [--no-doc]
        (a full run writes docs/benchmarks.md, a quick one target/bench/benchmarks-quick.md)
-       [--sections edge,tables,revocation,control-plane,probe]
+       [--sections edge,tables,revocation,control-plane,probe,fleet]
+       (a run of chosen sections writes target/bench/benchmarks-sections.md)
+       [--fleet-sizes 1000,5000,10000] [--fleet-storm SUBSCRIBERS,READERS | --fleet-storm none]
        [--configs floor,noop,native,keygate,keygate-uncached,authz-cp,authz-instant]
        [--repeats N] [--seconds S] [--rate RPS] [--edge-keys N] [--table-sizes 1000,100000,1000000]
 Environment: KEYGATE_ENVOY_BIN, KEYGATE_NOOP_WASM, KEYGATE_FILTER_WASM, KEYGATE_CONTROL_PLANE_BIN; `wrk` on PATH.
@@ -183,6 +195,8 @@ pub fn parse_args(args: Vec<String>) -> Result<Plan> {
             revocations: 20,
             rule_changes: 10,
             control_plane_seconds: 3,
+            fleet_sizes: vec![1_000],
+            fleet_storm: Some((1_000, 100)),
             out: default_out(quick),
             write_doc: true,
             command,
@@ -203,6 +217,8 @@ pub fn parse_args(args: Vec<String>) -> Result<Plan> {
             revocations: 60,
             rule_changes: 50,
             control_plane_seconds: 8,
+            fleet_sizes: vec![1_000, 5_000, 10_000],
+            fleet_storm: Some((10_000, 1_000)),
             out: default_out(quick),
             write_doc: true,
             command,
@@ -239,6 +255,23 @@ pub fn parse_args(args: Vec<String>) -> Result<Plan> {
                 plan.control_plane_seconds = s;
             }
             "--rate" => plan.rate_rps = number("--rate", it.next())?,
+            "--fleet-sizes" => {
+                let v = it.next().unwrap_or_default();
+                plan.fleet_sizes = list(&v, |s| s.parse().ok(), "fleet size")?;
+            }
+            "--fleet-storm" => {
+                let v = it.next().unwrap_or_default();
+                plan.fleet_storm = match v.split_once(',') {
+                    _ if v == "none" => None,
+                    Some((s, r)) => Some((
+                        number("--fleet-storm", Some(s.to_owned()))?,
+                        number("--fleet-storm", Some(r.to_owned()))?,
+                    )),
+                    None => {
+                        anyhow::bail!("--fleet-storm needs SUBSCRIBERS,READERS or none\n{USAGE}")
+                    }
+                };
+            }
             "--edge-keys" => plan.edge_keys = number("--edge-keys", it.next())?,
             "--table-sizes" => {
                 let v = it.next().unwrap_or_default();
@@ -250,6 +283,11 @@ pub fn parse_args(args: Vec<String>) -> Result<Plan> {
     }
     // A full run prices single filter steps too when the probe filter is built.
     let sections_given = plan.command.contains("--sections");
+    // Only the whole run rewrites the published figures; a run of chosen
+    // sections would otherwise replace every other table with nothing.
+    if sections_given && !quick && !plan.command.contains("--out") {
+        plan.out = target_dir().join("bench").join("benchmarks-sections.md");
+    }
     if !quick && !sections_given && std::env::var_os("KEYGATE_PROBE_WASM").is_some() {
         plan.sections.push(Section::Probe);
     }
@@ -265,13 +303,20 @@ pub fn parse_args(args: Vec<String>) -> Result<Plan> {
 fn default_out(quick: bool) -> PathBuf {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     if quick {
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| repo.join("target"));
-        target.join("bench").join("benchmarks-quick.md")
+        target_dir().join("bench").join("benchmarks-quick.md")
     } else {
         repo.join("docs").join("benchmarks.md")
     }
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("target")
+        })
 }
 
 /// Paths to the binaries under test, from the environment.
@@ -295,7 +340,13 @@ fn required_file(var: &str, what: &str) -> Result<PathBuf> {
 }
 
 pub fn parts(plan: &Plan) -> Result<Parts> {
-    let envoy = required_file("KEYGATE_ENVOY_BIN", "the Envoy 1.40 binary")?;
+    // The fleet alone measures the control plane: no Envoy, no wrk.
+    let fleet_only = plan.sections.iter().all(|s| *s == Section::Fleet);
+    let envoy = if fleet_only {
+        PathBuf::new()
+    } else {
+        required_file("KEYGATE_ENVOY_BIN", "the Envoy 1.40 binary")?
+    };
     let noop_wasm = if plan.has(Section::Edge) && plan.configs.contains(&Config::NoopWasm) {
         Some(required_file(
             "KEYGATE_NOOP_WASM",
@@ -304,7 +355,14 @@ pub fn parts(plan: &Plan) -> Result<Parts> {
     } else {
         None
     };
-    let (filter_wasm, control_plane) = if plan.needs_keygate() {
+    let control_plane_only = plan.has(Section::Fleet) && !plan.needs_keygate();
+    let (filter_wasm, control_plane) = if control_plane_only {
+        let bin = required_file(
+            "KEYGATE_CONTROL_PLANE_BIN",
+            "the keygate-control-plane binary (a release build)",
+        )?;
+        (None, Some(bin))
+    } else if plan.needs_keygate() {
         (
             Some(required_file(
                 "KEYGATE_FILTER_WASM",
@@ -318,7 +376,11 @@ pub fn parts(plan: &Plan) -> Result<Parts> {
     } else {
         (None, None)
     };
-    let wrk = crate::wrk::find()?;
+    let wrk = if fleet_only {
+        PathBuf::new()
+    } else {
+        crate::wrk::find()?
+    };
     Ok(Parts {
         envoy,
         noop_wasm,
@@ -350,6 +412,14 @@ mod tests {
             full.out.ends_with("docs/benchmarks.md"),
             "{}",
             full.out.display()
+        );
+        assert!(full.has(Section::Fleet));
+        let fleet = parse_args(vec!["--sections".into(), "fleet".into()]).unwrap();
+        assert_eq!(fleet.sections, vec![Section::Fleet]);
+        assert!(
+            fleet.out.ends_with("bench/benchmarks-sections.md"),
+            "{}",
+            fleet.out.display()
         );
     }
 }

@@ -32,7 +32,6 @@ use crate::metrics::Metrics;
 use secrecy::ExposeSecret;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -41,8 +40,10 @@ use tokio::task::JoinHandle;
 #[derive(Clone)]
 pub struct AppState {
     pub db: Db,
-    /// The database's notifier ([`Db::feed`]): long polls wait on it.
+    /// The database's notifier ([`Db::feed`]): wakes the feed's follower.
     pub feed: FeedNotifier,
+    /// This replica's follower of the feed version and its shared answers.
+    pub feed_hub: Arc<feed::Hub>,
     pub metrics: Arc<Metrics>,
     pub admin_token: Option<StaticToken>,
     pub data_plane_token: Option<StaticToken>,
@@ -51,7 +52,6 @@ pub struct AppState {
     pub login: Option<Arc<login::Login>>,
     /// Session lifetimes, cookies and the console's origin.
     pub sessions: Arc<session::Sessions>,
-    pub feed_recheck: Duration,
     /// Checked when a key is created, inside the write transaction.
     pub max_keys_per_user: u32,
     /// Proxies whose `X-Forwarded-For` entries are believed ([`audit::client`]).
@@ -81,6 +81,7 @@ impl RunningServer {
     /// `Config::shutdown_timeout` (a client not reading its answer) are dropped.
     pub async fn shutdown(mut self) -> std::io::Result<()> {
         self.state.feed.close();
+        self.state.feed_hub.close();
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -132,10 +133,19 @@ pub async fn build_state(config: &Config) -> Result<AppState, BoxError> {
             );
         }
     }
+    let metrics = Arc::new(Metrics::default());
+    let feed_hub = feed::Hub::start(
+        db.clone(),
+        metrics.clone(),
+        config.feed_recheck,
+        feed::hub::DEFAULT_CACHE_BYTES,
+    )
+    .await?;
     let state = AppState {
         feed: db.feed.clone(),
+        feed_hub,
         db,
-        metrics: Arc::new(Metrics::default()),
+        metrics,
         admin_token: config
             .admin_token
             .as_ref()
@@ -147,7 +157,6 @@ pub async fn build_state(config: &Config) -> Result<AppState, BoxError> {
         oidc,
         login,
         sessions,
-        feed_recheck: config.feed_recheck,
         max_keys_per_user: config.max_keys_per_user,
         trusted_proxy_hops: config.trusted_proxy_hops,
         clock: config.clock.clone(),

@@ -1,5 +1,7 @@
 //! Prometheus metrics: requests by route template and status, keys created
-//! and deleted, and long-poll feed clients currently waiting. Labels never
+//! and deleted, long-poll feed clients currently waiting, and what the feed
+//! costs the database: version reads, answers built and encoded, answers
+//! shared, and the bytes its per-version cache holds. Labels never
 //! carry ids, keys or tokens: routes are templates such as `/api/api-keys/{id}`,
 //! and methods are the standard ones or `other`, so no client can grow the label set.
 
@@ -27,6 +29,18 @@ pub struct Metrics {
     pub keys_created: Counter,
     pub keys_deleted: Counter,
     pub feed_clients: Gauge,
+    /// Reads of the feed version (the follower's, and fresh reads).
+    pub feed_version_reads: Counter,
+    /// Deltas built from the database (once per version and `since`).
+    pub feed_delta_builds: Counter,
+    /// Snapshot pages built from the database (once per version and page).
+    pub feed_snapshot_builds: Counter,
+    /// Feed answers encoded as JSON.
+    pub feed_encodes: Counter,
+    /// Feed answers served from one already built for another request.
+    pub feed_shared_answers: Counter,
+    /// Encoded bytes the current version's answer cache holds.
+    pub feed_cache_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -36,6 +50,12 @@ impl Default for Metrics {
         let keys_created = Counter::default();
         let keys_deleted = Counter::default();
         let feed_clients = Gauge::default();
+        let feed_version_reads = Counter::default();
+        let feed_delta_builds = Counter::default();
+        let feed_snapshot_builds = Counter::default();
+        let feed_encodes = Counter::default();
+        let feed_shared_answers = Counter::default();
+        let feed_cache_bytes = Gauge::default();
         registry.register(
             "http_requests",
             "HTTP requests by method, route template and status",
@@ -48,12 +68,48 @@ impl Default for Metrics {
             "Key-table long polls currently waiting",
             feed_clients.clone(),
         );
+        registry.register(
+            "feed_version_reads",
+            "Reads of the key-table version from the database",
+            feed_version_reads.clone(),
+        );
+        registry.register(
+            "feed_delta_builds",
+            "Key-table deltas built from the database",
+            feed_delta_builds.clone(),
+        );
+        registry.register(
+            "feed_snapshot_builds",
+            "Key-table snapshot pages built from the database",
+            feed_snapshot_builds.clone(),
+        );
+        registry.register(
+            "feed_encodes",
+            "Key-table answers encoded as JSON",
+            feed_encodes.clone(),
+        );
+        registry.register(
+            "feed_shared_answers",
+            "Key-table answers served from one already built",
+            feed_shared_answers.clone(),
+        );
+        registry.register(
+            "feed_cache_bytes",
+            "Encoded key-table answers held for the current version, in bytes",
+            feed_cache_bytes.clone(),
+        );
         Self {
             registry,
             requests,
             keys_created,
             keys_deleted,
             feed_clients,
+            feed_version_reads,
+            feed_delta_builds,
+            feed_snapshot_builds,
+            feed_encodes,
+            feed_shared_answers,
+            feed_cache_bytes,
         }
     }
 }

@@ -1,4 +1,4 @@
-//! `cargo xtask bench [--quick]`: builds what the benchmarks measure (release
+//! `cargo xtask bench [--quick] [--only SECTIONS]`: builds what the benchmarks measure (release
 //! binaries and both Wasm filters), makes sure Envoy and the load generator
 //! are there, then runs the `keygate-bench` driver, which prints the table.
 //! A full run rewrites the published `docs/benchmarks.md`; a quick run writes
@@ -23,12 +23,22 @@ pub struct BenchArgs {
     /// goes to target/bench/benchmarks-quick.md, not docs/.
     #[arg(long)]
     pub quick: bool,
+    /// Run only these sections, comma-separated (edge, tables, revocation,
+    /// control-plane, probe, fleet); the report then goes to
+    /// target/bench/benchmarks-sections.md (…-quick.md with --quick), and
+    /// docs/ is left alone. `--only fleet` measures the fleet alone.
+    #[arg(long, value_name = "SECTIONS")]
+    pub only: Option<String>,
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
     let workspace = Workspace::locate()?;
     let venv = venv::prepare(&workspace)?;
-    step("find the load generator (wrk)", ensure_wrk)?;
+    // The fleet alone needs neither wrk nor Envoy.
+    let fleet_only = args.only.as_deref() == Some("fleet");
+    if !fleet_only {
+        step("find the load generator (wrk)", ensure_wrk)?;
+    }
     step(
         "build the keygate, no-op and cost-probe Wasm filters (release)",
         || {
@@ -87,6 +97,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         );
     if args.quick {
         command.arg("--quick");
+    }
+    if let Some(sections) = &args.only {
+        command.args(["--sections", sections]);
     }
     let title = if args.quick {
         "run the benchmarks (quick subset)"

@@ -2,6 +2,7 @@
 
 pub mod control_plane;
 pub mod edge;
+pub mod fleet;
 pub mod probe;
 pub mod revocation;
 pub mod tables;

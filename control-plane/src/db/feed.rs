@@ -82,12 +82,21 @@ pub async fn state(conn: &mut Conn) -> Result<(i64, i64), sqlx::Error> {
         .await
 }
 
-/// Distinct keys changed after `since` (by index on version).
-pub async fn changed_since(conn: &mut Conn, since: i64) -> Result<Vec<i64>, sqlx::Error> {
-    sqlx::query_scalar("SELECT DISTINCT key_id FROM key_changes WHERE version > $1")
-        .bind(since)
-        .fetch_all(conn)
-        .await
+/// Distinct keys changed after `since` up to and including `upto` (by index
+/// on version). The upper bound pins a delta to the version it names, so
+/// every edge asking at that version gets the same answer.
+pub async fn changed_between(
+    conn: &mut Conn,
+    since: i64,
+    upto: i64,
+) -> Result<Vec<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT DISTINCT key_id FROM key_changes WHERE version > $1 AND version <= $2",
+    )
+    .bind(since)
+    .bind(upto)
+    .fetch_all(conn)
+    .await
 }
 
 /// Which servers a user can reach: [`access_of`] over the rules that apply

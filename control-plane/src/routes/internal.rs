@@ -3,16 +3,17 @@
 
 use crate::AppState;
 use crate::auth::DataPlane;
-use crate::db::{self, key_rotation, keys};
+use crate::db::{key_rotation, keys};
 use crate::error::ApiResult;
-use crate::feed;
+use crate::feed::hub::Ask;
 use crate::metrics::FeedClientGuard;
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use keygate_protocol::feed::{KEY_TABLE_PATH, USAGE_PATH};
-use keygate_protocol::{FeedQuery, KeyTable, UsageReport};
+use keygate_protocol::{FeedQuery, UsageReport};
 use std::time::Duration;
 use utoipa::IntoParams;
 
@@ -47,38 +48,36 @@ pub async fn key_table(
     State(st): State<AppState>,
     _: DataPlane,
     RawQuery(query): RawQuery,
-) -> ApiResult<Json<KeyTable>> {
-    let (since, wait, page) = match FeedQuery::parse(query.as_deref().unwrap_or_default())? {
-        FeedQuery::Page { after, page } => {
-            let mut conn = st.db.conn().await?;
-            let mut table = feed::full(&mut conn, Some(after), Some(page.get())).await?;
-            table.registered_servers = Some(db::feed::registered_servers(&mut conn).await?);
-            return Ok(Json(table));
-        }
-        FeedQuery::Snapshot { page } => (None, 0, page),
+) -> ApiResult<Response> {
+    let ask = match FeedQuery::parse(query.as_deref().unwrap_or_default())? {
+        FeedQuery::Page { after, page } => Ask::Snapshot {
+            after: Some(after),
+            limit: Some(page.get()),
+        },
+        FeedQuery::Snapshot { page } => Ask::Snapshot {
+            after: None,
+            limit: page.map(|p| p.get()),
+        },
         FeedQuery::Since {
             version,
             wait,
             page,
-        } => (Some(version), wait.get(), page),
+        } => Ask::Since {
+            since: version,
+            wait: Duration::from_secs(wait.get()),
+            limit: page.map(|p| p.get()),
+        },
     };
-    let _guard =
-        (wait > 0 && since.is_some()).then(|| FeedClientGuard::new(&st.metrics.feed_clients));
-    let mut table = feed::poll(
-        &st.db,
-        &st.feed,
-        since,
-        Duration::from_secs(wait),
-        st.feed_recheck,
-        page.map(|p| p.get()),
-    )
-    .await?;
-    // Read after the keys, so the set is never older than the answer's
-    // version: at worst a server deleted meanwhile closes a moment early.
-    let mut conn = st.db.conn().await?;
-    table.registered_servers = Some(db::feed::registered_servers(&mut conn).await?);
-    Ok(Json(table))
+    let _guard = matches!(ask, Ask::Since { wait, .. } if !wait.is_zero())
+        .then(|| FeedClientGuard::new(&st.metrics.feed_clients));
+    // The same encoded bytes go to every edge asking the same at one
+    // version (see `feed::hub`); they are a `KeyTable`, as `Json` would send.
+    let body = st.feed_hub.answer(ask).await?;
+    Ok(([(header::CONTENT_TYPE, JSON)], body).into_response())
 }
+
+/// The content type of a feed answer (what `axum::Json` sets).
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 /// Documentation mirror of [`UsageReport`] (the protocol crate has no schema derive).
 #[derive(utoipa::ToSchema)]

@@ -1,5 +1,7 @@
 //! The key-table feed: snapshots, deltas, removals, stale `since`, long
-//! polls (timed), concurrency, and replicas sharing one PostgreSQL.
+//! polls (timed), concurrency, replicas sharing one PostgreSQL, answers
+//! built once and shared by every edge asking the same, and edges that
+//! follow the feed through concurrent changes and a lost LISTEN connection.
 
 use crate::common::*;
 use reqwest::{Method, StatusCode};
@@ -19,6 +21,9 @@ both_backends!(
     paged_snapshot_covers_every_key_once,
     paging_converges_after_the_follow_up_delta,
     paging_params_are_validated,
+    parked_waiters_share_one_build,
+    snapshot_storm_builds_each_page_once,
+    followers_converge_under_concurrent_changes,
 );
 
 /// Applies a table to a local copy, the way the edge does.
@@ -676,4 +681,371 @@ async fn paging_params_are_validated(b: Backend) {
     // `after=0` starts from the first key.
     let t = app.table("?after=0&limit=2").await;
     assert_eq!(t["full"], true);
+}
+
+/// A counter or gauge from `/metrics` (0 when absent).
+async fn metric(app: &TestApp, name: &str) -> u64 {
+    let r = app.call(Method::GET, "/metrics", None, None).await;
+    r.text
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The feed's cost counters, in one read.
+#[derive(Debug, Clone, Copy)]
+struct FeedCost {
+    version_reads: u64,
+    delta_builds: u64,
+    snapshot_builds: u64,
+    encodes: u64,
+    shared: u64,
+}
+
+async fn feed_cost(app: &TestApp) -> FeedCost {
+    FeedCost {
+        version_reads: metric(app, "keygate_feed_version_reads_total").await,
+        delta_builds: metric(app, "keygate_feed_delta_builds_total").await,
+        snapshot_builds: metric(app, "keygate_feed_snapshot_builds_total").await,
+        encodes: metric(app, "keygate_feed_encodes_total").await,
+        shared: metric(app, "keygate_feed_shared_answers_total").await,
+    }
+}
+
+/// Waits until `n` long polls are parked on `app`.
+async fn until_parked(app: &TestApp, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric(app, "keygate_feed_clients").await < n {
+        assert!(Instant::now() < deadline, "{n} long polls never parked");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// N edges parked at one version cost one delta build and one encode when a
+/// change lands, and none at all while they wait: they all get the same bytes.
+async fn parked_waiters_share_one_build(b: Backend) {
+    const N: usize = 40;
+    // A recheck far beyond the test: only the commit's wake-up counts.
+    let app = std::sync::Arc::new(
+        TestApp::start_with(b, |c| c.feed_recheck = Duration::from_secs(60)).await,
+    );
+    app.server("alpha").await;
+    app.rule(&["alpha"], &["*"]).await;
+    let v = app.table("").await["version"].as_u64().unwrap();
+    let mut polls = Vec::new();
+    for _ in 0..N {
+        let app = app.clone();
+        polls.push(tokio::spawn(async move {
+            app.get(
+                &format!("/internal/v1/key-table?since={v}&wait=30"),
+                DATA_PLANE,
+            )
+            .await
+        }));
+    }
+    until_parked(&app, N as u64).await;
+    let before = feed_cost(&app).await;
+    // Parked, nobody reads the database.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle = feed_cost(&app).await;
+    assert_eq!(idle.version_reads, before.version_reads, "{idle:?}");
+    assert_eq!(idle.encodes, before.encodes, "{idle:?}");
+
+    let (k, _) = app.admin_key(&["alpha"]).await;
+    let mut bodies = BTreeSet::new();
+    for p in polls {
+        let r = p.await.unwrap();
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        assert_eq!(r.headers["content-type"], "application/json");
+        assert_eq!(upsert_ids(&r.body), vec![k]);
+        bodies.insert(r.text);
+    }
+    assert_eq!(bodies.len(), 1, "every waiter got the same answer");
+    let after = feed_cost(&app).await;
+    assert_eq!(after.delta_builds - before.delta_builds, 1, "{after:?}");
+    assert_eq!(after.encodes - before.encodes, 1, "{after:?}");
+    assert_eq!(after.snapshot_builds, before.snapshot_builds, "{after:?}");
+    assert!(after.shared - before.shared >= N as u64 - 1, "{after:?}");
+    // One read for the commit (PostgreSQL's own NOTIFY may add one).
+    assert!(
+        after.version_reads - before.version_reads <= 3,
+        "{before:?} → {after:?}"
+    );
+    // Edges that were further behind get theirs built once per `since`.
+    let query = format!("?since={}", v - 1);
+    let older: Vec<_> = (0..5).map(|_| app.table(&query)).collect();
+    let mut texts = BTreeSet::new();
+    for t in older {
+        texts.insert(t.await.to_string());
+    }
+    assert_eq!(texts.len(), 1);
+    let last = feed_cost(&app).await;
+    assert_eq!(last.delta_builds - after.delta_builds, 1, "{last:?}");
+}
+
+/// A fleet restarting at once: every edge pages through the snapshot, and
+/// each page is read and encoded once at that version, not once per edge.
+async fn snapshot_storm_builds_each_page_once(b: Backend) {
+    const EDGES: usize = 24;
+    let app = std::sync::Arc::new(TestApp::start(b).await);
+    app.server("alpha").await;
+    app.rule(&["alpha"], &["*"]).await;
+    let mut ids = Vec::new();
+    for _ in 0..7 {
+        ids.push(app.admin_key(&["alpha"]).await.0);
+    }
+    let whole = app.table("").await;
+    let before = feed_cost(&app).await;
+    let mut edges = Vec::new();
+    for _ in 0..EDGES {
+        let app = app.clone();
+        edges.push(tokio::spawn(async move {
+            let pages = all_pages(&app, "?limit=3", 3).await;
+            pages.iter().flat_map(upsert_ids).collect::<Vec<i64>>()
+        }));
+    }
+    for e in edges {
+        assert_eq!(e.await.unwrap(), ids);
+    }
+    let after = feed_cost(&app).await;
+    // 7 keys in pages of 3: three pages, each built and encoded once.
+    assert_eq!(
+        after.snapshot_builds - before.snapshot_builds,
+        3,
+        "{after:?}"
+    );
+    assert_eq!(after.encodes - before.encodes, 3, "{after:?}");
+    assert_eq!(
+        after.shared - before.shared,
+        (EDGES as u64 - 1) * 3,
+        "{after:?}"
+    );
+    // A first page costs at most a version read (shared by requests that
+    // overlap); continuation pages cost none.
+    assert!(
+        after.version_reads - before.version_reads <= EDGES as u64,
+        "{before:?} → {after:?}"
+    );
+    // The answer is the same JSON a single edge gets.
+    assert_eq!(all_pages(&app, "?limit=50000", 50_000).await[0], whole);
+}
+
+/// A miniature edge: follows the feed by long poll from `start`, applying
+/// every answer, until its version reaches `target` (0: not known yet).
+async fn follow(
+    app: std::sync::Arc<TestApp>,
+    start: Value,
+    target: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    timeout: Duration,
+) -> (u64, std::collections::BTreeMap<i64, Value>) {
+    use std::sync::atomic::Ordering;
+    let deadline = Instant::now() + timeout;
+    let mut local = std::collections::BTreeMap::new();
+    apply(&mut local, &start);
+    let mut version = start["version"].as_u64().unwrap();
+    loop {
+        let goal = target.load(Ordering::SeqCst);
+        if goal != 0 && version >= goal {
+            return (version, local);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "follower stuck at {version}, goal {goal}"
+        );
+        let t = app.table(&format!("?since={version}&wait=2")).await;
+        let v = t["version"].as_u64().unwrap();
+        assert!(v >= version, "version went back from {version} to {v}");
+        apply(&mut local, &t);
+        version = v;
+    }
+}
+
+/// Edges parked through 60 concurrent creates and deletes all end with the
+/// table a fresh snapshot shows, having seen every change.
+async fn followers_converge_under_concurrent_changes(b: Backend) {
+    let app = std::sync::Arc::new(TestApp::start(b).await);
+    app.server("alpha").await;
+    app.rule(&["alpha"], &["*"]).await;
+    let start = app.table("").await;
+    let target = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let followers: Vec<_> = (0..8)
+        .map(|_| {
+            tokio::spawn(follow(
+                app.clone(),
+                start.clone(),
+                target.clone(),
+                Duration::from_secs(60),
+            ))
+        })
+        .collect();
+    churn(&[app.clone()], 60).await;
+    let truth = app.table("").await;
+    target.store(
+        truth["version"].as_u64().unwrap(),
+        std::sync::atomic::Ordering::SeqCst,
+    );
+    let mut fresh = std::collections::BTreeMap::new();
+    apply(&mut fresh, &truth);
+    for f in followers {
+        let (v, local) = f.await.unwrap();
+        assert_eq!(v, truth["version"].as_u64().unwrap());
+        assert_eq!(local, fresh);
+    }
+}
+
+/// `n` keys created concurrently through the given replicas (in turn),
+/// every other one deleted right away.
+async fn churn(apps: &[std::sync::Arc<TestApp>], n: usize) {
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let app = apps[i % apps.len()].clone();
+        tasks.push(tokio::spawn(async move {
+            let r = app
+                .post(
+                    "/api/api-keys",
+                    ADMIN,
+                    json!({"name": format!("k{i}"), "mcpServerIds": ["alpha"]}),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+            if i % 2 == 0 {
+                let id = r.body["id"].as_i64().unwrap();
+                let r = app.delete(&format!("/api/api-keys/{id}"), ADMIN).await;
+                assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+/// Ends every LISTEN connection on the test's database (both replicas');
+/// returns how many.
+async fn drop_listen_connections(url: &str) -> i64 {
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+    let ended: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid() \
+         AND query ILIKE 'LISTEN%') t",
+    )
+    .fetch_one(&mut c)
+    .await
+    .unwrap();
+    c.close().await.unwrap();
+    ended
+}
+
+/// The fleet's view of two replicas under a fault: edges parked on both,
+/// changes made through either, and both replicas' LISTEN connections
+/// ended mid-run. Every edge still ends with every change; a change made
+/// right after the drop reaches an edge on the other replica within the
+/// re-check interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_survive_a_lost_listen_connection_postgres() {
+    let recheck = Duration::from_secs(2);
+    let tweak = move |c: &mut keygate_control_plane::config::Config| c.feed_recheck = recheck;
+    let a = std::sync::Arc::new(TestApp::start_with(Backend::Postgres, tweak).await);
+    let b = std::sync::Arc::new(TestApp::start_on(a.db.clone(), tweak).await);
+    a.server("alpha").await;
+    a.rule(&["alpha"], &["*"]).await;
+    let start = b.table("").await;
+    let target = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let followers: Vec<_> = (0..8)
+        .map(|i| {
+            let app = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(follow(
+                app,
+                start.clone(),
+                target.clone(),
+                Duration::from_secs(90),
+            ))
+        })
+        .collect();
+    churn(&[a.clone(), b.clone()], 20).await;
+
+    // Drop the LISTEN connections while edges are parked on both replicas.
+    until_parked(&a, 4).await;
+    until_parked(&b, 4).await;
+    let ended = drop_listen_connections(&a.db.url).await;
+    assert!(
+        ended >= 2,
+        "ended {ended} LISTEN connections, expected both"
+    );
+    let v = b.table("").await["version"].as_u64().unwrap();
+    let poll = {
+        let b = b.clone();
+        tokio::spawn(async move { long_poll(&b, v, 30).await })
+    };
+    until_parked(&b, 5).await;
+    let changed_at = Instant::now();
+    let (k, _) = a.admin_key(&["alpha"]).await;
+    let (t, answered_at) = poll.await.unwrap();
+    let took = answered_at.duration_since(changed_at);
+    println!("change through A after the LISTEN drop reached an edge on B in {took:?}");
+    assert!(
+        took < recheck + Duration::from_secs(1),
+        "took {took:?}, re-check is {recheck:?}"
+    );
+    assert_eq!(upsert_ids(&t), vec![k]);
+
+    churn(&[a.clone(), b.clone()], 20).await;
+    let truth = a.table("").await;
+    target.store(
+        truth["version"].as_u64().unwrap(),
+        std::sync::atomic::Ordering::SeqCst,
+    );
+    let mut fresh = std::collections::BTreeMap::new();
+    apply(&mut fresh, &truth);
+    for f in followers {
+        let (v, local) = f.await.unwrap();
+        assert_eq!(v, truth["version"].as_u64().unwrap());
+        assert_eq!(local, fresh);
+    }
+    // The listeners came back: a change through B wakes an edge on A at
+    // notification speed again.
+    let v = a.table("").await["version"].as_u64().unwrap();
+    let poll = {
+        let a = a.clone();
+        tokio::spawn(async move { long_poll(&a, v, 30).await })
+    };
+    until_parked(&a, 1).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let changed_at = Instant::now();
+    b.admin_key(&["alpha"]).await;
+    let (_, answered_at) = poll.await.unwrap();
+    let took = answered_at.duration_since(changed_at);
+    println!("after the listeners reconnected, B → A took {took:?}");
+    assert!(took < Duration::from_millis(800), "took {took:?}");
+}
+
+/// Two replicas on one SQLite file hear nothing of each other's commits:
+/// only the follower's periodic re-check can wake an edge parked on the
+/// other one, and it does, within the interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recheck_covers_a_missing_notification_sqlite() {
+    let recheck = Duration::from_secs(1);
+    let tweak = move |c: &mut keygate_control_plane::config::Config| c.feed_recheck = recheck;
+    let a = TestApp::start_with(Backend::Sqlite, tweak).await;
+    let b = std::sync::Arc::new(TestApp::start_on(a.db.clone(), tweak).await);
+    a.server("alpha").await;
+    a.rule(&["alpha"], &["*"]).await;
+    let v = b.table("").await["version"].as_u64().unwrap();
+    let poll = {
+        let b = b.clone();
+        tokio::spawn(async move { long_poll(&b, v, 20).await })
+    };
+    until_parked(&b, 1).await;
+    let reads = metric(&b, "keygate_feed_version_reads_total").await;
+    let changed_at = Instant::now();
+    let (k, _) = a.admin_key(&["alpha"]).await;
+    let (t, answered_at) = poll.await.unwrap();
+    let took = answered_at.duration_since(changed_at);
+    assert!(took < recheck + Duration::from_millis(800), "took {took:?}");
+    assert_eq!(upsert_ids(&t), vec![k]);
+    // The re-check is the replica's, not the waiter's: about one read a
+    // second while parked, however long.
+    let after = metric(&b, "keygate_feed_version_reads_total").await;
+    assert!(after - reads <= 4, "{reads} → {after}");
 }
