@@ -59,7 +59,10 @@ pub const TIMING: EdgeTiming = EdgeTiming {
 pub const SNAPSHOT_PAGE_SIZE: u32 = 10;
 /// Versions the control plane's change log keeps: small, so an edge held
 /// back by a fault falls behind it and has to fetch a (paged) snapshot.
-pub const FEED_LOG_RETENTION: u32 = 10;
+/// (10 made the edge fetch snapshots even without a fault, and on a loaded
+/// machine a change then took up to 4 s to reach the edge: see
+/// docs/reliability.md.)
+pub const FEED_LOG_RETENTION: u32 = 100;
 
 /// Server names Envoy routes (to the two MCP servers, alternately); the
 /// last is never registered.
