@@ -132,6 +132,11 @@ impl ControlPlane {
         self.port
     }
 
+    /// The process id while it runs (for its memory, in the soak).
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().and_then(ManagedProcess::pid)
+    }
+
     /// Base URL, e.g. `http://127.0.0.1:41234`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)

@@ -403,6 +403,11 @@ impl Envoy {
         self.listener_port
     }
 
+    /// The process id (for its memory, in the soak).
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
     pub fn admin_port(&self) -> u16 {
         self.admin_port
     }

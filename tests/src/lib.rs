@@ -12,6 +12,7 @@
 //!   and xtask; [`edge`] and [`raw_http`]: requests
 //!   through Envoy; [`mcp_client`]: an rmcp client; [`keys`]: key variants;
 //!   [`spelling`]: path spellings that must not widen a key's scope.
+//! - [`soak`]: the long run with churn, faults and an oracle (`cargo xtask soak`).
 //! - [`header_echo`]: an upstream that shows the headers it received;
 //!   [`shipped`]: the shipped `envoy/envoy.yaml` in front of it.
 
@@ -28,6 +29,7 @@ pub mod mcp_server;
 pub mod raw_http;
 pub mod shipped;
 pub mod snippets;
+pub mod soak;
 pub mod spelling;
 pub mod stack;
 

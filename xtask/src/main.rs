@@ -5,6 +5,7 @@
 //!   with the filter) on loopback, with a demo user and key.
 //! - `cargo xtask bench [--quick]`: benchmarks against Envoy's own options (see docs/benchmarks.md).
 //! - `cargo xtask screenshots`: the README's console pictures, taken by the browser test.
+//! - `cargo xtask soak [--minutes N] [--postgres]`: load, churn and faults judged by an oracle (see docs/reliability.md).
 //! - `cargo xtask fuzz [--seconds N] [TARGET]`: the cargo-fuzz targets (see docs/reliability.md).
 
 mod api;
@@ -17,6 +18,7 @@ mod fuzz;
 mod postgres;
 mod procs;
 mod screenshots;
+mod soak;
 mod step;
 mod test;
 mod toolchain;
@@ -52,6 +54,8 @@ enum Command {
     Screenshots,
     /// Fuzz every parser that meets untrusted bytes (cargo-fuzz, nightly).
     Fuzz(fuzz::FuzzArgs),
+    /// Load, churn and faults through the real stack, judged by an oracle.
+    Soak(soak::SoakArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +66,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(&args),
         Command::Screenshots => screenshots::run(),
         Command::Fuzz(args) => fuzz::run(&args),
+        Command::Soak(args) => soak::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -19,7 +19,7 @@ use crate::{
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 pub const URL_ENV: &str = "KEYGATE_TEST_POSTGRES_URL";
 /// Installed into the venv only when a throwaway server is needed.
-const REQUIREMENTS: &str = "xtask/python/requirements-postgres.txt";
+pub const REQUIREMENTS: &str = "xtask/python/requirements-postgres.txt";
 const SCRIPT: &str = "xtask/python/throwaway_postgres.py";
 
 /// Where the tests' PostgreSQL comes from.

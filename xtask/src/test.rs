@@ -12,6 +12,7 @@ use crate::{
     artifacts::{self, Artifacts},
     browser, demo,
     postgres::{self, TestPostgres},
+    soak::{self, SoakArgs},
     step::{print_timeline, step},
     toolchain::WASM_TARGET,
     venv::{self, Venv},
@@ -32,6 +33,9 @@ pub struct TestArgs {
     /// (what a machine without PostgreSQL gets anyway).
     #[arg(long)]
     pub throwaway_postgres: bool,
+    /// Skip the 2-minute soak (also skipped when a test filter is given).
+    #[arg(long)]
+    pub skip_soak: bool,
     /// Arguments for the test binaries, after `--`: a test name filter,
     /// `--test-threads=1`, `--nocapture`...
     #[arg(last = true)]
@@ -81,6 +85,18 @@ fn run_steps(args: &TestArgs) -> Result<()> {
         browser.set_env(&mut command);
         run_checked(&mut command, "cargo test --workspace")
     })?;
+    if args.skip_soak || !args.cargo_test_args.is_empty() {
+        println!("==> skipping the soak (--skip-soak, or a test filter was given)");
+    } else {
+        let two_minutes = SoakArgs {
+            minutes: 2.0,
+            postgres: false,
+            rate: 60,
+            seed: None,
+            report: None,
+        };
+        soak::soak(&workspace, &venv, &artifacts, &two_minutes)?;
+    }
     if args.skip_demo {
         println!("==> skipping the demo smoke run (--skip-demo)");
         Ok(())
@@ -184,11 +200,16 @@ fn set_test_env(
     artifacts: &Artifacts,
     postgres: &TestPostgres,
 ) {
+    set_binary_env(command, venv, artifacts);
+    command.env(postgres::URL_ENV, postgres.url());
+}
+
+/// The binaries the end-to-end tests and the soak start (absolute paths).
+pub fn set_binary_env(command: &mut Command, venv: &Venv, artifacts: &Artifacts) {
     command
         .env("KEYGATE_ENVOY_BIN", &venv.envoy)
         .env("KEYGATE_PYTHON", &venv.python)
         .env("KEYGATE_FILTER_WASM", &artifacts.filter_wasm)
         .env("KEYGATE_CONTROL_PLANE_BIN", &artifacts.control_plane_bin)
-        .env("KEYGATE_MCP_SERVER_BIN", &artifacts.mcp_server_bin)
-        .env(postgres::URL_ENV, postgres.url());
+        .env("KEYGATE_MCP_SERVER_BIN", &artifacts.mcp_server_bin);
 }
