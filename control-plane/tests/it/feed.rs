@@ -878,7 +878,7 @@ async fn followers_converge_under_concurrent_changes(b: Backend) {
             ))
         })
         .collect();
-    churn(&[app.clone()], 60).await;
+    churn(std::slice::from_ref(&app), 60).await;
     let truth = app.table("").await;
     target.store(
         truth["version"].as_u64().unwrap(),
