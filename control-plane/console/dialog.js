@@ -62,8 +62,10 @@ export function openDialog({ title, body = [], actions = [], wide = false, onClo
     dialog,
     body: bodyEl,
     close() {
+      // Leave the page now, not when the queued `close` event runs: the
+      // shown-once key must be gone from the DOM as soon as the dialog is.
       if (dialog.open) dialog.close();
-      else finish();
+      finish();
     },
   };
 }

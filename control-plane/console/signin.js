@@ -35,6 +35,9 @@ async function start() {
   const code = params.get('error');
   if (code) showError(MESSAGES[code] || 'Sign-in failed.');
   const next = nextPath(location.search);
+  // The token form is wired before anything is awaited: a click that came
+  // first would otherwise submit the form natively.
+  wireTokenForm(next);
   try {
     const options = await api('GET', '/auth/options', undefined, { redirectOn401: false });
     if (options && options.oidc) {
@@ -46,6 +49,9 @@ async function start() {
   } catch (e) {
     showError(e.message);
   }
+}
+
+function wireTokenForm(next) {
   const form = document.getElementById('token-form');
   const input = document.getElementById('admin-token');
   const button = document.getElementById('token-button');
