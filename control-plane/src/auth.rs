@@ -24,7 +24,7 @@ use crate::domain::{Role, now_unix};
 use crate::error::{
     ApiError, MSG_ADMIN_REQUIRED, MSG_CROSS_SITE, MSG_KEY_NOT_ALLOWED, MSG_SUSPENDED,
 };
-use crate::session::{self, CookieValue, SESSION_COOKIE};
+use crate::session::{self, CookieValue};
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -141,7 +141,7 @@ async fn authenticate(state: &AppState, parts: &Parts) -> Result<Caller, ApiErro
 /// must come from the console's own origin; the check runs before the
 /// database is asked, so cross-site junk costs nothing.
 async fn authenticate_session(state: &AppState, parts: &Parts) -> Result<Caller, ApiError> {
-    let value = match session::cookie(&parts.headers, SESSION_COOKIE) {
+    let value = match session::cookie(&parts.headers, state.sessions.cookies.session_name()) {
         CookieValue::One(v) => v,
         CookieValue::Absent => return Err(ApiError::AuthRequired),
         CookieValue::Ambiguous => return Err(ApiError::InvalidToken),

@@ -340,6 +340,19 @@ pub async fn set_enabled(
         _ => return Ok(Toggle::NotFound),
     };
     if disabled_at.is_none() == enabled {
+        // An admin turning off a key its owner (or the unused-key sweep)
+        // already turned off takes the hold over, so the owner cannot turn
+        // it back on: otherwise the admin's containment would be a no-op.
+        if !enabled && owner.is_none() && disabled_by != Some(by) {
+            sqlx::query(
+                "UPDATE api_keys SET disabled_by = $1, disabled_reason = NULL WHERE id = $2",
+            )
+            .bind(by)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+            return Ok(Toggle::HeldByAdmin);
+        }
         return Ok(Toggle::Unchanged);
     }
     // On the owner's route, a key someone else (an admin) turned off stays off.
@@ -376,6 +389,10 @@ pub enum Toggle {
     NotFound,
     /// The owner asked to turn on a key an admin turned off.
     DisabledByAdmin,
+    /// An admin turned off a key that was already off (by its owner or the
+    /// key policy): nothing changes at the edge, but only an admin can turn
+    /// it on now.
+    HeldByAdmin,
 }
 
 /// Keeps the later of the stored and reported last use; unknown keys match no row.

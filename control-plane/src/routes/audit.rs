@@ -14,6 +14,7 @@ use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use utoipa::{IntoParams, ToSchema};
@@ -73,7 +74,8 @@ fn time_param(name: &str, raw: Option<&str>) -> ApiResult<Option<i64>> {
 }
 
 /// The audit log: everything for an admin, the events about your own keys
-/// for anyone else; newest first, filtered, paged by cursor.
+/// for anyone else (without the address of anyone but themselves); newest
+/// first, filtered, paged by cursor.
 #[utoipa::path(get, path = "/api/audit-events", params(AuditQuery),
     responses((status = 200, body = AuditPage), (status = 400, description = "invalid query")))]
 pub async fn list(
@@ -103,7 +105,16 @@ pub async fn list(
         before: id_param("cursor", q.cursor.as_deref())?,
     };
     let mut conn = st.db.conn().await?;
-    let (items, more) = store::list(&mut conn, &filter, limit).await?;
+    let (mut items, more) = store::list(&mut conn, &filter, limit).await?;
+    if caller.role != Role::Admin {
+        // Someone else's address (an admin's workstation, say) is not the
+        // owner's to see; what was done to their key is.
+        for item in &mut items {
+            if item.actor.get("userId").and_then(Value::as_i64) != Some(caller.user.id) {
+                item.client_address = None;
+            }
+        }
+    }
     let next_cursor = more
         .then(|| items.last().map(|e| e.id.to_string()))
         .flatten();

@@ -12,7 +12,7 @@ use crate::db::users;
 use crate::domain::now_unix;
 use crate::error::{ApiError, ApiResult, MSG_CROSS_SITE};
 use crate::login::{Failure, LOGIN_TTL_SECS};
-use crate::session::{self, CookieValue, LOGIN_COOKIE, SESSION_COOKIE};
+use crate::session::{self, CookieValue};
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Query, State};
@@ -69,7 +69,7 @@ pub fn local_next(next: Option<&str>) -> String {
 /// Ends the session the request's cookie names, if it has one (a new
 /// sign-in replaces it rather than leaving it open beside the new one).
 async fn end_current(st: &AppState, headers: &HeaderMap) -> ApiResult<()> {
-    for old in session::cookie_values(headers, SESSION_COOKIE) {
+    for old in session::cookie_values(headers, st.sessions.cookies.session_name()) {
         st.sessions.end(&st.db, old).await?;
     }
     Ok(())
@@ -159,7 +159,7 @@ pub async fn callback(
     // callback URL made by someone else (to sign the victim in as them)
     // carries a state the victim's browser never had.
     let bound = matches!(
-        session::cookie(&headers, LOGIN_COOKIE),
+        session::cookie(&headers, st.sessions.cookies.login_name()),
         CookieValue::One(c) if bool::from(c.as_bytes().ct_eq(state.as_bytes()))
     );
     if !bound {
@@ -249,7 +249,7 @@ pub async fn logout(State(st): State<AppState>, headers: HeaderMap) -> ApiResult
         return Err(ApiError::Forbidden(MSG_CROSS_SITE));
     }
     // Every session cookie the browser sent ends, even a duplicated one.
-    for value in session::cookie_values(&headers, SESSION_COOKIE) {
+    for value in session::cookie_values(&headers, st.sessions.cookies.session_name()) {
         st.sessions.end(&st.db, value).await?;
     }
     let mut resp = no_store(StatusCode::NO_CONTENT);

@@ -108,7 +108,7 @@ async fn update_key(
         Some(enabled) => match keys::set_enabled(&mut tx, &st.db, id, owner, enabled, by, now)
             .await?
         {
-            keys::Toggle::Changed => {
+            keys::Toggle::Changed | keys::Toggle::HeldByAdmin => {
                 let action = Action::key_toggled(enabled);
                 audit::record(&mut tx, actor, action, Target::Key(id), Value::Null).await?;
                 true

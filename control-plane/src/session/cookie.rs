@@ -2,14 +2,25 @@
 //! binds an OIDC login to the browser that started it, how they are set
 //! (`HttpOnly; SameSite=Lax`, `Secure` when the public URL is https) and
 //! read (exactly one value, or none).
+//!
+//! Over https the names carry the browser's prefixes, `__Host-` for the
+//! session and `__Secure-` for the login cookie (which lives on the
+//! callback path, so it cannot be `__Host-`): a sibling subdomain then
+//! cannot plant or shadow them. Plain HTTP (the quickstart) cannot use the
+//! prefixes, which require `Secure`.
 
 use axum::http::header::COOKIE;
 use axum::http::{HeaderMap, HeaderValue};
 
-/// The session cookie's name (the console contract).
+/// The session cookie's name over plain HTTP ([`Cookies::session_name`]).
 pub const SESSION_COOKIE: &str = "keygate_session";
-/// The cookie binding an OIDC login to the browser that started it.
+/// The session cookie's name over https.
+pub const SECURE_SESSION_COOKIE: &str = "__Host-keygate_session";
+/// The cookie binding an OIDC login to the browser that started it, over
+/// plain HTTP ([`Cookies::login_name`]).
 pub const LOGIN_COOKIE: &str = "keygate_login";
+/// The login cookie's name over https.
+pub const SECURE_LOGIN_COOKIE: &str = "__Secure-keygate_login";
 /// Where the login cookie is sent: only to the callback.
 pub const CALLBACK_PATH: &str = "/auth/callback";
 
@@ -54,6 +65,24 @@ pub struct Cookies {
 }
 
 impl Cookies {
+    /// The session cookie's name in this deployment.
+    pub fn session_name(&self) -> &'static str {
+        if self.secure {
+            SECURE_SESSION_COOKIE
+        } else {
+            SESSION_COOKIE
+        }
+    }
+
+    /// The login cookie's name in this deployment.
+    pub fn login_name(&self) -> &'static str {
+        if self.secure {
+            SECURE_LOGIN_COOKIE
+        } else {
+            LOGIN_COOKIE
+        }
+    }
+
     fn cookie_attrs(&self, path: &str) -> String {
         let secure = if self.secure { "; Secure" } else { "" };
         format!("HttpOnly; SameSite=Lax; Path={path}{secure}")
@@ -63,14 +92,16 @@ impl Cookies {
     /// when it closes; the server's lifetimes apply either way.
     pub fn session(&self, value: &str) -> HeaderValue {
         header(format!(
-            "{SESSION_COOKIE}={value}; {}",
+            "{}={value}; {}",
+            self.session_name(),
             self.cookie_attrs("/")
         ))
     }
 
     pub fn clear_session(&self) -> HeaderValue {
         header(format!(
-            "{SESSION_COOKIE}=; Max-Age=0; {}",
+            "{}=; Max-Age=0; {}",
+            self.session_name(),
             self.cookie_attrs("/")
         ))
     }
@@ -78,14 +109,16 @@ impl Cookies {
     /// `Set-Cookie` binding a login's `state` to this browser until the callback.
     pub fn login(&self, state: &str, max_age_secs: i64) -> HeaderValue {
         header(format!(
-            "{LOGIN_COOKIE}={state}; Max-Age={max_age_secs}; {}",
+            "{}={state}; Max-Age={max_age_secs}; {}",
+            self.login_name(),
             self.cookie_attrs(CALLBACK_PATH)
         ))
     }
 
     pub fn clear_login(&self) -> HeaderValue {
         header(format!(
-            "{LOGIN_COOKIE}=; Max-Age=0; {}",
+            "{}=; Max-Age=0; {}",
+            self.login_name(),
             self.cookie_attrs(CALLBACK_PATH)
         ))
     }
@@ -122,9 +155,26 @@ mod tests {
         let set = s.session("v");
         assert_eq!(
             set.to_str().unwrap(),
-            "keygate_session=v; HttpOnly; SameSite=Lax; Path=/; Secure"
+            "__Host-keygate_session=v; HttpOnly; SameSite=Lax; Path=/; Secure"
         );
+        assert_eq!(
+            s.clear_session().to_str().unwrap(),
+            "__Host-keygate_session=; Max-Age=0; HttpOnly; SameSite=Lax; Path=/; Secure"
+        );
+        assert_eq!(
+            s.login("st", 60).to_str().unwrap(),
+            "__Secure-keygate_login=st; Max-Age=60; HttpOnly; SameSite=Lax; \
+             Path=/auth/callback; Secure"
+        );
+        // Over https only the prefixed name is read: a plain one planted by
+        // a sibling subdomain is not the session.
+        let planted = headers(&[("cookie", "keygate_session=evil")]);
+        assert_eq!(cookie(&planted, s.session_name()), CookieValue::Absent);
         let plain = Cookies { secure: false };
-        assert!(!plain.session("v").to_str().unwrap().contains("Secure"));
+        assert_eq!(
+            plain.session("v").to_str().unwrap(),
+            "keygate_session=v; HttpOnly; SameSite=Lax; Path=/"
+        );
+        assert_eq!(plain.login_name(), "keygate_login");
     }
 }

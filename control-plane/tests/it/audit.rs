@@ -398,6 +398,10 @@ async fn audit_people_and_sessions(b: Backend) {
     for e in mine["items"].as_array().unwrap() {
         assert_eq!(e["target"]["ownerId"], ivy);
     }
+    // Her own address, but not the admin's.
+    assert_eq!(mine["items"][0]["actor"]["userId"], admin);
+    assert!(mine["items"][0]["clientAddress"].is_null(), "{mine:#}");
+    assert_eq!(mine["items"][1]["clientAddress"], "127.0.0.1", "{mine:#}");
     // A filter cannot widen it: userId of the admin still only shows Ivy's keys.
     let r = with_session(
         Method::GET,

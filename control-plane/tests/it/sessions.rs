@@ -410,29 +410,43 @@ async fn session_owner_cannot_undo_an_admins_disable(b: Backend) {
         (StatusCode::OK, Some("active"))
     );
 
-    // An admin's off: the owner is refused, the key stays off; the admin can.
-    let r = app
-        .patch(
-            &format!("/api/admin-api-keys/{kid}"),
-            ADMIN,
-            json!({"enabled": false}),
-        )
-        .await;
+    let admin_path = format!("/api/admin-api-keys/{kid}");
+    let admin = |enabled: bool| app.patch(&admin_path, ADMIN, json!({ "enabled": enabled }));
+    // The owner is refused and the key stays off: only an admin turns it on.
+    let refused_to_owner = || async {
+        let (s, body) = status(own(true)).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+        assert_eq!(
+            body,
+            json!({"error": "an admin turned this key off; only an admin can turn it on"})
+        );
+        let r = app.get(&admin_path, ADMIN).await;
+        assert_eq!(r.body["status"], "disabled");
+    };
+
+    // An admin's off.
+    let r = admin(false).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    let (s, body) = status(own(true)).await;
-    assert_eq!(s, StatusCode::FORBIDDEN);
-    assert_eq!(
-        body,
-        json!({"error": "an admin turned this key off; only an admin can turn it on"})
-    );
-    let r = app.get(&format!("/api/admin-api-keys/{kid}"), ADMIN).await;
-    assert_eq!(r.body["status"], "disabled");
+    refused_to_owner().await;
+    let r = admin(true).await;
+    assert_eq!(r.body["status"], "active", "{}", r.text);
+
+    // The owner (or whoever holds their login) turns the key off first; an
+    // admin then turns it off too: the admin now holds it.
+    assert_eq!(status(own(false)).await.0, StatusCode::OK);
+    let r = admin(false).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    refused_to_owner().await;
     let r = app
-        .patch(
-            &format!("/api/admin-api-keys/{kid}"),
+        .get(
+            &format!("/api/audit-events?keyId={kid}&action=key.disabled"),
             ADMIN,
-            json!({"enabled": true}),
         )
         .await;
-    assert_eq!(r.body["status"], "active", "{}", r.text);
+    assert_eq!(
+        r.body["items"].as_array().map(Vec::len),
+        Some(4),
+        "two turn-offs by the owner, two by the admin (the last one the hold): {}",
+        r.text
+    );
 }
