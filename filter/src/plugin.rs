@@ -244,8 +244,11 @@ fn report_feed_event(
                 host.log(
                     LogLevel::Info,
                     &format!(
-                        "key table at version {} ({} keys, {} writes)",
-                        a.version, a.key_count, a.writes
+                        "key table at version {} ({} keys, {} writes, {})",
+                        a.version,
+                        a.key_count,
+                        a.writes,
+                        if a.snapshot { "snapshot" } else { "delta" }
                     ),
                 );
             }

@@ -15,7 +15,8 @@
 //! `edit` (remove one request header, set three), `setmap` (the same edits
 //! as one call that replaces the whole header map: read all headers, write
 //! them back without `authorization` and with the three identity headers),
-//! `metric` (increment a counter), `time` (read the clock).
+//! `metric` (increment a counter), `time` (read the clock), `props` (set
+//! the three access-log properties keygate sets on allow).
 //!
 //! With the configuration `micro`, the filter instead times one operation
 //! in a loop, named by the request's `x-probe-op` header: 15 trials of 2000
@@ -52,6 +53,7 @@ struct Ops {
     setmap: bool,
     metric: Option<u32>,
     time: bool,
+    props: bool,
     micro: bool,
     metric_id: u32,
 }
@@ -152,6 +154,7 @@ impl RootContext for ProbeRoot {
                         hostcalls::define_metric(MetricType::Counter, "probe_requests").ok()
                 }
                 "time" => ops.time = true,
+                "props" => ops.props = true,
                 "micro" => ops.micro = true,
                 _ => return false,
             }
@@ -258,6 +261,9 @@ impl HttpContext for ProbeHttp {
         if ops.time {
             sink += usize::from(hostcalls::get_current_time().is_ok());
         }
+        if ops.props {
+            set_properties();
+        }
         std::hint::black_box(sink);
         Action::Continue
     }
@@ -340,6 +346,18 @@ fn set_identity_headers() {
     }
 }
 
+/// Sets the three access-log properties keygate sets on allow (one call
+/// each; Envoy keeps each as filter state `wasm.<name>`).
+fn set_properties() {
+    for (name, value) in [
+        ("keygate.user_id", "1"),
+        ("keygate.key_id", "1"),
+        ("keygate.server", "alpha"),
+    ] {
+        let _ = hostcalls::set_property(vec![name], Some(value.as_bytes()));
+    }
+}
+
 fn now_ns() -> u128 {
     hostcalls::get_current_time()
         .ok()
@@ -407,6 +425,10 @@ fn micro(op: &str, metric_id: u32) -> Option<f64> {
             Box::new(move || usize::from(hostcalls::increment_metric(metric_id, 1).is_ok()))
         }
         "time" => Box::new(|| usize::from(hostcalls::get_current_time().is_ok())),
+        "props" => Box::new(|| {
+            set_properties();
+            3
+        }),
         _ => return None,
     };
     let mut best = f64::INFINITY;

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::Duration;
 
 /// The probe configurations: label, operations.
-const STEPS: [(&str, &str); 14] = [
+const STEPS: [(&str, &str); 15] = [
     ("no-op filter (reference)", ""),
     (
         "read all request headers (1 call) + lowercase names",
@@ -41,14 +41,15 @@ const STEPS: [(&str, &str); 14] = [
     ),
     ("increment 1 counter metric", "metric"),
     ("read the clock", "time"),
+    ("set 3 access-log properties (3 calls)", "props"),
     (
         "all of the above",
-        "headers,shared,decode,parse,sha256,edit,metric,time",
+        "headers,shared,decode,parse,sha256,edit,metric,time,props",
     ),
 ];
 
 /// Operations timed in a loop inside the filter (`micro` mode): name, what.
-const MICRO: [(&str, &str); 10] = [
+const MICRO: [(&str, &str); 11] = [
     ("empty", "empty loop iteration (timer overhead)"),
     ("path", "read `:path` (1 host call)"),
     (
@@ -62,6 +63,7 @@ const MICRO: [(&str, &str); 10] = [
     ("edit", "set 3 request headers + remove 3 (6 host calls)"),
     ("metric", "increment 1 counter metric"),
     ("time", "read the clock"),
+    ("props", "set 3 access-log properties (3 host calls)"),
 ];
 
 #[derive(Debug, Clone)]

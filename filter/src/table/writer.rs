@@ -31,6 +31,8 @@ pub struct Applied {
     pub key_count: u64,
     /// Entries written (upserts, removals, and dead slots cleared).
     pub writes: usize,
+    /// Whether a whole snapshot was applied (else a delta).
+    pub snapshot: bool,
 }
 
 fn is_live(stored: Option<&StoredEntry>, generation: u64) -> bool {
@@ -138,6 +140,7 @@ pub fn apply_delta(
         version: new_meta.version,
         key_count: new_meta.key_count,
         writes,
+        snapshot: false,
     })
 }
 
@@ -279,6 +282,7 @@ impl SnapshotWriter {
             version: self.version,
             key_count: new_meta.key_count,
             writes,
+            snapshot: true,
         })
     }
 }
