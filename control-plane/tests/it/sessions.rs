@@ -91,14 +91,33 @@ async fn session_admin_token(b: Backend) {
     let r = token_sign_in(&app, ADMIN, None).await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
 
-    // An https public URL makes the cookie Secure.
+    // An https public URL makes the cookie Secure, under a `__Host-` name
+    // (a sibling subdomain can neither plant nor shadow it), and only that
+    // name is read.
     let secure = TestApp::start_on(app.db.clone(), |c| {
         c.public_url = Some("https://keys.example.com".to_owned())
     })
     .await;
     let r = token_sign_in(&secure, ADMIN, Some("https://keys.example.com")).await;
-    let line = set_cookie_line(r.headers(), "keygate_session").unwrap();
+    assert!(set_cookie_line(r.headers(), "keygate_session").is_none());
+    let line = set_cookie_line(r.headers(), "__Host-keygate_session").unwrap();
     assert!(line.ends_with("; Path=/; Secure"), "{line}");
+    let value = set_cookie_value(r.headers(), "__Host-keygate_session").unwrap();
+    let me = |name: &str| {
+        browser()
+            .get(format!("{}/api/me", secure.base))
+            .header("cookie", format!("{name}={value}"))
+            .send()
+    };
+    assert_eq!(
+        me("__Host-keygate_session").await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        me("keygate_session").await.unwrap().status(),
+        StatusCode::UNAUTHORIZED,
+        "the unprefixed name is not the session over https"
+    );
 }
 
 async fn session_csrf(b: Backend) {
