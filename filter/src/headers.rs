@@ -25,7 +25,8 @@ pub fn edits<S: AsRef<str>>(
         }
     };
     // Key headers the request carries: only those need a host call to strip
-    // (each edit is one, and makes Envoy clear its route cache).
+    // (each edit is one, and costs Envoy more than the call itself:
+    // docs/benchmarks.md, "Where an allowed request's cost goes").
     let mut carried_keys = Vec::new();
     for name in header_names {
         let name = name.as_ref();
