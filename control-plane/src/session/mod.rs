@@ -27,8 +27,7 @@ pub mod cookie;
 pub mod origin;
 
 pub use cookie::{
-    CALLBACK_PATH, CookieValue, Cookies, LOGIN_COOKIE, SECURE_LOGIN_COOKIE, SECURE_SESSION_COOKIE,
-    SESSION_COOKIE, cookie, cookie_values,
+    CALLBACK_PATH, CookieValue, Cookies, LOGIN_COOKIE, SESSION_COOKIE, cookie, cookie_values,
 };
 pub use origin::{ConsoleOrigin, is_safe_method, public_url};
 

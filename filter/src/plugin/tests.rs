@@ -388,10 +388,10 @@ fn an_applied_answer_updates_gauges_logs_and_polls_again_at_once() {
     assert_eq!(vm.host.counter(Metric::FeedUpdates), 1);
     assert_eq!(vm.host.gauges.borrow()[&Metric::TableVersion], 3);
     assert_eq!(vm.host.gauges.borrow()[&Metric::TableKeys], 2);
-    assert!(
-        vm.host
-            .logged(LogLevel::Info, "key table at version 3 (2 keys")
-    );
+    assert!(vm.host.logged(
+        LogLevel::Info,
+        "key table at version 3 (2 keys, 2 writes, snapshot)"
+    ));
     // The long poll from the new version went out without waiting a tick.
     assert_eq!(vm.host.sent.borrow().len(), sent + 1);
     let (_, next) = vm.host.last_sent();
@@ -404,6 +404,18 @@ fn an_applied_answer_updates_gauges_logs_and_polls_again_at_once() {
         vm.send("/mcp-connect/alpha/mcp", &[("x-api-key", &key(2))]),
         Verdict::Continue
     );
+    // A delta says so too.
+    let (token, _) = vm.host.last_sent();
+    let delta = KeyTable {
+        full: false,
+        removals: vec![2],
+        ..snapshot(4, &[])
+    };
+    vm.answer(token, Some(200), Some(&delta));
+    assert!(vm.host.logged(
+        LogLevel::Info,
+        "key table at version 4 (1 keys, 1 writes, delta)"
+    ));
 }
 
 #[test]
