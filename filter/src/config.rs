@@ -54,8 +54,8 @@ pub struct Config {
     /// Remove the key headers before the upstream on allow.
     #[serde_inline_default(true)]
     pub strip_key: bool,
-    /// Keys per page of a full snapshot (`limit=`); the largest page the
-    /// control plane serves by default.
+    /// Keys per page of a full snapshot, and of a delta naming more keys
+    /// (`limit=`); by default the largest page the control plane serves.
     #[serde_inline_default(MAX_PAGE_SIZE)]
     pub snapshot_page_size: u32,
     /// How long each VM serves requests from its decoded view of the table

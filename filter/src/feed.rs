@@ -14,6 +14,13 @@
 //! A snapshot in progress lives only in this feed: if the lease moves on, the
 //! new holder starts its own. Against a control plane that refuses `limit`
 //! (400), snapshots are asked for whole.
+//! Deltas are asked for in pages of the same size (`paged=1`): a change
+//! touching more keys (an access rule over every user) arrives as pages
+//! (`since=V&after=next`), each written in place as it arrives
+//! ([`DeltaWriter`]); after the last one the table moves to the first page's
+//! version and the next poll, sent at once, re-ships what changed while
+//! paging. Against a control plane that refuses `paged` (400), deltas are
+//! asked for whole.
 //! Each applied answer also brings the set of registered MCP servers (see
 //! [`servers`]) in step with what it says.
 //! Failures back off exponentially (250 ms → 5 s); the table keeps serving
@@ -22,7 +29,9 @@
 
 use crate::config::Config;
 use crate::store::SharedStore;
-use crate::table::{Applied, ApplyError, SnapshotWriter, apply_delta, read_table_meta, servers};
+use crate::table::{
+    Applied, ApplyError, DeltaWriter, SnapshotWriter, apply_delta, read_table_meta, servers,
+};
 use keygate_protocol::{FeedQuery, KeyTable, PageSize, WaitSeconds, bearer};
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::BTreeSet;
@@ -113,10 +122,11 @@ pub enum FeedEvent {
     /// Answer fine but not applicable (another writer moved the table);
     /// polls again right away from the current version.
     Skipped(ApplyError),
-    /// One page of a paged snapshot applied; more pages follow.
+    /// One page of a paged snapshot or delta applied; more pages follow.
     PageApplied {
-        /// Keys written by the snapshot so far.
+        /// Entries written by the snapshot or delta so far.
         written: u64,
+        snapshot: bool,
     },
     /// Transport error, timeout, non-200 or undecodable body.
     Failed,
@@ -133,18 +143,27 @@ impl FeedEvent {
 enum Asked {
     /// A full snapshot (no table yet).
     Snapshot,
-    /// Changes after this version (or a full snapshot if the log cannot say).
-    Since(u64),
+    /// Changes after `version` (or a full snapshot if the log cannot say),
+    /// in pages when `paged_deltas`.
+    Since { version: u64, paged_deltas: bool },
     /// The page of a snapshot in progress after this key id.
     Page(i64),
+    /// The page of a delta in progress from `since` after key id `after`.
+    DeltaPage { since: u64, after: i64 },
 }
 
-/// A paged snapshot being received.
+/// A paged answer being received; `next` is the key id to continue after.
 #[derive(Debug)]
-struct Paging {
-    writer: SnapshotWriter,
-    /// Key id to continue after.
-    next: i64,
+enum Paging {
+    Snapshot {
+        writer: SnapshotWriter,
+        next: i64,
+    },
+    Delta {
+        writer: DeltaWriter,
+        since: u64,
+        next: i64,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -157,6 +176,9 @@ pub struct Feed {
     paging: Option<Paging>,
     /// The control plane refused `limit` (an older version): ask whole.
     unpaged: bool,
+    /// The control plane refused `paged` (an older version): ask for whole
+    /// deltas (snapshots may still come in pages).
+    whole_deltas: bool,
     /// A snapshot was just flipped in: its sync is as of its first page, so
     /// the next poll asks without waiting, and its answer (whatever changed
     /// meanwhile, or nothing) records a sync as of now. Else an idle feed
@@ -200,29 +222,45 @@ impl Feed {
         if now_ms < self.next_attempt_ms {
             return None;
         }
-        let asked = match (&self.paging, read_table_meta(store)) {
-            (Some(p), _) => Asked::Page(p.next),
-            (None, Some(m)) => Asked::Since(m.version),
-            (None, None) => Asked::Snapshot,
-        };
         let page_size = PageSize::saturating(cfg.snapshot_page_size);
         let page = (!self.unpaged).then_some(page_size);
+        let asked = match (&self.paging, read_table_meta(store)) {
+            (Some(Paging::Snapshot { next, .. }), _) => Asked::Page(*next),
+            (Some(Paging::Delta { since, next, .. }), _) => Asked::DeltaPage {
+                since: *since,
+                after: *next,
+            },
+            (None, Some(m)) => Asked::Since {
+                version: m.version,
+                paged_deltas: page.is_some() && !self.whole_deltas,
+            },
+            (None, None) => Asked::Snapshot,
+        };
         let query = match asked {
             Asked::Page(after) => FeedQuery::Page {
                 after,
                 page: page_size,
             },
             // `limit` too: the answer is a snapshot if the log no longer reaches `v`.
-            Asked::Since(version) => FeedQuery::Since {
+            Asked::Since {
+                version,
+                paged_deltas,
+            } => FeedQuery::Since {
                 version,
                 wait,
                 page,
+                paged_deltas,
+            },
+            Asked::DeltaPage { since, after } => FeedQuery::DeltaPage {
+                since,
+                after,
+                page: page_size,
             },
             Asked::Snapshot => FeedQuery::Snapshot { page },
         };
         let path = query.path();
         self.in_flight = Some((asked, now_ms));
-        if matches!(asked, Asked::Since(_)) {
+        if matches!(asked, Asked::Since { .. }) {
             self.catch_up = false;
         }
         Some(HttpRequest::to_control_plane(
@@ -244,14 +282,19 @@ impl Feed {
         self.next_attempt_ms = now_ms;
     }
 
-    /// Forgets a snapshot in progress (the lease was lost): its entries stay
-    /// under a reserved generation that the next snapshot skips.
-    pub fn abandon_snapshot(&mut self) {
+    /// Forgets a snapshot or delta in progress (the lease was lost). A
+    /// snapshot's entries stay under a reserved generation that the next
+    /// snapshot skips; a delta's are current states, harmless to keep.
+    pub fn abandon_paging(&mut self) {
         self.paging = None;
     }
 
     pub fn snapshot_in_progress(&self) -> bool {
-        self.paging.is_some()
+        matches!(self.paging, Some(Paging::Snapshot { .. }))
+    }
+
+    pub fn delta_in_progress(&self) -> bool {
+        matches!(self.paging, Some(Paging::Delta { .. }))
     }
 
     /// The dispatch itself failed (unknown cluster, host refusal).
@@ -282,10 +325,18 @@ impl Feed {
             Some((asked, _)) => asked,
             None => return FeedEvent::Failed,
         };
-        if status == Some(400) && !self.unpaged {
-            // An older control plane refuses unknown parameters: ask whole
-            // snapshots from now on (and start this one again).
-            self.unpaged = true;
+        if status == Some(400) {
+            // An older control plane refuses parameters it does not know:
+            // ask for whole deltas (it refused `paged`, or a continuation
+            // reached an older replica), or else whole snapshots, from now
+            // on, and start this answer again.
+            match asked {
+                Asked::Since {
+                    paged_deltas: true, ..
+                }
+                | Asked::DeltaPage { .. } => self.whole_deltas = true,
+                _ => self.unpaged = true,
+            }
             self.paging = None;
         }
         let table = match (status, body) {
@@ -299,10 +350,10 @@ impl Feed {
         };
         let result = match asked {
             Asked::Page(after) => self.continue_snapshot(store, &table, after),
+            // Also a delta's continuation, when the log no longer reaches it.
             _ if table.full => self.start_snapshot(store, &table, now_ms),
-            Asked::Since(v) => {
-                apply_delta(store, &table, v, now_ms, &mut self.known_ids).map(FeedEvent::Applied)
-            }
+            Asked::Since { version, .. } => self.start_delta(store, &table, version, now_ms),
+            Asked::DeltaPage { since, after } => self.continue_delta(store, &table, since, after),
             Asked::Snapshot => Err(ApplyError::NotBasedOnTable),
         };
         // Every whole answer carries the registered servers (or, from an
@@ -351,9 +402,81 @@ impl Feed {
         after: i64,
     ) -> Result<FeedEvent, ApplyError> {
         match self.paging.take() {
-            Some(p) if p.next == after && page.full => self.page(store, p.writer, page, after),
+            Some(Paging::Snapshot { writer, next }) if next == after && page.full => {
+                self.page(store, writer, page, after)
+            }
             // Not a page of the snapshot in progress: start over.
             _ => Err(ApplyError::NotBasedOnTable),
+        }
+    }
+
+    /// The first (or only) page of a delta from `since`.
+    fn start_delta(
+        &mut self,
+        store: &dyn SharedStore,
+        page: &KeyTable,
+        since: u64,
+        now_ms: u64,
+    ) -> Result<FeedEvent, ApplyError> {
+        self.paging = None;
+        if page.next.is_none() {
+            return apply_delta(store, page, since, now_ms, &mut self.known_ids)
+                .map(FeedEvent::Applied);
+        }
+        let writer = DeltaWriter::begin(store, page, since, now_ms)?;
+        self.delta_page(store, writer, since, page, i64::MIN)
+    }
+
+    fn continue_delta(
+        &mut self,
+        store: &dyn SharedStore,
+        page: &KeyTable,
+        since: u64,
+        after: i64,
+    ) -> Result<FeedEvent, ApplyError> {
+        match self.paging.take() {
+            Some(Paging::Delta {
+                writer,
+                since: s,
+                next,
+            }) if s == since && next == after => self.delta_page(store, writer, since, page, after),
+            // Not a page of the delta in progress: poll again from meta.
+            _ => Err(ApplyError::NotBasedOnTable),
+        }
+    }
+
+    fn delta_page(
+        &mut self,
+        store: &dyn SharedStore,
+        mut writer: DeltaWriter,
+        since: u64,
+        page: &KeyTable,
+        after: i64,
+    ) -> Result<FeedEvent, ApplyError> {
+        // A cursor that does not move forward would never end.
+        if page.next.is_some_and(|next| next <= after) {
+            return Err(ApplyError::NotBasedOnTable);
+        }
+        writer.write_page(store, page, &mut self.known_ids)?;
+        match page.next {
+            Some(next) => {
+                let written = writer.written();
+                self.paging = Some(Paging::Delta {
+                    writer,
+                    since,
+                    next,
+                });
+                Ok(FeedEvent::PageApplied {
+                    written,
+                    snapshot: false,
+                })
+            }
+            None => {
+                let applied = writer.finish(store)?;
+                // As of its first page, like a snapshot: catch up at once.
+                self.catch_up = true;
+                Ok(FeedEvent::Applied(applied))
+            }
         }
     }
 
@@ -364,14 +487,19 @@ impl Feed {
         page: &KeyTable,
         after: i64,
     ) -> Result<FeedEvent, ApplyError> {
+        // A cursor that does not move forward would never end.
+        if page.next.is_some_and(|next| next <= after) {
+            return Err(ApplyError::NotBasedOnTable);
+        }
         writer.write_page(store, page)?;
         match page.next {
-            // A cursor that does not move forward would never end.
-            Some(next) if next <= after => Err(ApplyError::NotBasedOnTable),
             Some(next) => {
                 let written = writer.written();
-                self.paging = Some(Paging { writer, next });
-                Ok(FeedEvent::PageApplied { written })
+                self.paging = Some(Paging::Snapshot { writer, next });
+                Ok(FeedEvent::PageApplied {
+                    written,
+                    snapshot: true,
+                })
             }
             None => {
                 let applied = writer.finish(store, &mut self.known_ids)?;
@@ -445,7 +573,7 @@ mod tests {
         let r = f.next_request(&c, &s, 100).unwrap();
         assert_eq!(
             r.header(":path"),
-            Some("/internal/v1/key-table?since=4&wait=0&limit=50000")
+            Some("/internal/v1/key-table?since=4&wait=0&limit=50000&paged=1")
         );
         let ev = f.on_response(&s, Some(200), Some(&body(5, false, &[], &[1])), 300);
         assert!(matches!(ev, FeedEvent::Applied(a) if a.version == 5 && a.key_count == 1));
@@ -453,7 +581,7 @@ mod tests {
         let r = f.next_request(&c, &s, 300).unwrap();
         assert_eq!(
             r.header(":path"),
-            Some("/internal/v1/key-table?since=5&wait=20&limit=50000")
+            Some("/internal/v1/key-table?since=5&wait=20&limit=50000&paged=1")
         );
     }
 
@@ -504,7 +632,7 @@ mod tests {
         let r = new.next_request(&c, &s, 5_000).unwrap();
         assert_eq!(
             r.header(":path"),
-            Some("/internal/v1/key-table?since=7&wait=20&limit=50000")
+            Some("/internal/v1/key-table?since=7&wait=20&limit=50000&paged=1")
         );
         let ev = new.on_response(&s, Some(200), Some(&body(8, false, &[2], &[])), 5_100);
         assert!(matches!(ev, FeedEvent::Applied(a) if a.key_count == 2));
@@ -549,7 +677,7 @@ mod tests {
         };
         assert_eq!(
             r.header(":path"),
-            Some("/internal/v1/key-table?since=1&wait=0&limit=50000")
+            Some("/internal/v1/key-table?since=1&wait=0&limit=50000&paged=1")
         );
         assert_eq!(r.timeout_ms, CALLOUT_SLACK_MS);
         // The table keeps its last sync time while failing...
@@ -629,7 +757,7 @@ mod tests {
         let r = a.next_request(&c, &s, 0).unwrap();
         assert_eq!(
             r.header(":path"),
-            Some("/internal/v1/key-table?since=6&wait=20&limit=50000")
+            Some("/internal/v1/key-table?since=6&wait=20&limit=50000&paged=1")
         );
     }
 
@@ -667,7 +795,7 @@ mod tests {
         let r = f.next_request(&c, &s, 1_000).unwrap();
         assert_eq!(
             r.header(":path"),
-            Some("/internal/v1/key-table?since=1&wait=0&limit=2")
+            Some("/internal/v1/key-table?since=1&wait=0&limit=2&paged=1")
         );
         // The log no longer reaches 1: a paged snapshot at version 9 that
         // keeps 2 and 3 and drops 1, 4 and 6. Keys 2 and 3 stay valid at every
@@ -682,7 +810,13 @@ mod tests {
             on_set: &check,
         };
         let ev = f.on_response(&spy, Some(200), Some(&page(9, &[2, 3], Some(3))), 2_000);
-        assert_eq!(ev, FeedEvent::PageApplied { written: 2 });
+        assert_eq!(
+            ev,
+            FeedEvent::PageApplied {
+                written: 2,
+                snapshot: true
+            }
+        );
         let meta = TableReader::new(&s).meta().unwrap();
         assert_eq!(
             (meta.generation, meta.version, meta.reserved),
@@ -697,7 +831,13 @@ mod tests {
             Some("/internal/v1/key-table?after=3&limit=2")
         );
         let ev = f.on_response(&spy, Some(200), Some(&page(10, &[5, 7], Some(7))), 3_000);
-        assert_eq!(ev, FeedEvent::PageApplied { written: 4 });
+        assert_eq!(
+            ev,
+            FeedEvent::PageApplied {
+                written: 4,
+                snapshot: true
+            }
+        );
         assert_eq!(TableReader::new(&s).last_sync_unix(), Some(1));
         assert_eq!(live(&s, 1..=9), vec![1, 2, 3, 4, 5, 6, 7]);
         // A failed page is asked for again, not the whole snapshot.
@@ -731,7 +871,7 @@ mod tests {
         let r = f.next_request(&c, &s, 4_000).unwrap();
         assert_eq!(
             r.header(":path"),
-            Some("/internal/v1/key-table?since=9&wait=0&limit=2")
+            Some("/internal/v1/key-table?since=9&wait=0&limit=2&paged=1")
         );
         let ev = f.on_response(&s, Some(200), Some(&body(12, false, &[], &[])), 4_100);
         assert!(
@@ -742,7 +882,7 @@ mod tests {
         let r = f.next_request(&c, &s, 4_100).unwrap();
         assert_eq!(
             r.header(":path"),
-            Some("/internal/v1/key-table?since=12&wait=20&limit=2")
+            Some("/internal/v1/key-table?since=12&wait=20&limit=2&paged=1")
         );
     }
 
@@ -757,15 +897,21 @@ mod tests {
         // A full snapshot starts: key 3 (new) is written under the next
         // generation, then the writer stops (lease lost) mid-snapshot.
         let ev = a.on_response(&s, Some(200), Some(&page(5, &[1, 3], Some(3))), 0);
-        assert_eq!(ev, FeedEvent::PageApplied { written: 2 });
-        a.abandon_snapshot();
+        assert_eq!(
+            ev,
+            FeedEvent::PageApplied {
+                written: 2,
+                snapshot: true
+            }
+        );
+        a.abandon_paging();
         // Key 3 is deleted at the control plane. A new holder's snapshot
         // (one page) no longer lists it.
         let mut b = Feed::new();
         let r = b.next_request(&c, &s, 100).unwrap();
         assert_eq!(
             r.header(":path"),
-            Some("/internal/v1/key-table?since=1&wait=20&limit=2")
+            Some("/internal/v1/key-table?since=1&wait=20&limit=2&paged=1")
         );
         let ev = b.on_response(&s, Some(200), Some(&page(7, &[1, 2], None)), 100);
         assert!(
@@ -780,7 +926,7 @@ mod tests {
         let r = a.next_request(&c, &s, 200).unwrap();
         assert_eq!(
             r.header(":path"),
-            Some("/internal/v1/key-table?since=7&wait=20&limit=2")
+            Some("/internal/v1/key-table?since=7&wait=20&limit=2&paged=1")
         );
     }
 
@@ -792,7 +938,10 @@ mod tests {
         a.next_request(&c, &s, 0).unwrap();
         assert_eq!(
             a.on_response(&s, Some(200), Some(&page(3, &[1, 2], Some(2))), 0),
-            FeedEvent::PageApplied { written: 2 }
+            FeedEvent::PageApplied {
+                written: 2,
+                snapshot: true
+            }
         );
         // Another writer completes its own snapshot meanwhile.
         let mut b = Feed::new();
@@ -865,7 +1014,13 @@ mod tests {
         let mut f = Feed::new();
         f.next_request(&c, &s, 1_000).unwrap();
         let ev = f.on_response(&s, Some(200), Some(&page(2, &[1], Some(1))), 1_000);
-        assert_eq!(ev, FeedEvent::PageApplied { written: 1 });
+        assert_eq!(
+            ev,
+            FeedEvent::PageApplied {
+                written: 1,
+                snapshot: true
+            }
+        );
         // The second page fails for ten minutes.
         let mut now = 5_000;
         while now <= 600_000 {
@@ -906,7 +1061,7 @@ mod tests {
         let r = f.next_request(&c, &s, now).unwrap();
         assert_eq!(
             r.header(":path"),
-            Some("/internal/v1/key-table?since=2&wait=0&limit=1")
+            Some("/internal/v1/key-table?since=2&wait=0&limit=1&paged=1")
         );
         f.on_response(
             &s,
@@ -917,6 +1072,212 @@ mod tests {
         assert_eq!(
             TableReader::new(&s).last_sync_unix(),
             Some(i64::try_from(now / 1_000 + 1).unwrap())
+        );
+    }
+
+    /// A page of a delta: `ids` upserted, `removals` removed, `next` set.
+    fn delta_page(version: u64, ids: &[i64], removals: &[i64], next: Option<i64>) -> Vec<u8> {
+        let mut t: KeyTable = serde_json::from_slice(&body(version, false, ids, removals)).unwrap();
+        t.next = next;
+        serde_json::to_vec(&t).unwrap()
+    }
+
+    /// A table of keys 1 to 4 at version 1, caught up; returns the feed.
+    fn table_at_1(s: &MemoryStore, c: &Config) -> Feed {
+        let mut f = Feed::new();
+        f.next_request(c, s, 0).unwrap();
+        f.on_response(s, Some(200), Some(&page(1, &[1, 2, 3, 4], None)), 1_000);
+        f.next_request(c, s, 1_000).unwrap();
+        f.on_response(s, Some(200), Some(&body(1, false, &[], &[])), 1_000);
+        f
+    }
+
+    #[test]
+    fn paged_delta_is_written_page_by_page_and_lands_at_its_first_version() {
+        let s = MemoryStore::default();
+        let c = paged_cfg(2);
+        let mut f = table_at_1(&s, &c);
+        let r = f.next_request(&c, &s, 1_000).unwrap();
+        assert_eq!(
+            r.header(":path"),
+            Some("/internal/v1/key-table?since=1&wait=20&limit=2&paged=1")
+        );
+        // A change naming four keys, two per page, in id order: 1 and 3 are
+        // gone, 5 and 6 are new. Keys 2 and 4 stay valid at every instant.
+        let check = |st: &MemoryStore| {
+            let r = TableReader::new(st);
+            assert!(r.entry(2).is_some(), "key 2 vanished mid-delta");
+            assert!(r.entry(4).is_some(), "key 4 vanished mid-delta");
+        };
+        let spy = Spy {
+            inner: &s,
+            on_set: &check,
+        };
+        let ev = f.on_response(
+            &spy,
+            Some(200),
+            Some(&delta_page(7, &[], &[1, 3], Some(3))),
+            2_000,
+        );
+        assert_eq!(
+            ev,
+            FeedEvent::PageApplied {
+                written: 2,
+                snapshot: false
+            }
+        );
+        assert!(f.delta_in_progress() && !f.snapshot_in_progress());
+        // Written at once, but the table stays at `since` until the end: a
+        // page is not a sync.
+        assert_eq!(live(&s, 1..=9), vec![2, 4]);
+        let meta = TableReader::new(&s).meta().unwrap();
+        // The count stays true page by page, in case the delta stops here.
+        assert_eq!((meta.version, meta.key_count), (1, 2));
+        assert_eq!(TableReader::new(&s).last_sync_unix(), Some(1));
+        // The next page, at once, with the cursor; a failed one is asked again.
+        let r = f.next_request(&c, &s, 2_000).unwrap();
+        assert_eq!(
+            r.header(":path"),
+            Some("/internal/v1/key-table?since=1&after=3&limit=2")
+        );
+        assert_eq!(f.on_response(&spy, None, None, 2_100), FeedEvent::Failed);
+        let r = f.next_request(&c, &s, 2_400).unwrap();
+        assert_eq!(
+            r.header(":path"),
+            Some("/internal/v1/key-table?since=1&after=3&limit=2")
+        );
+        // The last page was read later, at version 8.
+        let ev = f.on_response(
+            &spy,
+            Some(200),
+            Some(&delta_page(8, &[5, 6], &[], None)),
+            3_000,
+        );
+        assert!(
+            matches!(ev, FeedEvent::Applied(a) if a.version == 7 && a.key_count == 4 && !a.snapshot && a.pages == 2),
+            "{ev:?}"
+        );
+        assert_eq!(live(&s, 1..=9), vec![2, 4, 5, 6]);
+        // At the FIRST page's version, synced as of its arrival; then a poll
+        // at once re-ships whatever changed while paging.
+        let meta = TableReader::new(&s).meta().unwrap();
+        assert_eq!((meta.version, meta.key_count), (7, 4));
+        assert_eq!(TableReader::new(&s).last_sync_unix(), Some(2));
+        let r = f.next_request(&c, &s, 3_000).unwrap();
+        assert_eq!(
+            r.header(":path"),
+            Some("/internal/v1/key-table?since=7&wait=0&limit=2&paged=1")
+        );
+    }
+
+    #[test]
+    fn a_paged_delta_that_cannot_go_on_starts_again_from_the_table() {
+        let s = MemoryStore::default();
+        let c = paged_cfg(2);
+        // A continuation answered with a full snapshot (the log no longer
+        // reaches `since`) starts that snapshot.
+        let mut f = table_at_1(&s, &c);
+        f.next_request(&c, &s, 1_000).unwrap();
+        f.on_response(
+            &s,
+            Some(200),
+            Some(&delta_page(7, &[5], &[1], Some(5))),
+            2_000,
+        );
+        f.next_request(&c, &s, 2_000).unwrap();
+        let ev = f.on_response(&s, Some(200), Some(&page(20, &[2, 9], Some(9))), 2_000);
+        assert_eq!(
+            ev,
+            FeedEvent::PageApplied {
+                written: 2,
+                snapshot: true
+            }
+        );
+        assert!(f.snapshot_in_progress());
+
+        // A page whose cursor does not move forward is dropped unwritten,
+        // and the feed asks again from the table's version.
+        let s = MemoryStore::default();
+        let mut f = table_at_1(&s, &c);
+        f.next_request(&c, &s, 1_000).unwrap();
+        f.on_response(
+            &s,
+            Some(200),
+            Some(&delta_page(7, &[5], &[1], Some(5))),
+            2_000,
+        );
+        f.next_request(&c, &s, 2_000).unwrap();
+        let ev = f.on_response(
+            &s,
+            Some(200),
+            Some(&delta_page(7, &[6], &[], Some(5))),
+            2_000,
+        );
+        assert_eq!(ev, FeedEvent::Skipped(ApplyError::NotBasedOnTable));
+        assert!(!f.delta_in_progress());
+        let r = f.next_request(&c, &s, 2_000).unwrap();
+        assert_eq!(
+            r.header(":path"),
+            Some("/internal/v1/key-table?since=1&wait=20&limit=2&paged=1")
+        );
+        // What the pages wrote are current states, and stay.
+        assert_eq!(live(&s, 1..=9), vec![2, 3, 4, 5]);
+
+        // Another writer moved the table between pages: the next page is
+        // not written under the replaced table.
+        let s = MemoryStore::default();
+        let mut f = table_at_1(&s, &c);
+        f.next_request(&c, &s, 1_000).unwrap();
+        f.on_response(
+            &s,
+            Some(200),
+            Some(&delta_page(7, &[5], &[1], Some(5))),
+            2_000,
+        );
+        let mut other = Feed::new();
+        other.next_request(&c, &s, 2_000).unwrap();
+        other.on_response(&s, Some(200), Some(&body(9, false, &[], &[])), 2_000);
+        f.next_request(&c, &s, 2_000).unwrap();
+        let ev = f.on_response(&s, Some(200), Some(&delta_page(9, &[6], &[], None)), 2_000);
+        assert_eq!(ev, FeedEvent::Skipped(ApplyError::NotBasedOnTable));
+        assert_eq!(live(&s, 1..=9), vec![2, 3, 4, 5]);
+        assert_eq!(TableReader::new(&s).meta().unwrap().version, 9);
+    }
+
+    #[test]
+    fn an_older_control_plane_gets_whole_deltas() {
+        let s = MemoryStore::default();
+        let c = paged_cfg(2);
+        let mut f = table_at_1(&s, &c);
+        // It refuses the unknown `paged` parameter: deltas are asked for
+        // whole from then on; snapshots keep their pages.
+        f.next_request(&c, &s, 1_000).unwrap();
+        assert_eq!(
+            f.on_response(&s, Some(400), Some(&b"{}"[..]), 1_000),
+            FeedEvent::Failed
+        );
+        let r = f.next_request(&c, &s, 2_000).unwrap();
+        assert_eq!(
+            r.header(":path"),
+            Some("/internal/v1/key-table?since=1&wait=0&limit=2")
+        );
+        // Likewise when a continuation reaches an older replica mid-delta.
+        let s = MemoryStore::default();
+        let mut f = table_at_1(&s, &c);
+        f.next_request(&c, &s, 1_000).unwrap();
+        f.on_response(
+            &s,
+            Some(200),
+            Some(&delta_page(7, &[5], &[1], Some(5))),
+            2_000,
+        );
+        f.next_request(&c, &s, 2_000).unwrap();
+        f.on_response(&s, Some(400), Some(&b"{}"[..]), 2_000);
+        assert!(!f.delta_in_progress());
+        let r = f.next_request(&c, &s, 3_000).unwrap();
+        assert_eq!(
+            r.header(":path"),
+            Some("/internal/v1/key-table?since=1&wait=0&limit=2")
         );
     }
 

@@ -14,7 +14,7 @@ use crate::published;
 use crate::request_headers::RequestHeaders;
 use crate::store::SharedStore;
 use crate::sync::Syncer;
-use crate::table::{TableCache, TableReader};
+use crate::table::{Applied, TableCache, TableReader};
 use crate::usage::{PostResult, UsageBatch};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -230,11 +230,12 @@ fn report_feed_event(
     now: u64,
 ) {
     match event {
-        FeedEvent::PageApplied { written } => {
+        FeedEvent::PageApplied { written, snapshot } => {
             host.add_to_counter(Metric::FeedUpdates, 1);
+            let kind = if snapshot { "snapshot" } else { "delta" };
             host.log(
                 LogLevel::Debug,
-                &format!("key-table snapshot page applied ({written} keys so far)"),
+                &format!("key-table {kind} page applied ({written} writes so far)"),
             );
         }
         FeedEvent::Applied(a) => {
@@ -248,7 +249,7 @@ fn report_feed_event(
                         a.version,
                         a.key_count,
                         a.writes,
-                        if a.snapshot { "snapshot" } else { "delta" }
+                        answer_kind(a)
                     ),
                 );
             }
@@ -266,6 +267,16 @@ fn report_feed_event(
                 ),
             );
         }
+    }
+}
+
+/// `snapshot` or `delta`, and `in N pages` when it was paged.
+fn answer_kind(a: Applied) -> String {
+    let kind = if a.snapshot { "snapshot" } else { "delta" };
+    if a.pages > 1 {
+        format!("{kind} in {} pages", a.pages)
+    } else {
+        kind.to_owned()
     }
 }
 

@@ -103,9 +103,10 @@ impl Syncer {
         let holds = lease::hold(store, self.owner_id, now_ms, LEASE_TTL_MS);
         let lease_changed = (holds != self.holds).then_some(holds);
         if !holds {
-            // Whoever holds the lease now writes the table; a snapshot this
-            // VM had in progress is not continued (the new holder starts one).
-            self.feed.abandon_snapshot();
+            // Whoever holds the lease now writes the table; a snapshot or a
+            // paged delta this VM had in progress is not continued (the new
+            // holder starts from the table's version).
+            self.feed.abandon_paging();
         }
         self.holds = holds;
         let poll = if holds {
@@ -165,7 +166,7 @@ impl Syncer {
         };
         let event = self.feed.on_response(&keeping, status, body, now_ms);
         if keeping.lost.get() {
-            self.feed.abandon_snapshot();
+            self.feed.abandon_paging();
             return FeedEvent::LEASE_LOST;
         }
         event

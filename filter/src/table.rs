@@ -21,7 +21,8 @@
 //!
 //! A request reads `kg4/k/<keyId>`, one O(1) lookup, never a decode of the
 //! whole table, and each VM keeps what it read for a few milliseconds (see
-//! [`TableCache`]). A delta of k changes writes k entries and meta.
+//! [`TableCache`]). A delta of k changes writes k entries and meta (a
+//! paged delta writes its pages' entries as they come, then meta).
 //! A full snapshot first reserves generation G+1 in meta (`reserved`), then
 //! writes every entry, page by page, with generation G+1 while meta still
 //! says G (readers accept `entry.generation >= meta.generation`), then flips
@@ -41,7 +42,7 @@ pub(crate) mod testing;
 pub mod writer;
 
 pub use reader::{CACHE_MAX_ENTRIES, TableCache, TableReader};
-pub use writer::{Applied, ApplyError, SnapshotWriter, apply_delta};
+pub use writer::{Applied, ApplyError, DeltaWriter, SnapshotWriter, apply_delta};
 
 use crate::slot;
 use crate::store::SharedStore;

@@ -13,8 +13,9 @@
 //!   a control plane's do (entries are stamped with the version that wrote
 //!   them, and an older write never replaces a newer one, so after an
 //!   answer from the past the table rightly keeps the newer entries);
-//! - meta's version is the applied answer's, and its key count the number
-//!   of live keys.
+//! - meta's version is the applied answer's (a paged answer's first page's),
+//!   and its key count the number of live keys, after every page too;
+//! - pages of a delta are applied like a delta, page by page.
 
 use crate::memory_store::MemoryStore;
 use keygate_filter::config::Config;
@@ -90,6 +91,8 @@ pub fn check(data: &[u8]) {
     let mut snapshot_ids: BTreeSet<i64> = BTreeSet::new();
     // A paged snapshot flips in at its first page's version.
     let mut snapshot_version = 0;
+    // A paged delta ends at its first page's version.
+    let mut delta_version = 0;
     // The newest version an applied answer carried.
     let mut newest = 0;
     for body in data.split(|&b| b == 0).take(16) {
@@ -99,6 +102,7 @@ pub fn check(data: &[u8]) {
         }
         let before = (store.entries(), read_table_meta(&store));
         let paging_before = feed.snapshot_in_progress();
+        let delta_paging_before = feed.delta_in_progress();
         let event = feed.on_response(&store, Some(200), Some(body), now);
         let parsed = serde_json::from_slice::<KeyTable>(body).ok();
         let Some(table) = parsed else {
@@ -126,12 +130,24 @@ pub fn check(data: &[u8]) {
         if matches!(event, FeedEvent::Applied(_) | FeedEvent::PageApplied { .. }) {
             newest = newest.max(table.version);
         }
+        if matches!(
+            event,
+            FeedEvent::PageApplied {
+                snapshot: false,
+                ..
+            }
+        ) && !delta_paging_before
+        {
+            delta_version = table.version;
+        }
         match event {
             FeedEvent::Applied(applied) => {
                 let meta = read_table_meta(&store);
                 assert_eq!(meta.map(|m| m.version), Some(applied.version));
                 let version = if table.full {
                     snapshot_version
+                } else if delta_paging_before {
+                    delta_version
                 } else {
                     table.version
                 };
@@ -163,8 +179,28 @@ pub fn check(data: &[u8]) {
                     }
                 }
             }
-            FeedEvent::PageApplied { .. } => {
-                assert!(table.full, "a delta applied as a snapshot page");
+            FeedEvent::PageApplied { snapshot, .. } => {
+                assert_eq!(snapshot, table.full, "a page applied as the other kind");
+                if !table.full {
+                    let meta = read_table_meta(&store);
+                    assert_eq!(meta.map(|m| m.version), before.1.map(|m| m.version));
+                    assert_eq!(
+                        meta.map(|m| m.key_count),
+                        Some(live_ids(&store).len() as u64),
+                        "meta's key count is not the number of live keys mid-delta"
+                    );
+                    for (id, entry) in &upserts {
+                        if in_order && !table.removals.contains(id) {
+                            assert_reads_back(&store, entry);
+                        }
+                    }
+                    for id in &table.removals {
+                        assert!(
+                            !in_order || TableReader::new(&store).entry(*id).is_none(),
+                            "key {id} live after its removal in a delta page"
+                        );
+                    }
+                }
             }
             FeedEvent::Skipped(_) | FeedEvent::Failed => {
                 if !table.full {

@@ -10,8 +10,11 @@
 //! GET  /internal/v1/key-table                       full snapshot, whole
 //! GET  /internal/v1/key-table?limit=N               its first page of N keys
 //! GET  /internal/v1/key-table?after=K&limit=N       the page after key id K
-//! GET  /internal/v1/key-table?since=V&wait=S[&limit=N]
-//!                                                   changes after V, long-polled
+//! GET  /internal/v1/key-table?since=V&wait=S[&limit=N[&paged=1]]
+//!                                                   changes after V, long-polled;
+//!                                                   with paged=1, at most N of them
+//! GET  /internal/v1/key-table?since=V&after=K&limit=N
+//!                                                   the changed keys after key id K
 //! POST /internal/v1/usage                           a UsageReport
 //! ```
 
@@ -91,16 +94,29 @@ pub enum FeedQuery {
     Snapshot { page: Option<PageSize> },
     /// The changes after `version`, waiting up to `wait` for one. When the
     /// change log no longer reaches `version` the answer is a full snapshot,
-    /// paged by `page` if set. Deltas themselves are never paged.
+    /// paged by `page` if set. With `paged_deltas` (`paged=1`, only with
+    /// `page`) the delta is paged too: at most `page` changed keys, with
+    /// `next` set when more follow ([`FeedQuery::DeltaPage`]). Without it a
+    /// delta comes whole, as older edges, which ignore `next`, expect.
     Since {
         version: u64,
         wait: WaitSeconds,
         page: Option<PageSize>,
+        paged_deltas: bool,
     },
     /// The page of a paged snapshot after key id `after` (the `next` of the
     /// previous page; 0 starts from the first key). [`FeedQuery::parse`]
     /// refuses a negative id.
     Page { after: i64, page: PageSize },
+    /// The page of a paged delta after key id `after` (the `next` of the
+    /// previous page): the keys changed after `since` with a larger id.
+    /// Answered at once; a full snapshot when the log no longer reaches
+    /// `since`.
+    DeltaPage {
+        since: u64,
+        after: i64,
+        page: PageSize,
+    },
 }
 
 /// Parameter names, as sent on the wire.
@@ -108,6 +124,7 @@ const SINCE: &str = "since";
 const WAIT: &str = "wait";
 const LIMIT: &str = "limit";
 const AFTER: &str = "after";
+const PAGED: &str = "paged";
 
 impl FeedQuery {
     /// Path and query to request, e.g. `/internal/v1/key-table?since=4&wait=20`.
@@ -129,6 +146,7 @@ impl FeedQuery {
         let mut wait: Option<u64> = None;
         let mut limit: Option<u64> = None;
         let mut after: Option<i64> = None;
+        let mut paged: Option<u64> = None;
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
             match name {
@@ -136,6 +154,7 @@ impl FeedQuery {
                 WAIT => set(&mut wait, WAIT, value)?,
                 LIMIT => set(&mut limit, LIMIT, value)?,
                 AFTER => set(&mut after, AFTER, value)?,
+                PAGED => set(&mut paged, PAGED, value)?,
                 _ => return Err(FeedQueryError::UnknownParameter),
             }
         }
@@ -146,19 +165,31 @@ impl FeedQuery {
                 u32::try_from(l).map_or(Err(FeedQueryError::PageSizeOutOfRange), PageSize::new)
             })
             .transpose()?;
+        let paged_deltas = match paged {
+            None | Some(0) => false,
+            Some(1) => true,
+            Some(_) => return Err(FeedQueryError::PagedNotAFlag),
+        };
+        if paged_deltas && (since.is_none() || page.is_none()) {
+            return Err(FeedQueryError::PagedWithoutSinceAndLimit);
+        }
         match (after, since) {
-            (Some(_), Some(_)) => Err(FeedQueryError::AfterWithSince),
-            (Some(after), None) => {
+            (Some(after), since) => {
                 let page = page.ok_or(FeedQueryError::AfterWithoutLimit)?;
                 if after < 0 {
                     return Err(FeedQueryError::NegativeAfter);
                 }
-                Ok(FeedQuery::Page { after, page })
+                Ok(match since {
+                    // A continuation is paged by definition.
+                    Some(since) => FeedQuery::DeltaPage { since, after, page },
+                    None => FeedQuery::Page { after, page },
+                })
             }
             (None, Some(version)) => Ok(FeedQuery::Since {
                 version,
                 wait,
                 page,
+                paged_deltas,
             }),
             (None, None) => Ok(FeedQuery::Snapshot { page }),
         }
@@ -197,14 +228,19 @@ impl fmt::Display for FeedQuery {
                 version,
                 wait,
                 page,
+                paged_deltas,
             } => {
                 write!(f, "{SINCE}={version}&{WAIT}={}", wait.get())?;
                 match page {
+                    Some(p) if *paged_deltas => write!(f, "&{LIMIT}={}&{PAGED}=1", p.get()),
                     Some(p) => write!(f, "&{LIMIT}={}", p.get()),
                     None => Ok(()),
                 }
             }
             FeedQuery::Page { after, page } => write!(f, "{AFTER}={after}&{LIMIT}={}", page.get()),
+            FeedQuery::DeltaPage { since, after, page } => {
+                write!(f, "{SINCE}={since}&{AFTER}={after}&{LIMIT}={}", page.get())
+            }
         }
     }
 }
@@ -218,9 +254,10 @@ pub enum FeedQueryError {
     NotANumber(&'static str),
     WaitTooLong,
     PageSizeOutOfRange,
-    AfterWithSince,
     AfterWithoutLimit,
     NegativeAfter,
+    PagedNotAFlag,
+    PagedWithoutSinceAndLimit,
 }
 
 impl fmt::Display for FeedQueryError {
@@ -228,7 +265,7 @@ impl fmt::Display for FeedQueryError {
         match self {
             FeedQueryError::UnknownParameter => write!(
                 f,
-                "invalid query: unknown parameter (expected {SINCE}, {WAIT}, {LIMIT} or {AFTER})"
+                "invalid query: unknown parameter (expected {SINCE}, {WAIT}, {LIMIT}, {AFTER} or {PAGED})"
             ),
             FeedQueryError::Repeated(name) => write!(f, "invalid query: {name} given twice"),
             FeedQueryError::NotANumber(name) => {
@@ -238,11 +275,12 @@ impl fmt::Display for FeedQueryError {
                 write!(f, "{WAIT} must be 0 to {MAX_WAIT_SECONDS} seconds")
             }
             FeedQueryError::PageSizeOutOfRange => write!(f, "{LIMIT} must be 1 to {MAX_PAGE_SIZE}"),
-            FeedQueryError::AfterWithSince => {
-                write!(f, "{AFTER} cannot be combined with {SINCE}")
-            }
             FeedQueryError::AfterWithoutLimit => write!(f, "{AFTER} needs {LIMIT}"),
             FeedQueryError::NegativeAfter => write!(f, "{AFTER} must be a key id (0 or more)"),
+            FeedQueryError::PagedNotAFlag => write!(f, "{PAGED} must be 0 or 1"),
+            FeedQueryError::PagedWithoutSinceAndLimit => {
+                write!(f, "{PAGED} needs {SINCE} and {LIMIT}")
+            }
         }
     }
 }
@@ -299,6 +337,7 @@ mod tests {
                     version: 4,
                     wait,
                     page: None,
+                    paged_deltas: false,
                 },
                 "/internal/v1/key-table?since=4&wait=20",
             ),
@@ -307,8 +346,26 @@ mod tests {
                     version: 4,
                     wait: WaitSeconds::ZERO,
                     page: page(2),
+                    paged_deltas: false,
                 },
                 "/internal/v1/key-table?since=4&wait=0&limit=2",
+            ),
+            (
+                FeedQuery::Since {
+                    version: 4,
+                    wait,
+                    page: page(2),
+                    paged_deltas: true,
+                },
+                "/internal/v1/key-table?since=4&wait=20&limit=2&paged=1",
+            ),
+            (
+                FeedQuery::DeltaPage {
+                    since: 4,
+                    after: 9,
+                    page: page(2).unwrap(),
+                },
+                "/internal/v1/key-table?since=4&after=9&limit=2",
             ),
             (
                 FeedQuery::Page {
@@ -331,7 +388,21 @@ mod tests {
             Ok(FeedQuery::Since {
                 version: 3,
                 wait: WaitSeconds::ZERO,
-                page: None
+                page: None,
+                paged_deltas: false,
+            })
+        );
+        // `paged=0` is the default; a continuation is paged anyway.
+        assert_eq!(
+            FeedQuery::parse("since=3&limit=5&paged=0"),
+            FeedQuery::parse("since=3&limit=5")
+        );
+        assert_eq!(
+            FeedQuery::parse("paged=1&after=2&since=3&limit=5"),
+            Ok(FeedQuery::DeltaPage {
+                since: 3,
+                after: 2,
+                page: page(5).unwrap()
             })
         );
         // Order does not matter; empty pairs are skipped.
@@ -358,11 +429,16 @@ mod tests {
             ("limit=99999999999", "limit must be 1 to 50000"),
             ("since=0&limit=0", "limit must be 1 to 50000"),
             ("after=3", "after needs limit"),
-            (
-                "after=3&limit=2&since=1",
-                "after cannot be combined with since",
-            ),
+            ("after=3&since=1", "after needs limit"),
             ("after=-1&limit=2", "after must be a key id (0 or more)"),
+            (
+                "since=1&after=-1&limit=2",
+                "after must be a key id (0 or more)",
+            ),
+            ("since=1&limit=2&paged=2", "paged must be 0 or 1"),
+            ("since=1&paged=1", "paged needs since and limit"),
+            ("limit=2&paged=1", "paged needs since and limit"),
+            ("paged=x", "invalid query: paged must be a decimal number"),
             ("since=abc", "invalid query: since must be a decimal number"),
             ("since=-1", "invalid query: since must be a decimal number"),
             ("since=+1", "invalid query: since must be a decimal number"),
@@ -378,11 +454,11 @@ mod tests {
             ("since=1&since=2", "invalid query: since given twice"),
             (
                 "bogus=1",
-                "invalid query: unknown parameter (expected since, wait, limit or after)",
+                "invalid query: unknown parameter (expected since, wait, limit, after or paged)",
             ),
             (
                 "Since=1",
-                "invalid query: unknown parameter (expected since, wait, limit or after)",
+                "invalid query: unknown parameter (expected since, wait, limit, after or paged)",
             ),
         ] {
             assert_eq!(
@@ -403,14 +479,19 @@ mod tests {
             (
                 any::<u64>(),
                 0..=MAX_WAIT_SECONDS,
-                proptest::option::of(any_page())
+                proptest::option::of(any_page()),
+                any::<bool>(),
             )
-                .prop_map(|(version, w, page)| FeedQuery::Since {
+                .prop_map(|(version, w, page, paged)| FeedQuery::Since {
                     version,
                     wait: WaitSeconds::new(w).unwrap(),
                     page,
+                    // Only meaningful (and only sent) with a page size.
+                    paged_deltas: paged && page.is_some(),
                 }),
             (0..=i64::MAX, any_page()).prop_map(|(after, page)| FeedQuery::Page { after, page }),
+            (any::<u64>(), 0..=i64::MAX, any_page())
+                .prop_map(|(since, after, page)| FeedQuery::DeltaPage { since, after, page }),
         ]
     }
 

@@ -24,10 +24,11 @@ pub struct KeyTable {
     /// Ids of keys that no longer exist or no longer open anything.
     #[serde(default)]
     pub removals: Vec<i64>,
-    /// On a page of a full snapshot asked for with `limit`: the key id to
-    /// continue after (`after=next`). Absent on the last page, on unpaged
-    /// snapshots and on deltas, so older readers (which ignore it) still see
-    /// a whole snapshot whenever they did not ask for pages.
+    /// On a page of a full snapshot asked for with `limit`, or of a delta
+    /// asked for with `limit` and `paged=1`: the key id to continue after
+    /// (`after=next`). Absent on the last page and on every answer that was
+    /// not asked for in pages, so older readers (which ignore it) still see
+    /// a whole answer whenever they did not ask for pages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<i64>,
     /// Every MCP server registered at the control plane when it answered;

@@ -576,3 +576,128 @@ async fn deleting_a_server_closes_it_and_keeps_the_keys_scoped_to_it_valid() {
     assert_initialized_by(&edge.initialize("alpha", Some(&every.key)).await, "alpha");
     assert_insufficient_scope(&edge.initialize("beta", Some(&every.key)).await, &every.key);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_access_change_over_more_keys_than_a_page_arrives_in_pages_without_a_window() {
+    // Pages of 3 keys: one access-rule change naming 13 keys reaches the
+    // edge as a paged delta, not one unbounded answer.
+    const PAGE: u32 = 3;
+    let mut filter = test_filter_config(0, "set-at-start");
+    filter.snapshot_page_size = Some(PAGE);
+    let stack = Stack::start(
+        "sync-paged-delta",
+        StackOptions {
+            filter,
+            ..StackOptions::default()
+        },
+    )
+    .await;
+    let _logs = stack.logs_on_failure();
+    let admin = stack.admin();
+    let edge = stack.edge();
+    let mut users = Vec::new();
+    for _ in 0..4 {
+        users.push(admin.create_user(&unique_name("paged")).await.unwrap());
+    }
+    let subjects: Vec<String> = users.iter().map(|u| format!("user:{u}")).collect();
+    let rule_name = unique_name("paged-rule");
+    let rule = admin
+        .grant(&rule_name, &["alpha"], &subjects)
+        .await
+        .unwrap();
+    // Three keys per user for every server the owner can reach, and one
+    // for alpha alone, which the change must leave working throughout.
+    let mut keys = Vec::new();
+    for user in &users {
+        for _ in 0..3 {
+            keys.push(admin.create_key_for(*user, &["*"], None).await.unwrap());
+        }
+    }
+    let steady = stack.usable_key(users[0], &["alpha"], "alpha").await;
+    for key in &keys {
+        stack.wait_key_allowed("alpha", &key.key).await;
+        assert_insufficient_scope(&edge.initialize("beta", Some(&key.key)).await, &key.key);
+    }
+    let feed_version = {
+        let url = format!("{}/internal/v1/key-table", stack.control_plane.url());
+        let table: Value = keygate_e2e::http_client()
+            .get(url)
+            .bearer_auth(stack.control_plane.data_plane_token())
+            .send()
+            .await
+            .expect("feed")
+            .json()
+            .await
+            .expect("feed JSON");
+        table["version"].as_u64().expect("version")
+    };
+    let updates_before = metric_value(
+        &stack.envoy.prometheus_stats().await,
+        "keygate_feed_updates_total",
+    );
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hammer = {
+        let edge = stack.edge();
+        let key = steady.key.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut answers = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                answers.push(edge.initialize("alpha", Some(&key)).await);
+            }
+            answers
+        })
+    };
+    admin
+        .update_rule(rule, &rule_name, &["alpha", "beta"], &subjects)
+        .await
+        .unwrap();
+    let changed = Instant::now();
+    for key in &keys {
+        stack.wait_key_allowed("beta", &key.key).await;
+    }
+    let took = changed.elapsed();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answers = hammer.await.expect("client task");
+    for answer in &answers {
+        assert_initialized_by(answer, "alpha");
+    }
+    println!(
+        "access change over {} keys in pages of {PAGE}: every key opens beta after {took:?}; \
+         {} requests with a steady key meanwhile, all allowed",
+        keys.len() + 1,
+        answers.len()
+    );
+    // Precondition: the control plane pages this delta when asked to.
+    let url = format!(
+        "{}/internal/v1/key-table?since={feed_version}&limit={PAGE}&paged=1",
+        stack.control_plane.url()
+    );
+    let first: Value = keygate_e2e::http_client()
+        .get(url)
+        .bearer_auth(stack.control_plane.data_plane_token())
+        .send()
+        .await
+        .expect("feed")
+        .json()
+        .await
+        .expect("feed JSON");
+    assert_eq!(first["full"], false, "{first}");
+    assert!(first["next"].is_i64(), "the delta came whole: {first}");
+    // One change, applied as 13 / 3 = 5 pages (and the catch-up after them);
+    // a whole delta would be one answer.
+    let updates = metric_value(
+        &stack.envoy.prometheus_stats().await,
+        "keygate_feed_updates_total",
+    ) - updates_before;
+    assert!(updates >= 5.0, "the edge applied {updates} answers");
+    let logs = stack.all_logs();
+    assert!(
+        logs.contains("writes, delta in 5 pages)"),
+        "no paged delta in the edge's log:\n{}",
+        stack.log_tails(40)
+    );
+    assert!(took < Duration::from_secs(5), "the change took {took:?}");
+}

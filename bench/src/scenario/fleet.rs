@@ -201,10 +201,12 @@ async fn point(parts: &Parts, dir: &Path, client: &Client, n: usize) -> Result<F
         .await?
         .id;
     let version = feed_version(client, &cp).await?;
+    // What an edge with the default page size sends.
     let path = FeedQuery::Since {
         version,
         wait: WaitSeconds::MAX,
-        page: None,
+        page: Some(PageSize::MAX),
+        paged_deltas: true,
     }
     .path();
     tokio::time::sleep(Duration::from_millis(500)).await;

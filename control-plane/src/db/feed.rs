@@ -82,23 +82,6 @@ pub async fn state(conn: &mut Conn) -> Result<(i64, i64), sqlx::Error> {
         .await
 }
 
-/// Distinct keys changed after `since` up to and including `upto` (by index
-/// on version). The upper bound pins a delta to the version it names, so
-/// every edge asking at that version gets the same answer.
-pub async fn changed_between(
-    conn: &mut Conn,
-    since: i64,
-    upto: i64,
-) -> Result<Vec<i64>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT DISTINCT key_id FROM key_changes WHERE version > $1 AND version <= $2",
-    )
-    .bind(since)
-    .bind(upto)
-    .fetch_all(conn)
-    .await
-}
-
 /// Which servers a user can reach: [`access_of`] over the rules that apply
 /// to them. Only those rules are read (the ones for everyone, and the ones
 /// naming this user); the decision itself is the pure function's.
@@ -251,45 +234,6 @@ fn make_entry(
     })
 }
 
-/// The current edge entry of one key; `None` when the edge must refuse it
-/// as an invalid key (see [`LIVE_KEY`]).
-/// `access_cache` avoids recomputing an owner's access within one delta.
-pub async fn entry(
-    conn: &mut Conn,
-    key_id: i64,
-    access_cache: &mut HashMap<i64, ServerScope>,
-) -> Result<Option<KeyEntry>, sqlx::Error> {
-    let row: Option<KeyFeedRow> = sqlx::query_as(concat!(
-        "SELECT ",
-        feed_columns!(),
-        " FROM api_keys WHERE id = $1 AND ",
-        live_key!()
-    ))
-    .bind(key_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(row) = row else { return Ok(None) };
-    let scope = if row.all_servers == 1 {
-        ServerScope::All
-    } else {
-        ServerScope::Named(
-            sqlx::query_scalar("SELECT server_name FROM api_key_servers WHERE key_id = $1")
-                .bind(key_id)
-                .fetch_all(&mut *conn)
-                .await?,
-        )
-    };
-    let access = match access_cache.get(&row.user_id) {
-        Some(a) => a.clone(),
-        None => {
-            let a = user_access(conn, row.user_id).await?;
-            access_cache.insert(row.user_id, a.clone());
-            a
-        }
-    };
-    Ok(make_entry(row, &scope, &access, now_unix()))
-}
-
 /// One page of the full snapshot: the keys with `id > after` (all keys when
 /// `after` is `None`) in id order, at most `limit` of them (no limit when
 /// `None`), as edge entries; keys the edge must refuse are left out. Also
@@ -326,7 +270,6 @@ pub async fn snapshot_page(
     let Some(last) = keys.last().map(|k| k.id) else {
         return Ok((Vec::new(), None));
     };
-    let rules = all_rules(conn).await?;
     let key_servers: Vec<(i64, String)> = sqlx::query_as(
         "SELECT key_id, server_name FROM api_key_servers WHERE key_id > $1 AND key_id <= $2",
     )
@@ -334,6 +277,95 @@ pub async fn snapshot_page(
     .bind(last)
     .fetch_all(&mut *conn)
     .await?;
+    Ok((entries(conn, keys, key_servers).await?, next))
+}
+
+/// One page of the changes after `since` up to and including `upto`: the
+/// distinct keys logged in that range with `id > after` (all when `after`
+/// is `None`), in id order, at most `limit` of them (no limit when `None`).
+/// Each is returned as its current edge entry, or as a removal when the edge
+/// must refuse it now (deleted, disabled, owner suspended; see [`LIVE_KEY`]).
+/// Also returns the id to continue after when more changed keys follow.
+///
+/// The upper bound pins the page to the version it names, so every edge
+/// asking at that version gets the same answer; keys, scopes and rules are
+/// read in one query each, so a page costs O(limit), not O(limit) queries.
+pub async fn changes_page(
+    conn: &mut Conn,
+    since: i64,
+    upto: i64,
+    after: Option<i64>,
+    limit: Option<u32>,
+) -> Result<(Vec<KeyEntry>, Vec<i64>, Option<i64>), sqlx::Error> {
+    let after = after.unwrap_or(i64::MIN);
+    let fetch = limit.map_or(i64::MAX, |l| i64::from(l) + 1);
+    let mut changed: Vec<i64> = sqlx::query_scalar(
+        "SELECT DISTINCT key_id FROM key_changes WHERE version > $1 AND version <= $2 \
+         AND key_id > $3 ORDER BY key_id LIMIT $4",
+    )
+    .bind(since)
+    .bind(upto)
+    .bind(after)
+    .bind(fetch)
+    .fetch_all(&mut *conn)
+    .await?;
+    let next = match limit {
+        Some(l) if changed.len() > l as usize => {
+            changed.truncate(l as usize);
+            changed.last().copied()
+        }
+        _ => None,
+    };
+    let Some(last) = changed.last().copied() else {
+        return Ok((Vec::new(), Vec::new(), None));
+    };
+    // The same id range again, as a subquery: no bind list of page size.
+    let keys: Vec<KeyFeedRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        feed_columns!(),
+        " FROM api_keys WHERE id IN (SELECT key_id FROM key_changes WHERE version > $1 \
+         AND version <= $2 AND key_id > $3 AND key_id <= $4) AND ",
+        live_key!(),
+        " ORDER BY id"
+    ))
+    .bind(since)
+    .bind(upto)
+    .bind(after)
+    .bind(last)
+    .fetch_all(&mut *conn)
+    .await?;
+    let key_servers: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT key_id, server_name FROM api_key_servers WHERE key_id IN (SELECT key_id \
+         FROM key_changes WHERE version > $1 AND version <= $2 AND key_id > $3 AND key_id <= $4)",
+    )
+    .bind(since)
+    .bind(upto)
+    .bind(after)
+    .bind(last)
+    .fetch_all(&mut *conn)
+    .await?;
+    let upserts = entries(conn, keys, key_servers).await?;
+    let mut upserted = upserts.iter().map(|e| e.id).peekable();
+    // Both lists are in id order: every changed id without an entry is gone.
+    let removals = changed
+        .into_iter()
+        .filter(|id| {
+            while upserted.next_if(|u| u < id).is_some() {}
+            upserted.next_if_eq(id).is_none()
+        })
+        .collect();
+    Ok((upserts, removals, next))
+}
+
+/// Edge entries for `keys` (in their order), given the named servers of
+/// those keys. Every rule is read once, and each owner's access decided once
+/// by [`access_of`]: rules are few, keys are many.
+async fn entries(
+    conn: &mut Conn,
+    keys: Vec<KeyFeedRow>,
+    key_servers: Vec<(i64, String)>,
+) -> Result<Vec<KeyEntry>, sqlx::Error> {
+    let rules = all_rules(conn).await?;
     let mut scope_of_key: HashMap<i64, Vec<String>> = HashMap::new();
     for (k, s) in key_servers {
         scope_of_key.entry(k).or_default().push(s);
@@ -354,5 +386,5 @@ pub async fn snapshot_page(
             out.push(e);
         }
     }
-    Ok((out, next))
+    Ok(out)
 }

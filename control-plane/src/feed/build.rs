@@ -8,7 +8,6 @@
 
 use crate::db::{self, Conn};
 use keygate_protocol::KeyTable;
-use std::collections::HashMap;
 
 /// One page of the full snapshot at `version`: whole when `limit` is `None`,
 /// else at most `limit` keys after key id `after` (from the first key when
@@ -36,41 +35,39 @@ pub async fn snapshot(
 }
 
 /// The keys changed after `since` up to `version`, each as its current
-/// entry or its removal; `None` when the change log no longer reaches
-/// `since` (pruned, perhaps while reading), so only a snapshot can answer.
-/// Deltas are never paged.
+/// entry or its removal: all of them, or (`limit`) a page of at most `limit`
+/// keys with an id above `after`, with `next` set when more follow. `None`
+/// when the change log no longer reaches `since` (pruned, perhaps while
+/// reading), so only a snapshot can answer.
+///
+/// Like snapshot pages, the pages of one delta may be read at different
+/// versions: each names its own, the edge keeps the first page's and asks
+/// for the delta since it after the last page, and a later page is a
+/// superset of what it would have been at the first page's version.
 pub async fn delta(
     conn: &mut Conn,
     since: u64,
     version: u64,
+    after: Option<i64>,
+    limit: Option<u32>,
     servers: &[String],
 ) -> Result<Option<KeyTable>, sqlx::Error> {
     let (Ok(since_i), Ok(version_i)) = (i64::try_from(since), i64::try_from(version)) else {
         return Ok(None);
     };
-    let changed = db::feed::changed_between(conn, since_i, version_i).await?;
+    let (upserts, removals, next) =
+        db::feed::changes_page(conn, since_i, version_i, after, limit).await?;
     // Read after the log, so a prune that ran meanwhile is seen.
     let (_, floor) = db::feed::state(conn).await?;
     if since_i < floor {
         return Ok(None);
     }
-    let mut upserts = Vec::new();
-    let mut removals = Vec::new();
-    let mut access_cache = HashMap::new();
-    for key_id in changed {
-        match db::feed::entry(conn, key_id, &mut access_cache).await? {
-            Some(e) => upserts.push(e),
-            None => removals.push(key_id),
-        }
-    }
-    upserts.sort_by_key(|e| e.id);
-    removals.sort_unstable();
     Ok(Some(KeyTable {
         version,
         full: false,
         upserts,
         removals,
-        next: None,
+        next,
         registered_servers: Some(servers.to_vec()),
     }))
 }

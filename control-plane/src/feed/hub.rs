@@ -10,10 +10,13 @@
 //! no re-check timer. Woken, it takes the bytes already built for its
 //! `since`.
 //!
-//! Answers are kept per version: deltas by `since` (one build however many
-//! edges ask for the same one), snapshot pages by `(after, limit)`, so a
-//! fleet restarting at once reads and encodes each page about once per
-//! version. What an old version built is dropped when the version moves and
+//! Answers are kept per version: delta pages by `(since, after, limit)`
+//! (one build however many edges ask for the same one), snapshot pages by
+//! `(after, limit)`, so a fleet restarting at once reads and encodes each
+//! page about once per version. The follower's own delta is a page of at
+//! most [`MAX_PAGE_SIZE`] keys; whenever it holds the whole change it also
+//! answers every edge asking for a smaller page or the whole delta, so the
+//! usual small change is built once for the whole fleet. What an old version built is dropped when the version moves and
 //! the last request using it finishes; what one version keeps is bounded by
 //! [`Hub::cache_bytes`] (an answer that does not fit is still shared by
 //! those already waiting for it, then dropped).
@@ -23,6 +26,7 @@ use crate::db::{self, Db};
 use crate::metrics::Metrics;
 use axum::body::Bytes;
 use keygate_protocol::KeyTable;
+use keygate_protocol::feed::MAX_PAGE_SIZE;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -52,8 +56,14 @@ pub struct Published {
 /// Which answer, at one version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum AnswerKey {
-    /// The changes after `since` (nothing, when `since` is the version).
-    Delta { since: u64 },
+    /// The changes after `since` (nothing, when `since` is the version):
+    /// those with a key id above `after` (from the first when `None`), at
+    /// most `limit` (all when `None`).
+    Delta {
+        since: u64,
+        after: Option<i64>,
+        limit: Option<u32>,
+    },
     /// A snapshot page: keys after `after` (from the first when `None`), at
     /// most `limit` (all when `None`).
     Snapshot {
@@ -62,9 +72,34 @@ enum AnswerKey {
     },
 }
 
+impl AnswerKey {
+    /// The delta the follower builds when the version moves, and the first
+    /// place any delta from `since` is looked for.
+    fn follower_delta(since: u64) -> Self {
+        AnswerKey::Delta {
+            since,
+            after: None,
+            limit: Some(FOLLOWER_PAGE),
+        }
+    }
+}
+
+/// Keys in the follower's delta page: the edge's default page size.
+const FOLLOWER_PAGE: u32 = MAX_PAGE_SIZE;
+
+/// One encoded answer.
+#[derive(Clone)]
+struct Built {
+    bytes: Bytes,
+    /// Keys it names (upserts and removals).
+    keys: usize,
+    /// Nothing follows it (no `next`).
+    last_page: bool,
+}
+
 /// An answer built once, by the first asker; the others wait for it. `None`:
 /// the change log no longer reaches that `since` (only a snapshot can answer).
-type Cell = Arc<OnceCell<Option<Bytes>>>;
+type Cell = Arc<OnceCell<Option<Built>>>;
 
 #[derive(Default)]
 struct Answers {
@@ -77,6 +112,12 @@ impl Answers {
     fn cell(&self, key: AnswerKey) -> Cell {
         let mut cells = self.cells.lock().unwrap_or_else(|e| e.into_inner());
         cells.entry(key).or_default().clone()
+    }
+
+    /// The answer `key`, if one is already built (never waits, never builds).
+    fn built(&self, key: AnswerKey) -> Option<Built> {
+        let cells = self.cells.lock().unwrap_or_else(|e| e.into_inner());
+        cells.get(&key)?.get()?.clone()
     }
 
     /// Counts a built answer against `bound`, or forgets it when it does not
@@ -126,16 +167,20 @@ pub enum Ask {
         limit: Option<u32>,
     },
     /// The changes after `since`, waiting up to `wait` for one; a snapshot
-    /// (paged by `limit`) when the log cannot answer.
+    /// (paged by `limit`) when the log cannot answer. With `paged_deltas`
+    /// the delta is paged by `limit` too.
     Since {
         since: u64,
         wait: Duration,
         limit: Option<u32>,
+        paged_deltas: bool,
     },
+    /// The page of a paged delta from `since` after key id `after`.
+    DeltaPage { since: u64, after: i64, limit: u32 },
 }
 
 type BuildFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<Option<Bytes>, sqlx::Error>> + Send + 'a>>;
+    Pin<Box<dyn Future<Output = Result<Option<Built>, sqlx::Error>> + Send + 'a>>;
 
 impl Hub {
     /// Reads the current version and starts the follower task, which ends
@@ -238,14 +283,15 @@ impl Hub {
         let prev_in_log = i64::try_from(prev.version).is_ok_and(|p| p >= floor);
         if prev.version < version && prev_in_log {
             self.metrics.feed_delta_builds.inc();
-            let built = match build::delta(&mut conn, prev.version, version, &servers).await? {
+            let key = AnswerKey::follower_delta(prev.version);
+            let page = Some(FOLLOWER_PAGE);
+            let table =
+                build::delta(&mut conn, prev.version, version, None, page, &servers).await?;
+            let built = match table {
                 Some(table) => Some(self.encode(&table)?),
                 None => None,
             };
-            let key = AnswerKey::Delta {
-                since: prev.version,
-            };
-            let len = built.as_ref().map_or(0, Bytes::len);
+            let len = built.as_ref().map_or(0, |b| b.bytes.len());
             let cell = answers.cell(key);
             // Nobody else can see this cell yet: setting it cannot fail.
             let _ = cell.set(built);
@@ -277,7 +323,12 @@ impl Hub {
                 let st = self.caught_up().await?;
                 self.snapshot(&st, after, limit).await
             }
-            Ask::Since { since, wait, limit } => {
+            Ask::Since {
+                since,
+                wait,
+                limit,
+                paged_deltas,
+            } => {
                 let mut st = self.caught_up().await?;
                 if wait.is_zero() || since > st.version {
                     // No wait: answer as of now, whichever replica took
@@ -288,7 +339,23 @@ impl Hub {
                 if since == st.version && !st.closing && !wait.is_zero() {
                     st = self.park(since, wait).await;
                 }
-                self.since(&st, since, limit).await
+                let delta_limit = if paged_deltas { limit } else { None };
+                if let Some(bytes) = self.delta(&st, since, None, delta_limit).await? {
+                    return Ok(bytes);
+                }
+                self.snapshot(&st, None, limit).await
+            }
+            // Like a snapshot's continuation, at whatever version is current.
+            Ask::DeltaPage {
+                since,
+                after,
+                limit,
+            } => {
+                let st = self.caught_up().await?;
+                match self.delta(&st, since, Some(after), Some(limit)).await? {
+                    Some(bytes) => Ok(bytes),
+                    None => self.snapshot(&st, None, Some(limit)).await,
+                }
             }
         }
     }
@@ -315,39 +382,62 @@ impl Hub {
         self.current()
     }
 
-    /// The changes after `since` at `st`, or a snapshot (paged by `limit`)
-    /// when the log cannot answer: `since` ahead of the version (a restored
-    /// database) or behind the log's floor.
-    async fn since(
+    /// The changes after `since` at `st` (after key id `after`, at most
+    /// `limit` of them), built once per version and page; `None` when the
+    /// log cannot answer: `since` ahead of the version (a restored database)
+    /// or behind the log's floor.
+    async fn delta(
         &self,
         st: &Published,
         since: u64,
+        after: Option<i64>,
         limit: Option<u32>,
-    ) -> Result<Bytes, sqlx::Error> {
+    ) -> Result<Option<Bytes>, sqlx::Error> {
         let in_log = since <= st.version && i64::try_from(since).is_ok_and(|s| s >= st.floor);
-        if in_log {
-            let key = AnswerKey::Delta { since };
-            let built = self
-                .shared(st, key, || {
-                    Box::pin(async move {
-                        if since == st.version {
-                            let table = build::empty(st.version, &st.servers);
-                            return Ok(Some(self.encode(&table)?));
-                        }
-                        self.metrics.feed_delta_builds.inc();
-                        let mut conn = self.db.conn().await?;
-                        match build::delta(&mut conn, since, st.version, &st.servers).await? {
-                            Some(table) => Ok(Some(self.encode(&table)?)),
-                            None => Ok(None),
-                        }
-                    })
-                })
-                .await?;
-            if let Some(bytes) = built {
-                return Ok(bytes);
+        if !in_log {
+            return Ok(None);
+        }
+        let follower = AnswerKey::follower_delta(since);
+        if after.is_none() {
+            // The follower's page (or an earlier asker's at its size) holds
+            // the whole change: it answers any first page it fits in.
+            if let Some(b) = st.answers.built(follower)
+                && b.last_page
+                && limit.is_none_or(|l| b.keys <= l as usize)
+            {
+                self.metrics.feed_shared_answers.inc();
+                return Ok(Some(b.bytes));
             }
         }
-        self.snapshot(st, None, limit).await
+        // Nothing changed: one empty answer fits every asker.
+        let key = if since == st.version {
+            follower
+        } else {
+            AnswerKey::Delta {
+                since,
+                after,
+                limit,
+            }
+        };
+        let built = self
+            .shared(st, key, || {
+                Box::pin(async move {
+                    if since == st.version {
+                        let table = build::empty(st.version, &st.servers);
+                        return Ok(Some(self.encode(&table)?));
+                    }
+                    self.metrics.feed_delta_builds.inc();
+                    let mut conn = self.db.conn().await?;
+                    match build::delta(&mut conn, since, st.version, after, limit, &st.servers)
+                        .await?
+                    {
+                        Some(table) => Ok(Some(self.encode(&table)?)),
+                        None => Ok(None),
+                    }
+                })
+            })
+            .await?;
+        Ok(built.map(|b| b.bytes))
     }
 
     /// A snapshot page at `st`, built once per version and page.
@@ -370,7 +460,9 @@ impl Hub {
             })
             .await?;
         // A snapshot build always yields bytes; `None` is only for deltas.
-        built.ok_or_else(|| sqlx::Error::Protocol("snapshot answer missing".into()))
+        built
+            .map(|b| b.bytes)
+            .ok_or_else(|| sqlx::Error::Protocol("snapshot answer missing".into()))
     }
 
     /// The answer `key` at `st`: built by the first asker (boxed, so a
@@ -381,7 +473,7 @@ impl Hub {
         st: &'a Published,
         key: AnswerKey,
         build: impl FnOnce() -> BuildFuture<'a>,
-    ) -> Result<Option<Bytes>, sqlx::Error> {
+    ) -> Result<Option<Built>, sqlx::Error> {
         let cell = st.answers.cell(key);
         let mut built = false;
         let value = cell
@@ -392,9 +484,11 @@ impl Hub {
             .await?
             .clone();
         if built {
-            let kept = st
-                .answers
-                .keep(key, value.as_ref().map_or(0, Bytes::len), self.cache_bytes);
+            let kept = st.answers.keep(
+                key,
+                value.as_ref().map_or(0, |b| b.bytes.len()),
+                self.cache_bytes,
+            );
             if Arc::ptr_eq(&st.answers, &self.current().answers) {
                 self.metrics
                     .feed_cache_bytes
@@ -406,11 +500,14 @@ impl Hub {
         Ok(value)
     }
 
-    fn encode(&self, table: &KeyTable) -> Result<Bytes, sqlx::Error> {
+    fn encode(&self, table: &KeyTable) -> Result<Built, sqlx::Error> {
         self.metrics.feed_encodes.inc();
-        serde_json::to_vec(table)
-            .map(Bytes::from)
-            .map_err(|e| sqlx::Error::Encode(Box::new(e)))
+        let bytes = serde_json::to_vec(table).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        Ok(Built {
+            bytes: Bytes::from(bytes),
+            keys: table.upserts.len() + table.removals.len(),
+            last_page: table.next.is_none(),
+        })
     }
 }
 

@@ -29,17 +29,22 @@ pub struct FeedQueryDoc {
     wait: Option<u64>,
     /// Page size (1 to 50000) for a full snapshot: at most this many keys,
     /// with `next` set when more follow. Omitted: the whole snapshot at once.
-    /// Deltas are never paged.
+    /// Deltas are paged by it only with `paged=1`.
     limit: Option<u32>,
-    /// Continue a paged full snapshot after this key id (the `next` of the
-    /// previous page). Needs `limit`; not combined with `since`.
+    /// Continue a paged answer after this key id (the `next` of the previous
+    /// page): a snapshot without `since`, the delta from `since` with it.
+    /// Needs `limit`.
     after: Option<i64>,
+    /// `1`: page the delta by `limit` too (needs `since` and `limit`).
+    /// Without it a delta comes whole, as edges that ignore `next` expect.
+    paged: Option<u8>,
 }
 
 /// The key table: a full snapshot, or the changes after `since` (a full
 /// snapshot when the change log no longer reaches `since`). Every answer
 /// carries `registeredServers`, the names the edge opens at all. With `limit`, a
-/// full snapshot comes in pages by key id: continue with `after=next`.
+/// full snapshot (and with `paged=1` a delta) comes in pages by key id:
+/// continue with `after=next`.
 #[utoipa::path(get, path = KEY_TABLE_PATH, params(FeedQueryDoc),
     responses((status = 200, description = "KeyTable JSON (keygate-protocol wire format)"),
               (status = 400, description = "a query the feed does not take"),
@@ -62,10 +67,17 @@ pub async fn key_table(
             version,
             wait,
             page,
+            paged_deltas,
         } => Ask::Since {
             since: version,
             wait: Duration::from_secs(wait.get()),
             limit: page.map(|p| p.get()),
+            paged_deltas,
+        },
+        FeedQuery::DeltaPage { since, after, page } => Ask::DeltaPage {
+            since,
+            after,
+            limit: page.get(),
         },
     };
     let _guard = matches!(ask, Ask::Since { wait, .. } if !wait.is_zero())

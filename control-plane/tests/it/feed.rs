@@ -21,6 +21,7 @@ both_backends!(
     paged_snapshot_covers_every_key_once,
     paging_converges_after_the_follow_up_delta,
     paging_params_are_validated,
+    paged_delta_covers_every_change_once,
     parked_waiters_share_one_build,
     snapshot_storm_builds_each_page_once,
     followers_converge_under_concurrent_changes,
@@ -574,7 +575,7 @@ async fn paged_snapshot_covers_every_key_once(b: Backend) {
     assert_eq!(first["full"], true);
     assert_eq!(upsert_ids(&first), ids[..3].to_vec());
     assert_eq!(first["next"].as_i64(), Some(ids[2]));
-    // A delta is never paged.
+    // A delta is paged only when asked for with `paged=1`.
     let d = app.table(&format!("?since={}&limit=1", v - 3)).await;
     assert_eq!(d["full"], false);
     assert_eq!(upsert_ids(&d), ids[4..].to_vec());
@@ -658,11 +659,10 @@ async fn paging_params_are_validated(b: Backend) {
         ("since=0&limit=0", "limit must be 1 to 50000"),
         ("limit=99999999999", "limit must be 1 to 50000"),
         ("after=3", "after needs limit"),
-        (
-            "after=3&limit=2&since=1",
-            "after cannot be combined with since",
-        ),
+        ("after=3&since=1", "after needs limit"),
         ("after=-1&limit=2", "after must be a key id (0 or more)"),
+        ("since=1&limit=2&paged=2", "paged must be 0 or 1"),
+        ("since=1&paged=1", "paged needs since and limit"),
     ] {
         let r = app
             .get(&format!("/internal/v1/key-table?{q}"), DATA_PLANE)
@@ -681,6 +681,117 @@ async fn paging_params_are_validated(b: Backend) {
     // `after=0` starts from the first key.
     let t = app.table("?after=0&limit=2").await;
     assert_eq!(t["full"], true);
+}
+
+/// A change touching more keys than a page (an access rule over every user,
+/// deletions) comes, when the edge asks with `paged=1`, as pages of at most
+/// `limit` keys in id order, which together say exactly what the whole delta
+/// says; a continuation read after further changes is a superset, and the
+/// delta since the first page's version completes it.
+async fn paged_delta_covers_every_change_once(b: Backend) {
+    let app = TestApp::start(b).await;
+    app.server("alpha").await;
+    app.server("beta").await;
+    let rule = app.rule(&["alpha"], &["*"]).await;
+    let mut ids = Vec::new();
+    for _ in 0..9 {
+        ids.push(app.admin_key(&["*"]).await.0);
+    }
+    let v0 = app.table("").await["version"].as_u64().unwrap();
+    app.delete(&format!("/api/api-keys/{}", ids[1]), ADMIN)
+        .await;
+    app.delete(&format!("/api/api-keys/{}", ids[6]), ADMIN)
+        .await;
+    app.put(
+        &format!("/api/access-rules/{rule}"),
+        ADMIN,
+        json!({"name": "both", "mcpServerIds": ["alpha", "beta"], "subjects": ["*"]}),
+    )
+    .await;
+    let whole = app.table(&format!("?since={v0}")).await;
+    assert_eq!(whole["full"], false);
+    assert!(whole.get("next").is_none());
+    let v1 = whole["version"].as_u64().unwrap();
+    let removed = |t: &Value| -> Vec<i64> {
+        t["removals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_i64().unwrap())
+            .collect()
+    };
+    assert_eq!(removed(&whole), vec![ids[1], ids[6]]);
+    assert_eq!(upsert_ids(&whole).len(), 7);
+
+    for limit in [1u32, 2, 3, 8, 9, 50] {
+        let mut pages = vec![
+            app.table(&format!("?since={v0}&wait=0&limit={limit}&paged=1"))
+                .await,
+        ];
+        while let Some(next) = pages.last().unwrap().get("next").and_then(Value::as_i64) {
+            assert!(pages.len() < 20, "paging does not end");
+            pages.push(
+                app.table(&format!("?since={v0}&after={next}&limit={limit}"))
+                    .await,
+            );
+        }
+        let (mut upserts, mut removals, mut named) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, page) in pages.iter().enumerate() {
+            assert_eq!(page["full"], false, "limit {limit}, page {i}");
+            assert_eq!(page["version"].as_u64(), Some(v1));
+            assert_eq!(page["registeredServers"], json!(["alpha", "beta"]));
+            let mut here = upsert_ids(page);
+            here.extend(removed(page));
+            here.sort_unstable();
+            assert!(here.len() <= limit as usize, "limit {limit}: {page}");
+            // `next` is the page's last key, so no key is named twice.
+            if let Some(next) = page.get("next").and_then(Value::as_i64) {
+                assert_eq!(here.last(), Some(&next));
+            }
+            named.extend(here);
+            upserts.extend(page["upserts"].as_array().unwrap().iter().cloned());
+            removals.extend(removed(page));
+        }
+        assert!(
+            named.windows(2).all(|w| w[0] < w[1]),
+            "limit {limit}: {named:?}"
+        );
+        assert_eq!(Value::from(upserts), whole["upserts"], "limit {limit}");
+        assert_eq!(removals, removed(&whole), "limit {limit}");
+        assert_eq!(
+            pages.len(),
+            9usize.div_ceil(limit as usize),
+            "limit {limit}"
+        );
+    }
+
+    // A change while paging: the next page is read at the new version and
+    // names whatever changed after `since` above its cursor, the new key
+    // included; the delta since the first page's version ships it again.
+    let first = app
+        .table(&format!("?since={v0}&wait=0&limit=4&paged=1"))
+        .await;
+    let next = first["next"].as_i64().unwrap();
+    let (created, _) = app.admin_key(&["*"]).await;
+    let rest = app
+        .table(&format!("?since={v0}&after={next}&limit=50"))
+        .await;
+    assert!(rest["version"].as_u64().unwrap() > v1);
+    assert!(upsert_ids(&rest).contains(&created));
+    assert!(rest.get("next").is_none());
+    let follow_up = app.table(&format!("?since={v1}&wait=0")).await;
+    assert_eq!(upsert_ids(&follow_up), vec![created]);
+
+    // A continuation the log no longer reaches is answered with a snapshot.
+    let app = TestApp::start_with(b, |c| c.feed_log_retention = 2).await;
+    app.server("alpha").await;
+    app.rule(&["alpha"], &["*"]).await;
+    for _ in 0..4 {
+        app.admin_key(&["alpha"]).await;
+    }
+    let t = app.table("?since=1&after=1&limit=2").await;
+    assert_eq!(t["full"], true);
+    assert_eq!(upsert_ids(&t).len(), 2);
 }
 
 /// A counter or gauge from `/metrics` (0 when absent).
@@ -733,11 +844,14 @@ async fn parked_waiters_share_one_build(b: Backend) {
     app.rule(&["alpha"], &["*"]).await;
     let v = app.table("").await["version"].as_u64().unwrap();
     let mut polls = Vec::new();
-    for _ in 0..N {
+    for i in 0..N {
         let app = app.clone();
+        // Edges that take whole deltas and edges that page them (at the
+        // default size or a small one) all get the follower's one answer.
+        let paging = ["", "&limit=50000&paged=1", "&limit=2&paged=1"][i % 3];
         polls.push(tokio::spawn(async move {
             app.get(
-                &format!("/internal/v1/key-table?since={v}&wait=30"),
+                &format!("/internal/v1/key-table?since={v}&wait=30{paging}"),
                 DATA_PLANE,
             )
             .await

@@ -1,7 +1,7 @@
 //! The key table's write path, used by the lease holder only: a delta
-//! applied in place ([`apply_delta`]), or a full snapshot written page by
-//! page under a reserved generation and flipped in at the end
-//! ([`SnapshotWriter`]).
+//! applied in place, whole ([`apply_delta`]) or page by page
+//! ([`DeltaWriter`]), or a full snapshot written page by page under a
+//! reserved generation and flipped in at the end ([`SnapshotWriter`]).
 
 use super::{META_KEY, Meta, StoredEntry, entry_key, read_entry, read_meta};
 use crate::slot;
@@ -33,6 +33,8 @@ pub struct Applied {
     pub writes: usize,
     /// Whether a whole snapshot was applied (else a delta).
     pub snapshot: bool,
+    /// Answers it came in (more than one when paged).
+    pub pages: u32,
 }
 
 fn is_live(stored: Option<&StoredEntry>, generation: u64) -> bool {
@@ -80,9 +82,9 @@ pub(super) fn write_meta(
     }
 }
 
-/// Applies a delta answer of the key-table feed, asked for with
-/// `since=<since>`, and records the sync. Full snapshots go through
-/// [`SnapshotWriter`].
+/// Applies a whole delta answer of the key-table feed, asked for with
+/// `since=<since>`, and records the sync: a [`DeltaWriter`] of one page.
+/// Full snapshots go through [`SnapshotWriter`].
 ///
 /// `known_ids` is the writer's memory of the ids the table holds, which a
 /// later snapshot uses to give back the memory of the keys it drops.
@@ -93,55 +95,160 @@ pub fn apply_delta(
     now_ms: u64,
     known_ids: &mut BTreeSet<i64>,
 ) -> Result<Applied, ApplyError> {
-    let (meta, meta_cas) = read_meta(store);
-    let meta = meta
-        .filter(|m| m.generation > 0)
-        .ok_or(ApplyError::NotBasedOnTable)?;
-    if table.full || since != meta.version || table.version < meta.version {
-        return Err(ApplyError::NotBasedOnTable);
-    }
-    let mut count = i128::from(meta.key_count);
-    let mut writes = 0;
-    for entry in &table.upserts {
-        let stored = StoredEntry {
+    let mut writer = DeltaWriter::begin(store, table, since, now_ms)?;
+    writer.write_page(store, table, known_ids)?;
+    writer.finish(store)
+}
+
+/// A delta being applied page by page, in place, under the table's own
+/// generation.
+///
+/// Each page's entries are live as soon as they are written: every one is
+/// the key's state at that page's version or later, never older than what
+/// meta's version promises, so no key is ever in a wrong state; a key the
+/// delta has not reached yet simply keeps its older state a little longer.
+/// Meta stays at `since` until [`finish`](Self::finish) moves it to the
+/// *first* page's version (the oldest data the delta brought), synced as of
+/// the first page's arrival; the delta since that version, asked for next,
+/// re-ships whatever changed while paging. Every page checks that meta is
+/// still where the delta started, so another writer's table is never mixed
+/// in, and a page that more pages follow records meta's key count, so the
+/// count stays true if the delta stops there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeltaWriter {
+    generation: u64,
+    /// The version the delta starts from (meta's, while paging).
+    since: u64,
+    /// The first page's version: the table's version once finished.
+    version: u64,
+    first_page_ms: u64,
+    /// Live keys, counted from meta's as pages add and remove them.
+    key_count: i128,
+    writes: usize,
+    pages: u32,
+    /// Meta as last read, and its CAS token: the meta write at the end
+    /// fails if anything touched meta since.
+    meta: Meta,
+    cas: Option<u32>,
+}
+
+impl DeltaWriter {
+    /// Starts applying a delta from `since` whose first page is `first`,
+    /// arrived at `now_ms`: refused unless the table is at `since`.
+    pub fn begin(
+        store: &dyn SharedStore,
+        first: &KeyTable,
+        since: u64,
+        now_ms: u64,
+    ) -> Result<Self, ApplyError> {
+        let (meta, cas) = read_meta(store);
+        let meta = meta
+            .filter(|m| m.generation > 0)
+            .ok_or(ApplyError::NotBasedOnTable)?;
+        if first.full || since != meta.version || first.version < meta.version {
+            return Err(ApplyError::NotBasedOnTable);
+        }
+        Ok(Self {
             generation: meta.generation,
-            version: table.version,
-            entry: Some(entry.clone()),
+            since,
+            version: first.version,
+            first_page_ms: now_ms,
+            key_count: i128::from(meta.key_count),
+            writes: 0,
+            pages: 0,
+            meta,
+            cas,
+        })
+    }
+
+    /// Meta and its CAS token, if the table is still where the delta started.
+    fn check(&self, store: &dyn SharedStore) -> Result<(Meta, Option<u32>), ApplyError> {
+        match read_meta(store) {
+            (Some(m), cas) if m.generation == self.generation && m.version == self.since => {
+                Ok((m, cas))
+            }
+            _ => Err(ApplyError::NotBasedOnTable),
+        }
+    }
+
+    /// Writes one page's upserts, then its removals.
+    pub fn write_page(
+        &mut self,
+        store: &dyn SharedStore,
+        page: &KeyTable,
+        known_ids: &mut BTreeSet<i64>,
+    ) -> Result<(), ApplyError> {
+        // The first page's check was `begin`'s read; later pages come after
+        // other callouts, when another writer may have moved the table (an
+        // entry written under a generation it replaced would be dead).
+        if self.pages > 0 {
+            (self.meta, self.cas) = self.check(store)?;
+        }
+        if page.full || page.version < self.version {
+            return Err(ApplyError::NotBasedOnTable);
+        }
+        self.pages += 1;
+        for entry in &page.upserts {
+            let stored = StoredEntry {
+                generation: self.generation,
+                version: page.version,
+                entry: Some(entry.clone()),
+            };
+            if !put_entry(store, entry.id, &stored, self.generation)? {
+                self.key_count += 1;
+            }
+            known_ids.insert(entry.id);
+            self.writes += 1;
+        }
+        let tombstone = StoredEntry {
+            generation: self.generation,
+            version: page.version,
+            entry: None,
         };
-        if !put_entry(store, entry.id, &stored, meta.generation)? {
-            count += 1;
+        for id in &page.removals {
+            if put_entry(store, *id, &tombstone, self.generation)? {
+                self.key_count -= 1;
+            }
+            known_ids.remove(id);
+            self.writes += 1;
         }
-        known_ids.insert(entry.id);
-        writes += 1;
-    }
-    let tombstone = StoredEntry {
-        generation: meta.generation,
-        version: table.version,
-        entry: None,
-    };
-    for id in &table.removals {
-        if put_entry(store, *id, &tombstone, meta.generation)? {
-            count -= 1;
+        if page.next.is_some() {
+            let meta = Meta {
+                key_count: u64::try_from(self.key_count.max(0)).unwrap_or(0),
+                ..self.meta
+            };
+            // The next page reads meta (and its CAS token) again.
+            write_meta(store, &meta, self.cas)?;
         }
-        known_ids.remove(id);
-        writes += 1;
+        Ok(())
     }
-    let new_meta = Meta {
-        generation: meta.generation,
-        version: table.version,
-        synced_at_ms: now_ms,
-        key_count: u64::try_from(count.max(0)).unwrap_or(0),
-        // A reservation left by an aborted snapshot stays reserved.
-        reserved: meta.reserved,
-        servers_stamp: meta.servers_stamp,
-    };
-    write_meta(store, &new_meta, meta_cas)?;
-    Ok(Applied {
-        version: new_meta.version,
-        key_count: new_meta.key_count,
-        writes,
-        snapshot: false,
-    })
+
+    /// Entries written so far.
+    pub fn written(&self) -> u64 {
+        self.writes as u64
+    }
+
+    /// Moves meta to the first page's version and records the sync.
+    pub fn finish(self, store: &dyn SharedStore) -> Result<Applied, ApplyError> {
+        let meta = self.meta;
+        let new_meta = Meta {
+            generation: self.generation,
+            version: self.version,
+            synced_at_ms: self.first_page_ms,
+            key_count: u64::try_from(self.key_count.max(0)).unwrap_or(0),
+            // A reservation left by an aborted snapshot stays reserved.
+            reserved: meta.reserved,
+            servers_stamp: meta.servers_stamp,
+        };
+        write_meta(store, &new_meta, self.cas)?;
+        Ok(Applied {
+            version: new_meta.version,
+            key_count: new_meta.key_count,
+            writes: self.writes,
+            snapshot: false,
+            pages: self.pages,
+        })
+    }
 }
 
 /// A full snapshot being written page by page under a reserved generation.
@@ -172,6 +279,7 @@ pub struct SnapshotWriter {
     /// Ids written so far (pages come in id order; sorted again at the end).
     ids: Vec<i64>,
     writes: usize,
+    pages: u32,
 }
 
 impl SnapshotWriter {
@@ -200,6 +308,7 @@ impl SnapshotWriter {
             first_page_ms: now_ms,
             ids: Vec::new(),
             writes: 0,
+            pages: 0,
         })
     }
 
@@ -228,6 +337,7 @@ impl SnapshotWriter {
         page: &KeyTable,
     ) -> Result<(), ApplyError> {
         self.check(store)?;
+        self.pages += 1;
         for entry in &page.upserts {
             let stored = StoredEntry {
                 generation: self.generation,
@@ -283,6 +393,7 @@ impl SnapshotWriter {
             key_count: new_meta.key_count,
             writes,
             snapshot: true,
+            pages: self.pages,
         })
     }
 }
