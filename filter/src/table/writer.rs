@@ -41,27 +41,29 @@ fn is_live(stored: Option<&StoredEntry>, generation: u64) -> bool {
     stored.is_some_and(|s| s.entry.is_some() && s.generation >= generation)
 }
 
-/// Writes one slot unless it already holds a newer write. Returns whether
-/// the slot was live (at `generation`) before.
+/// Writes one slot unless it already holds a newer write. Returns how the
+/// number of keys live at `generation` changed: +1, -1, or 0 (also when the
+/// newer write stays, which a paged delta's later page can leave in place).
 fn put_entry(
     store: &dyn SharedStore,
     id: i64,
     new: &StoredEntry,
     generation: u64,
-) -> Result<bool, ApplyError> {
+) -> Result<i128, ApplyError> {
     let key = entry_key(id);
     let value = slot::encode(new);
     for _ in 0..4 {
         let (old, cas) = read_entry(store, id);
-        let was_live = is_live(old.as_ref(), generation);
         if old
             .as_ref()
             .is_some_and(|o| o.generation >= new.generation && o.version > new.version)
         {
-            return Ok(was_live);
+            return Ok(0);
         }
+        let change = i128::from(is_live(Some(new), generation))
+            - i128::from(is_live(old.as_ref(), generation));
         match store.set(&key, &value, cas) {
-            Ok(()) => return Ok(was_live),
+            Ok(()) => return Ok(change),
             Err(StoreError::CasMismatch) => continue,
             Err(StoreError::Host) => return Err(ApplyError::Store),
         }
@@ -194,9 +196,7 @@ impl DeltaWriter {
                 version: page.version,
                 entry: Some(entry.clone()),
             };
-            if !put_entry(store, entry.id, &stored, self.generation)? {
-                self.key_count += 1;
-            }
+            self.key_count += put_entry(store, entry.id, &stored, self.generation)?;
             known_ids.insert(entry.id);
             self.writes += 1;
         }
@@ -206,9 +206,7 @@ impl DeltaWriter {
             entry: None,
         };
         for id in &page.removals {
-            if put_entry(store, *id, &tombstone, self.generation)? {
-                self.key_count -= 1;
-            }
+            self.key_count += put_entry(store, *id, &tombstone, self.generation)?;
             known_ids.remove(id);
             self.writes += 1;
         }
@@ -532,7 +530,8 @@ mod tests {
             version: 2,
             entry: Some(entry(1, "alpha")),
         };
-        put_entry(&s, 1, &stale, generation).unwrap();
+        // Left out, and not counted as a key made live.
+        assert_eq!(put_entry(&s, 1, &stale, generation).unwrap(), 0);
         assert_eq!(TableReader::new(&s).entry(1), None);
     }
 
