@@ -186,7 +186,7 @@ pub async fn start(config: Config) -> Result<RunningServer, BoxError> {
         state.clock.clone(),
         config.key_policy_sweep,
     )));
-    let app = serve::with_body_deadline(routes::router(state.clone()), config.request_body_timeout);
+    let app = routes::router(state.clone());
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let (tx, rx) = oneshot::channel::<()>();
@@ -195,6 +195,7 @@ pub async fn start(config: Config) -> Result<RunningServer, BoxError> {
         write_timeout: config.write_timeout,
         max_connections: config.max_connections,
         shutdown_timeout: config.shutdown_timeout,
+        request_body_timeout: config.request_body_timeout,
     };
     tracing::info!(
         max_connections = limits.max_connections,

@@ -6,6 +6,13 @@
 //! timeout), not by dripping a body (the request-body deadline), and not past
 //! a shutdown (the shutdown deadline). Their count is bounded, and the
 //! process is allowed that many sockets.
+//!
+//! A connection that opens with a key-table poll (an edge's feed) is served
+//! by [`lean`] for as long as it carries only such polls, so that a parked
+//! long poll costs a few KiB rather than hyper's two 8 KiB buffers: a fleet
+//! parks one per Envoy. Its first other request moves it to hyper.
+
+pub mod lean;
 
 use axum::body::HttpBody;
 use axum::extract::{ConnectInfo, Request};
@@ -18,7 +25,7 @@ use hyper_util::service::TowerToHyperService;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::{Semaphore, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio_io_timeout::TimeoutStream;
 use tower::ServiceExt;
@@ -39,6 +46,9 @@ pub struct Limits {
     pub max_connections: usize,
     /// After `stop`, connections still open this long are dropped.
     pub shutdown_timeout: Duration,
+    /// A request with a body must be answered this long after its headers
+    /// ([`with_body_deadline`]; the lean path takes no bodies).
+    pub request_body_timeout: Duration,
 }
 
 /// Accepts and serves connections until `stop` fires, then lets in-flight
@@ -59,6 +69,9 @@ pub async fn serve(
         limits.max_connections.clamp(1, Semaphore::MAX_PERMITS),
     ));
     let graceful = GracefulShutdown::new();
+    let hyper_app = with_body_deadline(app.clone(), limits.request_body_timeout);
+    // Tells lean connections to close after their current answer.
+    let (stopping_tx, stopping) = watch::channel(false);
     // Owns every connection task, so the shutdown deadline can drop them.
     let mut conns = JoinSet::new();
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -87,25 +100,46 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        // A client that pipelines requests and never reads the answers would
-        // otherwise leave hyper's write pending forever, holding the slot.
-        let mut stream = TimeoutStream::new(stream);
-        stream.set_write_timeout(Some(limits.write_timeout));
-        // Every request carries its socket peer: the audit log's client
-        // address (`audit::client`).
-        let app = app
-            .clone()
-            .map_request(move |mut req: Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                req
-            });
-        let conn = http.serve_connection(
-            TokioIo::new(Box::pin(stream)),
-            TowerToHyperService::new(app),
+        let (http, app, lean_app, watcher, stopping) = (
+            http.clone(),
+            hyper_app.clone(),
+            app.clone(),
+            graceful.watcher(),
+            stopping.clone(),
         );
-        let conn = graceful.watch(conn);
         conns.spawn(async move {
-            if let Err(e) = conn.await {
+            let lean = starts_with_feed_poll(&stream).await;
+            // A client that pipelines requests and never reads the answers would
+            // otherwise leave a write pending forever, holding the slot.
+            let mut stream = TimeoutStream::new(stream);
+            stream.set_write_timeout(Some(limits.write_timeout));
+            let stream = Box::pin(stream);
+            let hyper = move |io: lean::Rewind<_>| {
+                // Every request carries its socket peer: the audit log's client
+                // address (`audit::client`).
+                let app = app.map_request(move |mut req: Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    req
+                });
+                let conn = http.serve_connection(TokioIo::new(io), TowerToHyperService::new(app));
+                // Boxed, like the lean path, so the task holds only the
+                // branch it runs: a parked poll's footprint is the point.
+                Box::pin(async move { watcher.watch(conn).await.map_err(|e| e.to_string()) })
+            };
+            let result = if lean {
+                Box::pin(lean::serve_connection(
+                    stream,
+                    peer,
+                    lean_app,
+                    limits.header_read_timeout,
+                    stopping,
+                    hyper,
+                ))
+                .await
+            } else {
+                hyper(lean::Rewind::new(Vec::new(), stream)).await
+            };
+            if let Err(e) = result {
                 // Header and write timeouts and resets land here; nothing of
                 // the request is logged.
                 tracing::debug!(error = %e, "connection closed with an error");
@@ -114,7 +148,13 @@ pub async fn serve(
         });
     }
     drop(listener);
-    if tokio::time::timeout(limits.shutdown_timeout, graceful.shutdown())
+    let _ = stopping_tx.send(true);
+    let drained = async {
+        graceful.shutdown().await;
+        // Lean connections close after their current answer.
+        while conns.join_next().await.is_some() {}
+    };
+    if tokio::time::timeout(limits.shutdown_timeout, drained)
         .await
         .is_err()
     {
@@ -158,6 +198,22 @@ fn body_timeout_response() -> Response {
         axum::Json(serde_json::json!({ "error": MSG_BODY_TIMEOUT })),
     )
         .into_response()
+}
+
+/// How long a new connection may take to send its first bytes before it is
+/// handed to hyper unseen (hyper's own header-read timeout then runs). Short,
+/// so the two do not add up: an edge writes its request as it connects.
+const SNIFF_WAIT: Duration = Duration::from_secs(1);
+
+/// Whether the connection's first bytes, once some arrived, are a
+/// key-table poll. Peeking leaves them for whichever server reads the
+/// connection.
+async fn starts_with_feed_poll(stream: &tokio::net::TcpStream) -> bool {
+    let mut first = [0u8; 32];
+    matches!(
+        tokio::time::timeout(SNIFF_WAIT, stream.peek(&mut first)).await,
+        Ok(Ok(n)) if lean::is_feed_poll(first.get(..n).unwrap_or_default())
+    )
 }
 
 /// Per-connection accept errors (the peer reset before we took it) are

@@ -171,6 +171,11 @@ async fn slow_headers_are_cut_off() {
         b"GET /healthz HTTP/1.1\r\nHost: x\r\n",              // headers never end
         b"POST /api/api-keys HTTP/1.1\r\nHost: x\r\nAuthori", // half a header
     ];
+    // The same on a connection served as an edge's feed (see `serve::lean`).
+    let partial: Vec<&[u8]> = partial
+        .into_iter()
+        .chain([&b"GET /internal/v1/key-table?since=0 HTTP/1.1\r\nHost: x\r\n"[..]])
+        .collect();
     let started = std::time::Instant::now();
     let mut slow = Vec::new();
     for p in partial {
@@ -270,13 +275,21 @@ async fn connection_cap_holds_extra_connections_until_one_closes() {
 
 /// What the review's attacker did: a 2 KiB receive buffer, 2000 pipelined
 /// `GET /openapi.json` written for up to 3 s, and then nothing read, so the
-/// server's writes stay pending.
-async fn slow_reader(addr: &str) -> tokio::net::TcpStream {
+/// server's writes stay pending. `feed`: key-table polls instead, which a
+/// lean connection serves.
+async fn slow_reader(addr: &str, feed: bool) -> tokio::net::TcpStream {
     use tokio::io::AsyncWriteExt;
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.set_recv_buffer_size(2048).unwrap();
     let mut s = sock.connect(addr.parse().unwrap()).await.unwrap();
-    let req = b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n".repeat(2000);
+    let one = if feed {
+        format!(
+            "GET /internal/v1/key-table HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {DATA_PLANE}\r\n\r\n"
+        )
+    } else {
+        "GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n".to_owned()
+    };
+    let req = one.as_bytes().repeat(2000);
     // Stops when the server stops reading; how far it got does not matter.
     let _ = tokio::time::timeout(Duration::from_secs(3), s.write_all(&req)).await;
     s
@@ -302,8 +315,8 @@ async fn slow_readers_are_cut_after_the_write_timeout() {
         ],
     );
     let mut attackers = Vec::new();
-    for _ in 0..4 {
-        attackers.push(slow_reader(&bin.addr).await);
+    for i in 0..4 {
+        attackers.push(slow_reader(&bin.addr, i % 2 == 1).await);
     }
     let started = std::time::Instant::now();
     // Write timeout 2 s, plus 5 s of slack.
@@ -327,6 +340,188 @@ async fn slow_readers_are_cut_after_the_write_timeout() {
     // A long poll that sends nothing for twice the write timeout is not cut:
     // the deadline is on writes that make no progress, not on silence.
     assert_long_poll_waits(&bin.base, 4).await;
+}
+
+/// Reads one HTTP/1.1 answer with a `content-length` (or none, for a 204)
+/// from `s`; returns the head and the body. `carry` holds bytes read past
+/// the answer (pipelined answers arrive together) for the next call.
+async fn read_answer(s: &mut tokio::net::TcpStream, carry: &mut Vec<u8>) -> (String, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = carry.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&carry[..end]).to_string();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .map_or(0, |v| v.parse().unwrap());
+            while carry.len() < end + 4 + len {
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0, "closed mid-answer: {head}");
+                carry.extend_from_slice(&buf[..n]);
+            }
+            let body = carry[end + 4..end + 4 + len].to_vec();
+            carry.drain(..end + 4 + len);
+            return (head, body);
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("an answer within 10 s")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed before an answer: {:?}",
+            String::from_utf8_lossy(carry)
+        );
+        carry.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// A connection that opens with a key-table poll (an edge's) is served by the
+/// lean path while it carries only polls (keep-alive, pipelining, the
+/// router's own refusals), and by hyper from its first other request on,
+/// with nothing lost at the switch. hyper stamps every answer with `date`;
+/// the lean path does not, which tells the two apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feed_connections_are_lean_until_another_request_moves_them_to_hyper() {
+    use tokio::io::AsyncWriteExt;
+    let bin = Binary::start("lean", &[]);
+    let poll = format!(
+        "GET /internal/v1/key-table HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {DATA_PLANE}\r\n\r\n"
+    );
+    let report = r#"{"items":[]}"#;
+    let usage = format!(
+        "POST /internal/v1/usage HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {DATA_PLANE}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{report}",
+        report.len()
+    );
+    let mut s = tokio::net::TcpStream::connect(&bin.addr).await.unwrap();
+    let mut carry = Vec::new();
+    // Two polls and a usage report in one write: the polls are answered
+    // here, in order; the report moves the connection to hyper mid-buffer.
+    s.write_all(format!("{poll}{poll}{usage}").as_bytes())
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let (head, body) = read_answer(&mut s, &mut carry).await;
+        assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+        assert!(head.contains("content-type: application/json"), "{head}");
+        assert!(!head.contains("date:"), "not the lean path: {head}");
+        let table: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(table["full"], true);
+    }
+    let (head, body) = read_answer(&mut s, &mut carry).await;
+    assert!(head.starts_with("HTTP/1.1 204"), "{head}");
+    assert!(head.contains("date:"), "not hyper: {head}");
+    assert!(body.is_empty());
+    // Hyper keeps the connection, polls included.
+    s.write_all(poll.as_bytes()).await.unwrap();
+    let (head, _) = read_answer(&mut s, &mut carry).await;
+    assert!(
+        head.starts_with("HTTP/1.1 200 OK") && head.contains("date:"),
+        "{head}"
+    );
+
+    // The router's refusals come through the lean path as they are.
+    let mut s = tokio::net::TcpStream::connect(&bin.addr).await.unwrap();
+    let mut carry = Vec::new();
+    s.write_all(
+        format!(
+            "{poll}GET /internal/v1/key-table?wait=99 HTTP/1.1\r\nHost: x\r\n\
+             Authorization: Bearer {DATA_PLANE}\r\n\r\n\
+             GET /internal/v1/key-table HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer nope\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let (head, _) = read_answer(&mut s, &mut carry).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    for (status, message) in [("400", "wait must be 0 to 60 seconds"), ("401", "")] {
+        let (head, body) = read_answer(&mut s, &mut carry).await;
+        assert!(head.starts_with(&format!("HTTP/1.1 {status}")), "{head}");
+        assert!(!head.contains("date:"), "not the lean path: {head}");
+        let error: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(
+            error["error"].as_str().unwrap().contains(message),
+            "{error}"
+        );
+    }
+
+    // A body framed two ways after a poll: hyper gets it, bytes intact, and
+    // treats it as on any connection (chunked wins; no token, so 401).
+    let mut s = tokio::net::TcpStream::connect(&bin.addr).await.unwrap();
+    let mut carry = Vec::new();
+    s.write_all(
+        format!(
+            "{poll}POST /internal/v1/usage HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\
+             Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let (head, _) = read_answer(&mut s, &mut carry).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (head, _) = read_answer(&mut s, &mut carry).await;
+    assert!(
+        head.starts_with("HTTP/1.1 401") && head.contains("date:"),
+        "{head}"
+    );
+}
+
+/// An edge that gives up on a parked long poll (closes its connection) frees
+/// it at once, not when its wait runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_feed_connection_releases_its_long_poll() {
+    use tokio::io::AsyncWriteExt;
+    let bin = Binary::start("leanclose", &[]);
+    let http = client();
+    let v = feed_version(&http, &bin.base, DATA_PLANE).await;
+    let parked = || async {
+        let r = http
+            .get(format!("{}/metrics", bin.base))
+            .send()
+            .await
+            .unwrap();
+        r.text()
+            .await
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("keygate_feed_clients ")?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let mut s = tokio::net::TcpStream::connect(&bin.addr).await.unwrap();
+    s.write_all(
+        format!(
+            "GET /internal/v1/key-table?since={v}&wait=60 HTTP/1.1\r\nHost: x\r\n\
+             Authorization: Bearer {DATA_PLANE}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while parked().await != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the poll never parked"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(s);
+    let closed = std::time::Instant::now();
+    while parked().await != 0 {
+        assert!(
+            closed.elapsed() < Duration::from_secs(2),
+            "a closed connection's long poll is still parked"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "long poll released {:?} after its connection closed",
+        closed.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -403,8 +598,8 @@ async fn sigterm_during_slow_reads_exits_within_the_deadline() {
         ],
     );
     let mut attackers = Vec::new();
-    for _ in 0..4 {
-        attackers.push(slow_reader(&bin.addr).await);
+    for i in 0..4 {
+        attackers.push(slow_reader(&bin.addr, i % 2 == 1).await);
     }
     // Graceful shutdown lets each connection finish the answer it is writing
     // and drops the pipelined rest: give the answers time to fill the socket
