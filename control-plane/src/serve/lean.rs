@@ -102,7 +102,7 @@ fn parse_head(buf: &[u8]) -> Next {
     } else {
         Version::HTTP_10
     };
-    let mut close = version == Version::HTTP_10;
+    let (mut saw_close, mut saw_keep_alive) = (false, false);
     let mut map = HeaderMap::with_capacity(parsed.headers.len());
     for h in parsed.headers.iter() {
         let (Ok(name), Ok(value)) = (
@@ -120,17 +120,19 @@ fn parse_head(buf: &[u8]) -> Next {
             return Next::Hyper;
         }
         if name == http::header::CONNECTION {
-            // The last word wins, as in hyper.
+            // As in hyper: `close` anywhere closes; `keep-alive` only keeps
+            // an HTTP/1.0 connection open, and only without a `close`.
             for token in value.to_str().unwrap_or_default().split(',') {
                 if token.trim().eq_ignore_ascii_case("close") {
-                    close = true;
+                    saw_close = true;
                 } else if token.trim().eq_ignore_ascii_case("keep-alive") {
-                    close = false;
+                    saw_keep_alive = true;
                 }
             }
         }
         map.append(name, value);
     }
+    let close = saw_close || (version == Version::HTTP_10 && !saw_keep_alive);
     let mut request = Request::new(());
     *request.method_mut() = Method::GET;
     *request.uri_mut() = uri;
@@ -145,7 +147,9 @@ fn parse_head(buf: &[u8]) -> Next {
 
 /// Serves key-table polls on one connection until the client closes it, a
 /// limit ends it, or the server stops; hands it to `hyper` at the first
-/// request of any other kind (with the bytes read so far).
+/// request of any other kind (with the bytes read so far). A head handed over
+/// unfinished gets hyper's header-read timeout afresh, so one request's head
+/// may take up to twice the timeout, once per connection.
 pub async fn serve_connection<S, H, F>(
     mut stream: Pin<Box<S>>,
     peer: SocketAddr,
@@ -171,9 +175,8 @@ where
             Some(Next::Incomplete) | None => return Ok(()),
         };
         buf.drain(..poll.len);
-        if buf.is_empty() {
-            buf = Vec::new();
-        }
+        // What a parked poll keeps: nothing, or only a pipelined remainder.
+        buf.shrink_to_fit();
         let (parts, ()) = poll.request.into_parts();
         let mut request = Request::from_parts(parts, Body::empty());
         request.extensions_mut().insert(ConnectInfo(peer));
@@ -430,6 +433,15 @@ mod tests {
                 .unwrap()
                 .close
         );
+        let keep = "GET /internal/v1/key-table HTTP/1.0\r\nconnection: keep-alive\r\n\r\n";
+        assert!(!lean(keep).unwrap().close);
+        // `close` wins wherever it is, as in hyper.
+        for raw in [
+            "GET /internal/v1/key-table HTTP/1.1\r\nconnection: close, keep-alive\r\n\r\n",
+            "GET /internal/v1/key-table HTTP/1.1\r\nconnection: close\r\nconnection: keep-alive\r\n\r\n",
+        ] {
+            assert!(lean(raw).unwrap().close, "{raw:?}");
+        }
         let p = lean("GET /internal/v1/key-table HTTP/1.1\r\nconnection: close\r\n\r\n").unwrap();
         assert!(p.close);
         assert!(matches!(
