@@ -16,8 +16,9 @@
 //! page about once per version. The follower's own delta is a page of at
 //! most [`MAX_PAGE_SIZE`] keys; whenever it holds the whole change it also
 //! answers every edge asking for a smaller page or the whole delta, so the
-//! usual small change is built once for the whole fleet. What an old version built is dropped when the version moves and
-//! the last request using it finishes; what one version keeps is bounded by
+//! usual small change is built once for the whole fleet. What an old
+//! version built is dropped when the version moves and the last request
+//! using it finishes; what one version keeps is bounded by
 //! [`Hub::cache_bytes`] (an answer that does not fit is still shared by
 //! those already waiting for it, then dropped).
 
