@@ -29,6 +29,49 @@ async fn shared() -> &'static Stack {
         .await
 }
 
+/// The control plane's key table as the edge would fetch it (`query` after
+/// the path, e.g. `?since=4`).
+async fn feed(stack: &Stack, query: &str) -> Value {
+    let url = format!("{}/internal/v1/key-table{query}", stack.control_plane.url());
+    let response = keygate_e2e::http_client()
+        .get(url)
+        .bearer_auth(stack.control_plane.data_plane_token())
+        .send()
+        .await
+        .expect("feed");
+    assert_eq!(response.status(), 200);
+    response.json().await.expect("feed JSON")
+}
+
+/// A client that keeps initializing an MCP session with one key until
+/// stopped, for checking that a change elsewhere never refuses it.
+struct Hammer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<keygate_e2e::edge::EdgeResponse>>,
+}
+
+impl Hammer {
+    fn start(edge: Edge, server: &'static str, key: &str) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let key = key.to_owned();
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut answers = Vec::new();
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                answers.push(edge.initialize(server, Some(&key)).await);
+            }
+            answers
+        });
+        Self { stop, task }
+    }
+
+    /// Every answer it got.
+    async fn stop(self) -> Vec<keygate_e2e::edge::EdgeResponse> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.expect("client task")
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_key_table_is_503_with_retry_after() {
     let stack = shared().await;
@@ -327,19 +370,7 @@ async fn full_snapshots_never_open_a_window_where_valid_keys_fail() {
     );
 
     // A client keeps using the steady key while the table churns.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let hammer = {
-        let edge = stack.edge();
-        let key = steady.key.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let mut answers = Vec::new();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                answers.push(edge.initialize("alpha", Some(&key)).await);
-            }
-            answers
-        })
-    };
+    let hammer = Hammer::start(stack.edge(), "alpha", &steady.key);
     let mut deleted = Vec::new();
     let mut kept = Vec::new();
     for round in 0..8 {
@@ -356,8 +387,7 @@ async fn full_snapshots_never_open_a_window_where_valid_keys_fail() {
         tokio::time::sleep(Duration::from_millis(if round % 2 == 0 { 50 } else { 300 })).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let answers = hammer.await.expect("client task");
+    let answers = hammer.stop().await;
 
     assert!(
         answers.len() >= 10,
@@ -381,24 +411,8 @@ async fn full_snapshots_never_open_a_window_where_valid_keys_fail() {
     }
     // Precondition: this control plane answers a poll from a few versions
     // back with a full snapshot, not a delta.
-    let feed = |query: String| {
-        let url = format!("{}/internal/v1/key-table{query}", stack.control_plane.url());
-        let token = stack.control_plane.data_plane_token().to_owned();
-        async move {
-            let response = keygate_e2e::http_client()
-                .get(url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .expect("feed");
-            assert_eq!(response.status(), 200);
-            response.json::<Value>().await.expect("feed JSON")
-        }
-    };
-    let current = feed(String::new()).await["version"]
-        .as_u64()
-        .expect("version");
-    let behind = feed(format!("?since={}", current.saturating_sub(3))).await;
+    let current = feed(&stack, "").await["version"].as_u64().expect("version");
+    let behind = feed(&stack, &format!("?since={}", current.saturating_sub(3))).await;
     assert_eq!(behind["full"], true, "a lagging poll got a delta: {behind}");
     let updates = metric_value(
         &stack.envoy.prometheus_stats().await,
@@ -618,37 +632,13 @@ async fn an_access_change_over_more_keys_than_a_page_arrives_in_pages_without_a_
         stack.wait_key_allowed("alpha", &key.key).await;
         assert_insufficient_scope(&edge.initialize("beta", Some(&key.key)).await, &key.key);
     }
-    let feed_version = {
-        let url = format!("{}/internal/v1/key-table", stack.control_plane.url());
-        let table: Value = keygate_e2e::http_client()
-            .get(url)
-            .bearer_auth(stack.control_plane.data_plane_token())
-            .send()
-            .await
-            .expect("feed")
-            .json()
-            .await
-            .expect("feed JSON");
-        table["version"].as_u64().expect("version")
-    };
+    let feed_version = feed(&stack, "").await["version"].as_u64().expect("version");
     let updates_before = metric_value(
         &stack.envoy.prometheus_stats().await,
         "keygate_feed_updates_total",
     );
 
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let hammer = {
-        let edge = stack.edge();
-        let key = steady.key.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let mut answers = Vec::new();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                answers.push(edge.initialize("alpha", Some(&key)).await);
-            }
-            answers
-        })
-    };
+    let hammer = Hammer::start(stack.edge(), "alpha", &steady.key);
     admin
         .update_rule(rule, &rule_name, &["alpha", "beta"], &subjects)
         .await
@@ -659,8 +649,7 @@ async fn an_access_change_over_more_keys_than_a_page_arrives_in_pages_without_a_
     }
     let took = changed.elapsed();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let answers = hammer.await.expect("client task");
+    let answers = hammer.stop().await;
     for answer in &answers {
         assert_initialized_by(answer, "alpha");
     }
@@ -671,19 +660,11 @@ async fn an_access_change_over_more_keys_than_a_page_arrives_in_pages_without_a_
         answers.len()
     );
     // Precondition: the control plane pages this delta when asked to.
-    let url = format!(
-        "{}/internal/v1/key-table?since={feed_version}&limit={PAGE}&paged=1",
-        stack.control_plane.url()
-    );
-    let first: Value = keygate_e2e::http_client()
-        .get(url)
-        .bearer_auth(stack.control_plane.data_plane_token())
-        .send()
-        .await
-        .expect("feed")
-        .json()
-        .await
-        .expect("feed JSON");
+    let first = feed(
+        &stack,
+        &format!("?since={feed_version}&limit={PAGE}&paged=1"),
+    )
+    .await;
     assert_eq!(first["full"], false, "{first}");
     assert!(first["next"].is_i64(), "the delta came whole: {first}");
     // One change, applied as 13 / 3 = 5 pages (and the catch-up after them);

@@ -234,6 +234,23 @@ fn make_entry(
     })
 }
 
+/// Rows a page query asks for: one more than the page holds, which tells
+/// whether another page follows ([`cut_page`]); all when unpaged.
+fn rows_to_fetch(limit: Option<u32>) -> i64 {
+    limit.map_or(i64::MAX, |l| i64::from(l) + 1)
+}
+
+/// Cuts rows fetched with [`rows_to_fetch`] to the page; returns the id to
+/// continue after (the page's last) when more follow.
+fn cut_page<T>(rows: &mut Vec<T>, limit: Option<u32>, id: impl Fn(&T) -> i64) -> Option<i64> {
+    let limit = usize::try_from(limit?).ok()?;
+    if rows.len() <= limit {
+        return None;
+    }
+    rows.truncate(limit);
+    rows.last().map(id)
+}
+
 /// One page of the full snapshot: the keys with `id > after` (all keys when
 /// `after` is `None`) in id order, at most `limit` of them (no limit when
 /// `None`), as edge entries; keys the edge must refuse are left out. Also
@@ -247,8 +264,6 @@ pub async fn snapshot_page(
     limit: Option<u32>,
 ) -> Result<(Vec<KeyEntry>, Option<i64>), sqlx::Error> {
     let after = after.unwrap_or(i64::MIN);
-    // One row more than asked tells whether another page follows.
-    let fetch = limit.map_or(i64::MAX, |l| i64::from(l) + 1);
     let mut keys: Vec<KeyFeedRow> = sqlx::query_as(concat!(
         "SELECT ",
         feed_columns!(),
@@ -257,16 +272,10 @@ pub async fn snapshot_page(
         " ORDER BY id LIMIT $2"
     ))
     .bind(after)
-    .bind(fetch)
+    .bind(rows_to_fetch(limit))
     .fetch_all(&mut *conn)
     .await?;
-    let next = match limit {
-        Some(l) if keys.len() > l as usize => {
-            keys.truncate(l as usize);
-            keys.last().map(|k| k.id)
-        }
-        _ => None,
-    };
+    let next = cut_page(&mut keys, limit, |k| k.id);
     let Some(last) = keys.last().map(|k| k.id) else {
         return Ok((Vec::new(), None));
     };
@@ -298,7 +307,6 @@ pub async fn changes_page(
     limit: Option<u32>,
 ) -> Result<(Vec<KeyEntry>, Vec<i64>, Option<i64>), sqlx::Error> {
     let after = after.unwrap_or(i64::MIN);
-    let fetch = limit.map_or(i64::MAX, |l| i64::from(l) + 1);
     let mut changed: Vec<i64> = sqlx::query_scalar(
         "SELECT DISTINCT key_id FROM key_changes WHERE version > $1 AND version <= $2 \
          AND key_id > $3 ORDER BY key_id LIMIT $4",
@@ -306,16 +314,10 @@ pub async fn changes_page(
     .bind(since)
     .bind(upto)
     .bind(after)
-    .bind(fetch)
+    .bind(rows_to_fetch(limit))
     .fetch_all(&mut *conn)
     .await?;
-    let next = match limit {
-        Some(l) if changed.len() > l as usize => {
-            changed.truncate(l as usize);
-            changed.last().copied()
-        }
-        _ => None,
-    };
+    let next = cut_page(&mut changed, limit, |id| *id);
     let Some(last) = changed.last().copied() else {
         return Ok((Vec::new(), Vec::new(), None));
     };

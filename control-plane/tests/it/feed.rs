@@ -591,8 +591,9 @@ async fn paged_snapshot_covers_every_key_once(b: Backend) {
     );
 }
 
-async fn paging_converges_after_the_follow_up_delta(b: Backend) {
-    let app = TestApp::start(b).await;
+/// Servers `alpha` and `beta`, one rule giving everyone `alpha`, and nine
+/// `*` keys (so each opens `alpha` only); returns the rule and the key ids.
+async fn nine_keys_on_alpha(app: &TestApp) -> (i64, Vec<i64>) {
     app.server("alpha").await;
     app.server("beta").await;
     let rule = app.rule(&["alpha"], &["*"]).await;
@@ -600,6 +601,22 @@ async fn paging_converges_after_the_follow_up_delta(b: Backend) {
     for _ in 0..9 {
         ids.push(app.admin_key(&["*"]).await.0);
     }
+    (rule, ids)
+}
+
+/// One access change that alters every key's servers.
+async fn widen_to_beta(app: &TestApp, rule: i64) {
+    app.put(
+        &format!("/api/access-rules/{rule}"),
+        ADMIN,
+        json!({"name": "both", "mcpServerIds": ["alpha", "beta"], "subjects": ["*"]}),
+    )
+    .await;
+}
+
+async fn paging_converges_after_the_follow_up_delta(b: Backend) {
+    let app = TestApp::start(b).await;
+    let (rule, ids) = nine_keys_on_alpha(&app).await;
     let first = app.table("?limit=3").await;
     let v1 = first["version"].as_u64().unwrap();
     let mut local = std::collections::BTreeMap::new();
@@ -613,12 +630,7 @@ async fn paging_converges_after_the_follow_up_delta(b: Backend) {
     app.delete(&format!("/api/api-keys/{}", ids[5]), ADMIN)
         .await;
     let (created, _) = app.admin_key(&["*"]).await;
-    app.put(
-        &format!("/api/access-rules/{rule}"),
-        ADMIN,
-        json!({"name": "both", "mcpServerIds": ["alpha", "beta"], "subjects": ["*"]}),
-    )
-    .await;
+    widen_to_beta(&app, rule).await;
 
     let mut next = first["next"].as_i64();
     while let Some(after) = next {
@@ -690,24 +702,13 @@ async fn paging_params_are_validated(b: Backend) {
 /// delta since the first page's version completes it.
 async fn paged_delta_covers_every_change_once(b: Backend) {
     let app = TestApp::start(b).await;
-    app.server("alpha").await;
-    app.server("beta").await;
-    let rule = app.rule(&["alpha"], &["*"]).await;
-    let mut ids = Vec::new();
-    for _ in 0..9 {
-        ids.push(app.admin_key(&["*"]).await.0);
-    }
+    let (rule, ids) = nine_keys_on_alpha(&app).await;
     let v0 = app.table("").await["version"].as_u64().unwrap();
     app.delete(&format!("/api/api-keys/{}", ids[1]), ADMIN)
         .await;
     app.delete(&format!("/api/api-keys/{}", ids[6]), ADMIN)
         .await;
-    app.put(
-        &format!("/api/access-rules/{rule}"),
-        ADMIN,
-        json!({"name": "both", "mcpServerIds": ["alpha", "beta"], "subjects": ["*"]}),
-    )
-    .await;
+    widen_to_beta(&app, rule).await;
     let whole = app.table(&format!("?since={v0}")).await;
     assert_eq!(whole["full"], false);
     assert!(whole.get("next").is_none());
