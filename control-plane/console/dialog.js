@@ -37,6 +37,14 @@ export function openDialog({ title, body = [], actions = [], wide = false, onClo
     if (onClose) onClose();
   };
   dialog.addEventListener('close', finish);
+  // Escape: close through the same path as the buttons, at once. Left to
+  // the browser, the dialog closes now but `close` (and so the removal of a
+  // shown key from the DOM) only runs as a later task.
+  dialog.addEventListener('cancel', (event) => {
+    event.preventDefault();
+    dialog.close();
+    finish();
+  });
   dialog.addEventListener('keydown', (event) => {
     if (event.key !== 'Tab') return;
     const items = focusables(dialog);

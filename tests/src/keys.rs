@@ -9,6 +9,15 @@ pub fn parse(key: &str) -> ApiKeyToken {
         .unwrap_or_else(|e| panic!("control plane issued a key the protocol parser refuses: {e:?}"))
 }
 
+/// The secret part of a key as text: everything after the third `-`. The
+/// secret's base64url alphabet has `-` in it, so the last `-` is not the
+/// boundary.
+pub fn secret_part(key: &str) -> &str {
+    key.splitn(4, '-')
+        .nth(3)
+        .unwrap_or_else(|| panic!("not an ok1 key: {} characters", key.len()))
+}
+
 /// A well-formed key that no control plane ever issued.
 pub fn unknown_key() -> String {
     ApiKeyToken {

@@ -122,11 +122,7 @@ async fn invalid_keys_are_401_invalid_token() {
     let user = stack.user_with_access("invalid", &["alpha"]).await;
     let good = stack.usable_key(user, &["alpha"], "alpha").await;
 
-    let secret = good
-        .key
-        .rsplit_once('-')
-        .map(|(_, s)| s.to_owned())
-        .expect("secret part");
+    let secret = keys::secret_part(&good.key);
     let truncated = good.key[..good.key.len() - 1].to_owned();
     let cases: Vec<(&str, String)> = vec![
         ("malformed: prefix only", "ok1-".to_owned()),
@@ -532,11 +528,7 @@ async fn keys_and_tokens_never_appear_in_any_log() {
         "the stack wrote hardly any log: {} bytes",
         logs.len()
     );
-    let secret = |k: &str| {
-        k.rsplit_once('-')
-            .map(|(_, s)| s.to_owned())
-            .expect("secret")
-    };
+    let secret = |k: &str| keys::secret_part(k).to_owned();
     for (what, needle) in [
         ("key", key.key.clone()),
         ("secret", secret(&key.key)),
