@@ -248,19 +248,20 @@ impl Config {
     /// several frameworks) read `x_keygate_user_id` as `x-keygate-user-id`.
     /// Runs for every header of every request, so it compares without
     /// allocating.
-    pub fn is_reserved_header(&self, name: &str) -> bool {
-        let prefix = keygate_protocol::IDENTITY_HEADER_PREFIX;
+    pub fn is_reserved_header(&self, name: impl AsRef<[u8]>) -> bool {
+        let name = name.as_ref();
+        let prefix = keygate_protocol::IDENTITY_HEADER_PREFIX.as_bytes();
         let ids = &self.identity_headers;
         name.get(..prefix.len())
             .is_some_and(|p| same_header_name(p, prefix))
             || [&ids.user_id, &ids.key_id, &ids.server]
                 .iter()
-                .any(|h| same_header_name(name, h))
+                .any(|h| same_header_name(name, h.as_bytes()))
     }
 }
 
 /// Header names that are equal once ASCII case is ignored and `_` is read as `-`.
-fn same_header_name(a: &str, b: &str) -> bool {
+fn same_header_name(a: &[u8], b: &[u8]) -> bool {
     let fold = |c: u8| {
         if c == b'_' {
             b'-'
@@ -268,7 +269,7 @@ fn same_header_name(a: &str, b: &str) -> bool {
             c.to_ascii_lowercase()
         }
     };
-    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| fold(x) == fold(y))
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| fold(*x) == fold(*y))
 }
 
 #[cfg(test)]

@@ -7,13 +7,15 @@ use crate::path::{PathClass, classify};
 use crate::request_headers::RequestHeaders;
 use keygate_protocol::bearer::{CHALLENGE, CHALLENGE_INSUFFICIENT_SCOPE, CHALLENGE_INVALID_TOKEN};
 use keygate_protocol::{ApiKeyToken, KeyEntry, SecretMatch, secret};
+use std::rc::Rc;
 
 /// The table as a request sees it: one freshness read and one entry read.
 pub trait KeyLookup {
     /// Unix seconds of the last successful sync, or `None` before the first.
     fn last_sync_unix(&self) -> Option<i64>;
-    /// The live entry for `key_id`, if the table has one.
-    fn entry(&self, key_id: i64) -> Option<KeyEntry>;
+    /// The live entry for `key_id`, if the table has one; shared with the
+    /// VM's cache, so a request copies nothing.
+    fn entry(&self, key_id: i64) -> Option<Rc<KeyEntry>>;
     /// Whether `server` is registered at the control plane. True for every
     /// name while the table carries no set (an older control plane).
     fn server_registered(&self, server: &str) -> bool;
@@ -171,6 +173,32 @@ impl Decision {
             Decision::Deny(d) => d.reason,
         }
     }
+
+    /// The ids this decision names, as decimal text written into the two
+    /// buffers: formatted once per request, then lent to the access-log
+    /// properties and the identity headers alike.
+    pub fn id_text<'b>(
+        &self,
+        user_id: &'b mut itoa::Buffer,
+        key_id: &'b mut itoa::Buffer,
+    ) -> IdText<'b> {
+        let (user, key) = match self {
+            Decision::Allow(a) => (Some(a.user_id), Some(a.key_id)),
+            Decision::Deny(d) => (None, d.key_id),
+            Decision::Pass => (None, None),
+        };
+        IdText {
+            user_id: user.map(|id| user_id.format(id)),
+            key_id: key.map(|id| key_id.format(id)),
+        }
+    }
+}
+
+/// A decision's user and key ids as text ([`Decision::id_text`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IdText<'a> {
+    pub user_id: Option<&'a str>,
+    pub key_id: Option<&'a str>,
 }
 
 fn deny(reason: Reason) -> Decision {
@@ -248,7 +276,7 @@ fn validate_key(
     now_unix: i64,
     max_staleness: u64,
     table: &dyn KeyLookup,
-) -> Result<(KeyEntry, bool), Reason> {
+) -> Result<(Rc<KeyEntry>, bool), Reason> {
     let last_sync = table.last_sync_unix().ok_or(Reason::NoTable)?;
     let age = now_unix.saturating_sub(last_sync);
     if age > i64::try_from(max_staleness).unwrap_or(i64::MAX) {
@@ -365,8 +393,8 @@ mod tests {
         fn last_sync_unix(&self) -> Option<i64> {
             self.last_sync
         }
-        fn entry(&self, key_id: i64) -> Option<KeyEntry> {
-            self.entries.get(&key_id).cloned()
+        fn entry(&self, key_id: i64) -> Option<Rc<KeyEntry>> {
+            self.entries.get(&key_id).cloned().map(Rc::new)
         }
         fn server_registered(&self, server: &str) -> bool {
             self.registered

@@ -3,23 +3,38 @@
 //! configured) and set the identity for the upstream.
 
 use crate::config::Config;
-use crate::decision::Decision;
+use crate::decision::{Decision, IdText};
+use std::borrow::Cow;
 
+/// One edit of the request headers. Names are lowercase; everything is
+/// borrowed from the configuration, the request or the decision, so a
+/// request allocates nothing for its edits but the list.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HeaderOp {
-    Remove(String),
-    Set(String, String),
+pub enum HeaderOp<'a> {
+    /// Remove every value of the header.
+    Remove(Cow<'a, str>),
+    /// Add a value. Only ever an identity header: those are reserved, so
+    /// any spelling of them the request carried is removed earlier in the
+    /// same list, and adding is setting (without the host's search for an
+    /// existing value that a replace makes).
+    Add(&'a str, &'a str),
 }
 
-/// The header edits for a request that goes on upstream.
-pub fn edits<S: AsRef<str>>(
-    cfg: &Config,
-    header_names: impl IntoIterator<Item = S>,
-    decision: &Decision,
-) -> Vec<HeaderOp> {
-    let mut ops: Vec<HeaderOp> = Vec::new();
-    let remove = |name: &str, ops: &mut Vec<HeaderOp>| {
-        let op = HeaderOp::Remove(name.to_ascii_lowercase());
+/// The header edits for a request that goes on; `ids` spells the decision's
+/// ids ([`Decision::id_text`]), `header_names` are the request's (lowercase,
+/// as [`crate::request_headers::RequestHeaders`] holds them).
+pub fn edits<'a, 'n: 'a, N>(
+    cfg: &'a Config,
+    header_names: impl IntoIterator<Item = &'n N>,
+    decision: &'a Decision,
+    ids: IdText<'a>,
+) -> Vec<HeaderOp<'a>>
+where
+    N: AsRef<[u8]> + ?Sized + 'n,
+{
+    let mut ops: Vec<HeaderOp<'a>> = Vec::with_capacity(6);
+    let remove = |name: Cow<'a, str>, ops: &mut Vec<HeaderOp<'a>>| {
+        let op = HeaderOp::Remove(name);
         if !ops.contains(&op) {
             ops.push(op);
         }
@@ -27,16 +42,24 @@ pub fn edits<S: AsRef<str>>(
     // Key headers the request carries: only those need a host call to strip
     // (each edit is one, and costs Envoy more than the call itself:
     // docs/benchmarks.md, "Where an allowed request's cost goes").
-    let mut carried_keys = Vec::new();
+    let mut carried_keys: Vec<&'a str> = Vec::new();
     for name in header_names {
         let name = name.as_ref();
         if cfg.is_reserved_header(name) {
-            remove(name, &mut ops);
+            // Names were checked as ASCII when the map was read, so this
+            // borrows; the lowercase copy is for names given by tests.
+            let text = String::from_utf8_lossy(name);
+            let lower = if text.bytes().any(|b| b.is_ascii_uppercase()) {
+                Cow::Owned(text.to_ascii_lowercase())
+            } else {
+                text
+            };
+            remove(lower, &mut ops);
         }
         if let Some(h) = cfg
             .key_headers
             .iter()
-            .find(|h| h.eq_ignore_ascii_case(name))
+            .find(|h| h.as_bytes().eq_ignore_ascii_case(name))
         {
             carried_keys.push(h);
         }
@@ -44,20 +67,39 @@ pub fn edits<S: AsRef<str>>(
     if let Decision::Allow(allow) = decision {
         if allow.strip_key {
             for h in carried_keys {
-                remove(h, &mut ops);
+                remove(Cow::Borrowed(h), &mut ops);
             }
         }
-        let ids = &cfg.identity_headers;
-        ops.push(HeaderOp::Set(
-            ids.user_id.clone(),
-            allow.user_id.to_string(),
-        ));
-        ops.push(HeaderOp::Set(ids.key_id.clone(), allow.key_id.to_string()));
+        let names = &cfg.identity_headers;
+        if let Some(user_id) = ids.user_id {
+            ops.push(HeaderOp::Add(&names.user_id, user_id));
+        }
+        if let Some(key_id) = ids.key_id {
+            ops.push(HeaderOp::Add(&names.key_id, key_id));
+        }
         if let Some(server) = &allow.server {
-            ops.push(HeaderOp::Set(ids.server.clone(), server.clone()));
+            ops.push(HeaderOp::Add(&names.server, server));
         }
     }
     ops
+}
+
+/// A header edit as owned text, for tests that build their inputs inline.
+#[cfg(test)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Edit {
+    Remove(String),
+    Add(String, String),
+}
+
+#[cfg(test)]
+impl From<&HeaderOp<'_>> for Edit {
+    fn from(op: &HeaderOp<'_>) -> Self {
+        match op {
+            HeaderOp::Remove(name) => Edit::Remove(name.to_string()),
+            HeaderOp::Add(name, value) => Edit::Add((*name).to_owned(), (*value).to_owned()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -71,6 +113,20 @@ mod tests {
             r#"{{"controlPlaneCluster":"cp","dataPlaneToken":"t","keyHeaders":["authorization","x-api-key"]{extra}}}"#
         );
         Config::from_json(json.as_bytes()).unwrap()
+    }
+
+    /// The edits, ids spelled as the plugin spells them, as owned text.
+    fn edits<'a>(
+        cfg: &Config,
+        names: impl IntoIterator<Item = &'a str>,
+        decision: &Decision,
+    ) -> Vec<Edit> {
+        let (mut user, mut key) = (itoa::Buffer::new(), itoa::Buffer::new());
+        let ids = decision.id_text(&mut user, &mut key);
+        super::edits(cfg, names, decision, ids)
+            .iter()
+            .map(Edit::from)
+            .collect()
     }
 
     fn allow(server: Option<&str>, strip: bool) -> Decision {
@@ -99,8 +155,8 @@ mod tests {
         assert_eq!(
             ops,
             vec![
-                HeaderOp::Remove("x-keygate-user-id".into()),
-                HeaderOp::Remove("x-keygate-anything".into())
+                Edit::Remove("x-keygate-user-id".into()),
+                Edit::Remove("x-keygate-anything".into())
             ]
         );
     }
@@ -120,12 +176,12 @@ mod tests {
         assert_eq!(
             ops,
             vec![
-                HeaderOp::Remove("x_keygate_user_id".into()),
-                HeaderOp::Remove("x_keygate-key_id".into()),
-                HeaderOp::Remove("x-keygate_server".into()),
-                HeaderOp::Set("x-keygate-user-id".into(), "10".into()),
-                HeaderOp::Set("x-keygate-key-id".into(), "3".into()),
-                HeaderOp::Set("x-keygate-server".into(), "alpha".into()),
+                Edit::Remove("x_keygate_user_id".into()),
+                Edit::Remove("x_keygate-key_id".into()),
+                Edit::Remove("x-keygate_server".into()),
+                Edit::Add("x-keygate-user-id".into(), "10".into()),
+                Edit::Add("x-keygate-key-id".into(), "3".into()),
+                Edit::Add("x-keygate-server".into(), "alpha".into()),
             ]
         );
     }
@@ -145,12 +201,12 @@ mod tests {
         assert_eq!(
             ops,
             vec![
-                HeaderOp::Remove("x-keygate-server".into()),
-                HeaderOp::Remove("authorization".into()),
-                HeaderOp::Remove("x-api-key".into()),
-                HeaderOp::Set("x-keygate-user-id".into(), "10".into()),
-                HeaderOp::Set("x-keygate-key-id".into(), "3".into()),
-                HeaderOp::Set("x-keygate-server".into(), "alpha".into()),
+                Edit::Remove("x-keygate-server".into()),
+                Edit::Remove("authorization".into()),
+                Edit::Remove("x-api-key".into()),
+                Edit::Add("x-keygate-user-id".into(), "10".into()),
+                Edit::Add("x-keygate-key-id".into(), "3".into()),
+                Edit::Add("x-keygate-server".into(), "alpha".into()),
             ]
         );
     }
@@ -158,9 +214,9 @@ mod tests {
     #[test]
     fn only_key_headers_the_request_carries_are_stripped() {
         let ops = edits(&cfg(""), ["authorization"], &allow(Some("alpha"), true));
-        assert!(ops.contains(&HeaderOp::Remove("authorization".into())));
+        assert!(ops.contains(&Edit::Remove("authorization".into())));
         assert!(
-            !ops.contains(&HeaderOp::Remove("x-api-key".into())),
+            !ops.contains(&Edit::Remove("x-api-key".into())),
             "a host call for a header that is not there"
         );
     }
@@ -172,9 +228,9 @@ mod tests {
         assert_eq!(
             ops,
             vec![
-                HeaderOp::Remove("x-user".into()),
-                HeaderOp::Set("x-user".into(), "10".into()),
-                HeaderOp::Set("x-keygate-key-id".into(), "3".into()),
+                Edit::Remove("x-user".into()),
+                Edit::Add("x-user".into(), "10".into()),
+                Edit::Add("x-keygate-key-id".into(), "3".into()),
             ]
         );
     }

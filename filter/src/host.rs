@@ -7,8 +7,12 @@
 //!   configuration, and a 200 ms tick.
 //! - HTTP context: the request headers.
 //!
-//! Host calls go through `proxy_wasm::hostcalls`, whose results are handled
-//! here, rather than the trait helpers, which unwrap them.
+//! The calls every request makes (read the headers and the clock, edit the
+//! headers, set the access-log properties) are made on the ABI directly:
+//! no allocation, and a refusal is a status this code handles rather than
+//! a panic in the SDK's wrapper. Other calls go through
+//! `proxy_wasm::hostcalls`, whose results are handled here, rather than the
+//! trait helpers, which unwrap them.
 
 use crate::feed::{HttpRequest, callout_status};
 use crate::headers::HeaderOp;
@@ -21,7 +25,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{self, Action, BufferType, ContextType, MapType, MetricType, Status};
 use std::rc::Rc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(types::LogLevel::Info);
@@ -30,16 +34,38 @@ proxy_wasm::main! {{
     });
 }}
 
+// The ABI calls made on every request, called directly: the SDK's wrappers
+// panic on a status they do not expect (a panic kills the VM and every
+// request on its worker), and `set_property` allocates its path on each call.
 #[link(wasm_import_module = "env")]
 unsafe extern "C" {
-    /// The ABI call behind the SDK's `get_map_bytes`, which would copy every
+    /// The call behind the SDK's `get_map_bytes`, which would copy every
     /// header into its own `String` and `Vec` (see [`RequestHeaders`]).
     fn proxy_get_header_map_pairs(
         map_type: u32,
         return_map_data: *mut *mut u8,
         return_map_size: *mut usize,
     ) -> u32;
+    fn proxy_add_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
+    /// A one-part property path is the name itself (parts are joined by NUL).
+    fn proxy_set_property(
+        path_data: *const u8,
+        path_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
 }
+
+const OK: u32 = Status::Ok as u32;
+const REQUEST_HEADERS: u32 = MapType::HttpRequestHeaders as u32;
 
 /// The request headers in the host's serialization, as one buffer; `None`
 /// when the host refuses the call. An empty map may come back as no buffer.
@@ -50,10 +76,8 @@ fn request_header_bytes() -> Option<Vec<u8>> {
     // from this module's `proxy_on_memory_allocate` (the SDK's allocator,
     // which hands out a forgotten `Vec<u8>` with capacity == size); the
     // buffer is ours from here on, exactly as in the SDK's `get_map_bytes`.
-    let status = unsafe {
-        proxy_get_header_map_pairs(MapType::HttpRequestHeaders as u32, &mut data, &mut size)
-    };
-    if status != Status::Ok as u32 {
+    let status = unsafe { proxy_get_header_map_pairs(REQUEST_HEADERS, &mut data, &mut size) };
+    if status != OK {
         return None;
     }
     if data.is_null() || size == 0 {
@@ -63,12 +87,15 @@ fn request_header_bytes() -> Option<Vec<u8>> {
     Some(unsafe { Vec::from_raw_parts(data, size, size) })
 }
 
+/// Unix milliseconds; 0 if the host refuses (every freshness check then
+/// fails closed).
 fn now_ms() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
+    let mut nanos: u64 = 0;
+    // SAFETY: the host writes one u64 through the pointer.
+    if unsafe { proxy_get_current_time_nanoseconds(&mut nanos) } != OK {
+        return 0;
+    }
+    nanos / 1_000_000
 }
 
 fn level(level: LogLevel) -> types::LogLevel {
@@ -154,15 +181,22 @@ impl Host for EnvoyHost {
         // measured no cheaper in the bench's cost probe, and it would
         // rewrite the pseudo-headers too.
         ops.iter().all(|op| {
-            match op {
-                HeaderOp::Remove(name) => {
-                    hostcalls::remove_map_value(MapType::HttpRequestHeaders, name)
+            // SAFETY: the host reads `len` bytes at each pointer, during the call.
+            let status = unsafe {
+                match op {
+                    HeaderOp::Remove(name) => {
+                        proxy_remove_header_map_value(REQUEST_HEADERS, name.as_ptr(), name.len())
+                    }
+                    HeaderOp::Add(name, value) => proxy_add_header_map_value(
+                        REQUEST_HEADERS,
+                        name.as_ptr(),
+                        name.len(),
+                        value.as_ptr(),
+                        value.len(),
+                    ),
                 }
-                HeaderOp::Set(name, value) => {
-                    hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
-                }
-            }
-            .is_ok()
+            };
+            status == OK
         })
     }
 
@@ -187,7 +221,10 @@ impl Host for EnvoyHost {
     }
 
     fn set_property(&self, name: &str, value: &str) {
-        let _ = hostcalls::set_property(vec![name], Some(value.as_bytes()));
+        // SAFETY: the host reads `len` bytes at each pointer, during the call.
+        // A refusal only loses an access-log field.
+        let _ =
+            unsafe { proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len()) };
     }
 }
 

@@ -79,17 +79,22 @@ fn read_bare(value: &[u8]) -> Candidate<'_> {
 }
 
 /// Looks through `headers` (lowercase names, as Envoy gives them) for the key.
-pub fn find_key<'a, I>(headers: I, key_headers: &[String]) -> Presented
+pub fn find_key<'a, N, I>(headers: I, key_headers: &[String]) -> Presented
 where
-    I: IntoIterator<Item = (&'a str, &'a [u8])>,
+    N: AsRef<[u8]>,
+    I: IntoIterator<Item = (N, &'a [u8])>,
 {
     let mut found: Option<&[u8]> = None;
     let mut malformed = false;
     for (name, value) in headers {
-        if !key_headers.iter().any(|h| h.eq_ignore_ascii_case(name)) {
+        let name = name.as_ref();
+        if !key_headers
+            .iter()
+            .any(|h| h.as_bytes().eq_ignore_ascii_case(name))
+        {
             continue;
         }
-        let candidate = if name.eq_ignore_ascii_case("authorization") {
+        let candidate = if name.eq_ignore_ascii_case(b"authorization") {
             read_authorization(value)
         } else {
             read_bare(value)

@@ -28,7 +28,10 @@ pub enum PathClass<'a> {
 
 /// The path without its query string and fragment.
 pub fn strip_query(path: &str) -> &str {
-    let end = path.find(['?', '#']).unwrap_or(path.len());
+    let end = path
+        .bytes()
+        .position(|b| b == b'?' || b == b'#')
+        .unwrap_or(path.len());
     path.get(..end).unwrap_or(path)
 }
 
@@ -64,18 +67,41 @@ pub fn for_log(path: &str) -> String {
 /// characters, `/`, and the sub-delimiters no common server treats as
 /// structure. `%`, `\`, `;` and everything outside printable ASCII are absent.
 fn is_plain_path_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"/-._~!$&'()*+,=:@".contains(&b)
+    PLAIN_PATH_BYTES.get(usize::from(b)) == Some(&true)
 }
+
+/// [`is_plain_path_byte`] as a table: every request checks every byte of
+/// its path. Built at compile time, where an index out of range fails the
+/// build rather than a request.
+#[allow(clippy::indexing_slicing)]
+const PLAIN_PATH_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0u8;
+    loop {
+        table[b as usize] = b.is_ascii_alphanumeric();
+        if b == u8::MAX {
+            break;
+        }
+        b += 1;
+    }
+    let extra = b"/-._~!$&'()*+,=:@";
+    let mut i = 0;
+    while i < extra.len() {
+        table[extra[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
 
 /// Strict check of a protected path (query already removed).
 fn is_strict_path(path: &str) -> bool {
     if !path.bytes().all(is_plain_path_byte) {
         return false;
     }
-    let Some(rest) = path.strip_prefix('/') else {
+    let Some(rest) = path.as_bytes().strip_prefix(b"/") else {
         return false;
     };
-    let mut segments = rest.split('/').peekable();
+    let mut segments = rest.split(|b| *b == b'/').peekable();
     let mut first = true;
     while let Some(seg) = segments.next() {
         let last = segments.peek().is_none();
@@ -86,7 +112,7 @@ fn is_strict_path(path: &str) -> bool {
             if !trailing_slash {
                 return false;
             }
-        } else if seg.bytes().all(|b| b == b'.') {
+        } else if seg.iter().all(|b| *b == b'.') {
             // `.`, `..` and any all-dots segment some server might resolve.
             return false;
         }
@@ -153,7 +179,8 @@ pub fn classify<'a>(path: &'a str, prefixes: &[String], me_path: &str) -> PathCl
             if !is_strict_path(path) {
                 return PathClass::Bad;
             }
-            let server = rest.split('/').next().unwrap_or("");
+            let server_end = rest.bytes().position(|b| b == b'/').unwrap_or(rest.len());
+            let server = rest.get(..server_end).unwrap_or("");
             return if is_valid_server_name(server.as_bytes()) {
                 PathClass::Protected { server }
             } else {

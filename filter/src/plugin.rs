@@ -337,8 +337,10 @@ pub fn on_request_headers(
     };
     let decision = decide(&request, &shared.config, now, &reader);
     shared.decisions.record(decision.reason());
-    for (name, value) in published::properties(&decision) {
-        host.set_property(name, &value);
+    let (mut user_id, mut key_id) = (itoa::Buffer::new(), itoa::Buffer::new());
+    let ids = decision.id_text(&mut user_id, &mut key_id);
+    for (name, value) in published::properties(&decision, ids) {
+        host.set_property(name, value);
     }
     match &decision {
         Decision::Deny(deny) => {
@@ -357,7 +359,12 @@ pub fn on_request_headers(
             reply(host, deny)
         }
         Decision::Allow(_) | Decision::Pass => {
-            let ops = edits(&shared.config, headers.iter().map(|(n, _)| n), &decision);
+            let ops = edits(
+                &shared.config,
+                headers.iter().map(|(n, _)| n),
+                &decision,
+                ids,
+            );
             if !host.edit_request_headers(&ops) {
                 return fail_closed(host);
             }

@@ -7,6 +7,7 @@
 
 use super::*;
 use crate::decision::Reason;
+use crate::headers::Edit;
 use crate::store::memory::MemoryStore;
 use crate::sync::TICK_MS;
 use keygate_protocol::{ApiKeyToken, KeyEntry, KeyTable, Secret, ServerScope};
@@ -41,7 +42,7 @@ struct FakeHost {
     sent: RefCell<Vec<(u32, String, HttpRequest)>>,
     refuse_dispatch: Cell<bool>,
     replies: RefCell<Vec<Reply>>,
-    edits: RefCell<Vec<HeaderOp>>,
+    edits: RefCell<Vec<Edit>>,
     refuse_edits: Cell<bool>,
     counters: RefCell<HashMap<Metric, u64>>,
     gauges: RefCell<HashMap<Metric, u64>>,
@@ -78,7 +79,7 @@ impl Host for FakeHost {
         if self.refuse_edits.get() {
             return false;
         }
-        self.edits.borrow_mut().extend_from_slice(ops);
+        self.edits.borrow_mut().extend(ops.iter().map(Edit::from));
         true
     }
     fn add_to_counter(&self, metric: Metric, n: u64) {
@@ -341,10 +342,10 @@ fn an_allowed_request_gets_its_identity_and_its_use_is_posted() {
     );
     vm.host.take_properties();
     let edits = vm.host.edits.borrow().clone();
-    assert!(edits.contains(&HeaderOp::Remove("x-keygate-user-id".into())));
-    assert!(edits.contains(&HeaderOp::Remove("authorization".into())));
-    assert!(edits.contains(&HeaderOp::Set("x-keygate-user-id".into(), "7".into())));
-    assert!(edits.contains(&HeaderOp::Set("x-keygate-server".into(), "alpha".into())));
+    assert!(edits.contains(&Edit::Remove("x-keygate-user-id".into())));
+    assert!(edits.contains(&Edit::Remove("authorization".into())));
+    assert!(edits.contains(&Edit::Add("x-keygate-user-id".into(), "7".into())));
+    assert!(edits.contains(&Edit::Add("x-keygate-server".into(), "alpha".into())));
     // A request that needs no key passes with the scrub only.
     vm.host.edits.borrow_mut().clear();
     assert_eq!(
@@ -353,7 +354,7 @@ fn an_allowed_request_gets_its_identity_and_its_use_is_posted() {
     );
     assert_eq!(
         *vm.host.edits.borrow(),
-        vec![HeaderOp::Remove("x-keygate-key-id".into())]
+        vec![Edit::Remove("x-keygate-key-id".into())]
     );
     assert!(vm.host.take_properties().is_empty(), "a pass sets nothing");
     // On a later tick the use goes to the control plane, and the counts to

@@ -7,6 +7,7 @@ use crate::store::SharedStore;
 use keygate_protocol::KeyEntry;
 use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 
 /// Most entries a VM keeps decoded (about 150 bytes each); past it the
 /// cache starts over, so keys sprayed at random cannot grow it.
@@ -40,7 +41,7 @@ pub struct TableCache {
 #[derive(Debug, Default)]
 struct CachedEntries {
     under: Option<(u64, u64)>,
-    by_id: HashMap<i64, Option<KeyEntry>>,
+    by_id: HashMap<i64, Option<Rc<KeyEntry>>>,
 }
 
 impl TableCache {
@@ -92,7 +93,7 @@ impl TableCache {
     }
 
     /// The live entry for `key_id` under `meta`, from the cache or the store.
-    fn entry(&self, store: &dyn SharedStore, meta: &Meta, key_id: i64) -> Option<KeyEntry> {
+    fn entry(&self, store: &dyn SharedStore, meta: &Meta, key_id: i64) -> Option<Rc<KeyEntry>> {
         let at = Some((meta.generation, meta.version));
         let mut cached = self.entries.borrow_mut();
         if cached.under != at {
@@ -102,7 +103,7 @@ impl TableCache {
         if let Some(entry) = cached.by_id.get(&key_id) {
             return entry.clone();
         }
-        let entry = live_entry(store, meta, key_id);
+        let entry = live_entry(store, meta, key_id).map(Rc::new);
         if self.ttl_ms > 0 {
             if cached.by_id.len() >= CACHE_MAX_ENTRIES {
                 cached.by_id.clear();
@@ -160,11 +161,11 @@ impl KeyLookup for TableReader<'_> {
         self.meta().map(|m| m.last_sync_unix())
     }
 
-    fn entry(&self, key_id: i64) -> Option<KeyEntry> {
+    fn entry(&self, key_id: i64) -> Option<Rc<KeyEntry>> {
         let meta = self.meta()?;
         match self.cache {
             Some((cache, _)) => cache.entry(self.store, &meta, key_id),
-            None => live_entry(self.store, &meta, key_id),
+            None => live_entry(self.store, &meta, key_id).map(Rc::new),
         }
     }
 
