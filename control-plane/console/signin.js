@@ -35,8 +35,10 @@ async function start() {
   const code = params.get('error');
   if (code) showError(MESSAGES[code] || 'Sign-in failed.');
   const next = nextPath(location.search);
-  // The token form is wired before anything is awaited: a click that came
-  // first would otherwise submit the form natively.
+  // The token form is wired before anything is awaited, and its button
+  // (disabled in the page) is enabled only once the OpenID button is shown
+  // or not: showing it moves the form down, and a click aimed at the form
+  // before that would land elsewhere.
   wireTokenForm(next);
   try {
     const options = await api('GET', '/auth/options', undefined, { redirectOn401: false });
@@ -48,6 +50,8 @@ async function start() {
     }
   } catch (e) {
     showError(e.message);
+  } finally {
+    document.getElementById('token-button').disabled = false;
   }
 }
 
