@@ -321,12 +321,20 @@ pub async fn changes_page(
     let Some(last) = changed.last().copied() else {
         return Ok((Vec::new(), Vec::new(), None));
     };
-    // The same id range again, as a subquery: no bind list of page size.
+    // The page's ids again, as a subquery (binds $1..$4 as below): no bind
+    // list of page size.
+    macro_rules! page_ids {
+        () => {
+            "(SELECT key_id FROM key_changes WHERE version > $1 AND version <= $2 \
+             AND key_id > $3 AND key_id <= $4)"
+        };
+    }
     let keys: Vec<KeyFeedRow> = sqlx::query_as(concat!(
         "SELECT ",
         feed_columns!(),
-        " FROM api_keys WHERE id IN (SELECT key_id FROM key_changes WHERE version > $1 \
-         AND version <= $2 AND key_id > $3 AND key_id <= $4) AND ",
+        " FROM api_keys WHERE id IN ",
+        page_ids!(),
+        " AND ",
         live_key!(),
         " ORDER BY id"
     ))
@@ -336,10 +344,10 @@ pub async fn changes_page(
     .bind(last)
     .fetch_all(&mut *conn)
     .await?;
-    let key_servers: Vec<(i64, String)> = sqlx::query_as(
-        "SELECT key_id, server_name FROM api_key_servers WHERE key_id IN (SELECT key_id \
-         FROM key_changes WHERE version > $1 AND version <= $2 AND key_id > $3 AND key_id <= $4)",
-    )
+    let key_servers: Vec<(i64, String)> = sqlx::query_as(concat!(
+        "SELECT key_id, server_name FROM api_key_servers WHERE key_id IN ",
+        page_ids!()
+    ))
     .bind(since)
     .bind(upto)
     .bind(after)
