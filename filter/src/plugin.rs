@@ -339,8 +339,8 @@ pub fn on_request_headers(
     shared.decisions.record(decision.reason());
     let (mut user_id, mut key_id) = (itoa::Buffer::new(), itoa::Buffer::new());
     let ids = decision.id_text(&mut user_id, &mut key_id);
-    for (name, value) in published::properties(&decision, ids) {
-        host.set_property(name, value);
+    if let Some(text) = published::access_log_text(&decision, ids) {
+        host.set_property(published::PROPERTY, &text);
     }
     match &decision {
         Decision::Deny(deny) => {

@@ -30,13 +30,17 @@ async fn line_for(shipped: &ShippedEdge, tag: &str) -> String {
     }
 }
 
-/// The keygate fields at the end of a line, as the shipped format writes
-/// them: `user=… key=… server=… deny=…`.
+/// What the shipped format writes after `upstream=…`: the filter's one
+/// property, `user=… key=… server=… deny=…`, or `-` when it set none.
 fn keygate_fields(line: &str) -> &str {
-    let at = line
-        .find(" user=")
-        .unwrap_or_else(|| panic!("no keygate fields in {line}"));
-    line[at + 1..].trim_end()
+    let upstream = line
+        .find(" upstream=")
+        .unwrap_or_else(|| panic!("no upstream field in {line}"));
+    let rest = &line[upstream + 1..];
+    let at = rest
+        .find(' ')
+        .unwrap_or_else(|| panic!("nothing after upstream= in {line}"));
+    rest[at + 1..].trim_end()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,6 +119,17 @@ async fn access_log_names_the_key_of_allowed_and_denied_requests() {
         "user=- key=- server=- deny=missing_key",
         "{line}"
     );
+
+    // A request the filter lets pass without deciding (the console's
+    // pages, no key): the filter sets nothing, Envoy writes `-`.
+    let tag = unique_name("passed");
+    let response = edge
+        .get(&format!("/{tag}"), None)
+        .await
+        .expect("console path");
+    assert_ne!(response.status, 401, "{response:?}");
+    let line = line_for(&shipped, &tag).await;
+    assert_eq!(keygate_fields(&line), "-", "{line}");
 
     // The key itself never reaches the log.
     let secret = &key.key[key.key.len() - 43..];

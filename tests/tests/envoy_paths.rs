@@ -23,9 +23,8 @@ use keygate_e2e::stack::unique_name;
 use keygate_fuzz_targets::envoy_path::{self, Normalized, Route};
 
 /// The shipped access log line, with the case number of each request.
-const LOG_END: &str = "deny=%FILTER_STATE(wasm.keygate.reason:PLAIN)%\\n";
-const LOG_END_WITH_CASE: &str =
-    "deny=%FILTER_STATE(wasm.keygate.reason:PLAIN)% case=%REQ(X-FUZZ-CASE)%\\n";
+const LOG_END: &str = "%FILTER_STATE(wasm.keygate:PLAIN)%\\n";
+const LOG_END_WITH_CASE: &str = "%FILTER_STATE(wasm.keygate:PLAIN)% case=%REQ(X-FUZZ-CASE)%\\n";
 
 fn corpus() -> Vec<(String, Vec<u8>)> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/path_class");

@@ -16,7 +16,7 @@
 //! as one call that replaces the whole header map: read all headers, write
 //! them back without `authorization` and with the three identity headers),
 //! `metric` (increment a counter), `time` (read the clock), `props` (set
-//! the three access-log properties keygate sets on allow).
+//! the access-log property keygate sets on allow).
 //!
 //! With the configuration `micro`, the filter instead times one operation
 //! in a loop, named by the request's `x-probe-op` header: 15 trials of 2000
@@ -346,16 +346,13 @@ fn set_identity_headers() {
     }
 }
 
-/// Sets the three access-log properties keygate sets on allow (one call
-/// each; Envoy keeps each as filter state `wasm.<name>`).
+/// Sets the access-log property keygate sets on allow (one call; Envoy
+/// keeps it as filter state `wasm.keygate`).
 fn set_properties() {
-    for (name, value) in [
-        ("keygate.user_id", "1"),
-        ("keygate.key_id", "1"),
-        ("keygate.server", "alpha"),
-    ] {
-        let _ = hostcalls::set_property(vec![name], Some(value.as_bytes()));
-    }
+    let _ = hostcalls::set_property(
+        vec!["keygate"],
+        Some(b"user=1 key=1 server=alpha deny=-".as_slice()),
+    );
 }
 
 fn now_ns() -> u128 {

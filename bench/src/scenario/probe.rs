@@ -41,7 +41,7 @@ const STEPS: [(&str, &str); 15] = [
     ),
     ("increment 1 counter metric", "metric"),
     ("read the clock", "time"),
-    ("set 3 access-log properties (3 calls)", "props"),
+    ("set the access-log property (1 call)", "props"),
     (
         "all of the above",
         "headers,shared,decode,parse,sha256,edit,metric,time,props",
@@ -63,7 +63,7 @@ const MICRO: [(&str, &str); 11] = [
     ("edit", "set 3 request headers + remove 3 (6 host calls)"),
     ("metric", "increment 1 counter metric"),
     ("time", "read the clock"),
-    ("props", "set 3 access-log properties (3 host calls)"),
+    ("props", "set the access-log property (1 host call)"),
 ];
 
 #[derive(Debug, Clone)]

@@ -315,11 +315,7 @@ fn an_allowed_request_gets_its_identity_and_its_use_is_posted() {
     // The access log learns who it was, through filter state.
     assert_eq!(
         vm.host.take_properties(),
-        [
-            "keygate.user_id=7",
-            "keygate.key_id=1",
-            "keygate.server=alpha"
-        ]
+        ["keygate=user=7 key=1 server=alpha deny=-"]
     );
     // A denial names its reason and the key it was about, never the secret.
     assert_eq!(
@@ -328,10 +324,13 @@ fn an_allowed_request_gets_its_identity_and_its_use_is_posted() {
     );
     assert_eq!(
         vm.host.take_properties(),
-        ["keygate.reason=out_of_scope", "keygate.key_id=1"]
+        ["keygate=user=- key=1 server=- deny=out_of_scope"]
     );
     assert_eq!(vm.send("/mcp-connect/alpha/mcp", &[]), Verdict::Stop);
-    assert_eq!(vm.host.take_properties(), ["keygate.reason=missing_key"]);
+    assert_eq!(
+        vm.host.take_properties(),
+        ["keygate=user=- key=- server=- deny=missing_key"]
+    );
     vm.host.edits.borrow_mut().clear();
     assert_eq!(
         vm.send(
@@ -532,7 +531,7 @@ fn a_rotated_key_s_old_secret_works_until_its_deadline_and_its_use_is_reported()
     assert!(
         vm.host
             .take_properties()
-            .contains(&"keygate.reason=bad_secret".to_owned())
+            .contains(&"keygate=user=- key=1 server=- deny=bad_secret".to_owned())
     );
 }
 
