@@ -199,6 +199,18 @@ impl Envoy {
     /// Writes the bootstrap for `filter` into `dir` and starts Envoy on it
     /// (`--concurrency 1`). Does not wait for readiness.
     pub fn start(bin: &Path, dir: &Path, name: &str, filter: &AuthFilter) -> Result<Envoy> {
+        Self::start_under(&[], bin, dir, name, filter)
+    }
+
+    /// As [`Envoy::start`], with Envoy run by `launcher` (a program and its
+    /// arguments, such as valgrind; empty: Envoy itself).
+    pub fn start_under(
+        launcher: &[String],
+        bin: &Path,
+        dir: &Path,
+        name: &str,
+        filter: &AuthFilter,
+    ) -> Result<Envoy> {
         let edge_port = try_free_port().context("no free port for Envoy")?;
         let admin_port = try_free_port().context("no free port for Envoy's admin")?;
         let config = dir.join(format!("envoy-{name}.json"));
@@ -212,7 +224,14 @@ impl Envoy {
         let log = dir.join(format!("envoy-{name}.log"));
         let _ = std::fs::remove_file(&log);
         let started = Instant::now();
-        let mut command = std::process::Command::new(bin);
+        let mut command = match launcher.split_first() {
+            Some((program, args)) => {
+                let mut c = std::process::Command::new(program);
+                c.args(args).arg(bin);
+                c
+            }
+            None => std::process::Command::new(bin),
+        };
         command
             .arg("-c")
             .arg(&config)

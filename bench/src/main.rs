@@ -92,6 +92,9 @@ async fn run(nice: Option<i32>) -> Result<()> {
         machine.envoy_version,
         dir.display()
     );
+    if !plan.quick && !plan.command.contains("--sections") && !plan.has(Section::Instructions) {
+        println!("  note: valgrind is not on PATH, so instructions per request are not counted");
+    }
     let client = http::client();
     let started = Instant::now();
     let mut report = Report {
@@ -99,6 +102,7 @@ async fn run(nice: Option<i32>) -> Result<()> {
         breakdown: vec![],
         probe: vec![],
         micro: vec![],
+        instructions: vec![],
         tables: vec![],
         key_revocation: None,
         key_revocation_burst: None,
@@ -134,12 +138,7 @@ async fn run(nice: Option<i32>) -> Result<()> {
         None => local_keys[0].token.clone(),
     };
 
-    if plan.has(Section::Edge) {
-        println!(
-            "edge comparison: {} round(s) of {:?}",
-            plan.repeats,
-            plan.configs.iter().map(|c| c.slug()).collect::<Vec<_>>()
-        );
+    if plan.runs_edge_configs() {
         let instant_port = authserver::start().await?;
         let mut filters = Vec::new();
         for &c in &plan.configs {
@@ -194,14 +193,41 @@ async fn run(nice: Option<i32>) -> Result<()> {
             };
             filters.push((c, filter));
         }
-        let targets = edge::start_targets(&parts.envoy, &dir, filters, &client, &key).await?;
-        report.edge = edge::run(&plan, &parts.wrk, &client, &targets, &key).await?;
-        report.breakdown = edge::breakdown(&plan, &parts.wrk, &targets, &key).await?;
-        for b in &report.breakdown {
-            println!("  breakdown: {:<55} {:>7.1} µs CPU/req", b.what, b.cpu_us);
+        if plan.has(Section::Edge) {
+            println!(
+                "edge comparison: {} round(s) of {:?}",
+                plan.repeats,
+                plan.configs.iter().map(|c| c.slug()).collect::<Vec<_>>()
+            );
+            let targets =
+                edge::start_targets(&parts.envoy, &dir, filters.clone(), &client, &key).await?;
+            report.edge = edge::run(&plan, &parts.wrk, &client, &targets, &key).await?;
+            report.breakdown = edge::breakdown(&plan, &parts.wrk, &targets, &key).await?;
+            for b in &report.breakdown {
+                println!("  breakdown: {:<55} {:>7.1} µs CPU/req", b.what, b.cpu_us);
+            }
+            for t in targets {
+                t.envoy.stop().await;
+            }
         }
-        for t in targets {
-            t.envoy.stop().await;
+        if plan.has(Section::Instructions) {
+            // Only the rows whose whole cost is inside Envoy: an ext_authz
+            // call's other half runs in another process, uncounted.
+            let counted: Vec<_> = filters
+                .into_iter()
+                .filter(|(c, _)| matches!(c, Config::Floor | Config::NoopWasm | Config::Keygate))
+                .collect();
+            println!(
+                "instructions per request under callgrind: {:?}",
+                counted.iter().map(|(c, _)| c.slug()).collect::<Vec<_>>()
+            );
+            match scenario::instructions::run(&parts.envoy, &dir, counted, &client, &key).await {
+                Ok(rows) => report.instructions = rows,
+                Err(e) => {
+                    println!("  counting instructions failed: {e:#}");
+                    report.failures.push(format!("instructions: {e:#}"));
+                }
+            }
         }
     }
 

@@ -70,6 +70,8 @@ pub enum Section {
     Probe,
     /// Thousands of long polls on one control plane, and a snapshot storm.
     Fleet,
+    /// Instructions per request under callgrind (needs valgrind).
+    Instructions,
 }
 
 impl Section {
@@ -81,13 +83,14 @@ impl Section {
         Section::ControlPlane,
         Section::Fleet,
     ];
-    const ALL: [Section; 6] = [
+    const ALL: [Section; 7] = [
         Section::Edge,
         Section::Tables,
         Section::Revocation,
         Section::ControlPlane,
         Section::Probe,
         Section::Fleet,
+        Section::Instructions,
     ];
 
     fn slug(self) -> &'static str {
@@ -98,6 +101,7 @@ impl Section {
             Section::ControlPlane => "control-plane",
             Section::Probe => "probe",
             Section::Fleet => "fleet",
+            Section::Instructions => "instructions",
         }
     }
 }
@@ -136,6 +140,11 @@ impl Plan {
         self.sections.contains(&s)
     }
 
+    /// Whether any part of the run puts the edge configurations in Envoys.
+    pub fn runs_edge_configs(&self) -> bool {
+        self.has(Section::Edge) || self.has(Section::Instructions)
+    }
+
     /// Whether any part of the run needs the control plane and keygate's filter.
     pub fn needs_keygate(&self) -> bool {
         self.has(Section::Tables)
@@ -146,19 +155,20 @@ impl Plan {
                     c,
                     Config::Keygate | Config::KeygateUncached | Config::ExtAuthzControlPlane
                 )
-            }) && self.has(Section::Edge)
+            }) && self.runs_edge_configs()
     }
 }
 
 const USAGE: &str = "usage: keygate-bench [--quick] [--out FILE] [--no-doc]
        (a full run writes docs/benchmarks.md, a quick one target/bench/benchmarks-quick.md)
-       [--sections edge,tables,revocation,control-plane,probe,fleet]
+       [--sections edge,tables,revocation,control-plane,probe,fleet,instructions]
        (a run of chosen sections writes target/bench/benchmarks-sections.md)
        [--fleet-sizes 1000,5000,10000] [--fleet-storm SUBSCRIBERS,READERS | --fleet-storm none]
        [--configs floor,noop,native,keygate,keygate-uncached,authz-cp,authz-instant]
        [--repeats N] [--seconds S] [--rate RPS] [--edge-keys N] [--table-sizes 1000,100000,1000000]
 Environment: KEYGATE_ENVOY_BIN, KEYGATE_NOOP_WASM, KEYGATE_FILTER_WASM, KEYGATE_CONTROL_PLANE_BIN; `wrk` on PATH.
-Optional: KEYGATE_PROBE_WASM (the cost-probe example filter): a full run then also prices single filter steps.";
+Optional: KEYGATE_PROBE_WASM (the cost-probe example filter): a full run then also prices single filter steps;
+valgrind on PATH: a full run then also counts instructions per request (section `instructions`).";
 
 fn list<T>(v: &str, parse: impl Fn(&str) -> Option<T>, what: &str) -> Result<Vec<T>> {
     v.split(',')
@@ -291,6 +301,9 @@ pub fn parse_args(args: Vec<String>) -> Result<Plan> {
     if !quick && !sections_given && std::env::var_os("KEYGATE_PROBE_WASM").is_some() {
         plan.sections.push(Section::Probe);
     }
+    if !quick && !sections_given && crate::scenario::instructions::available() {
+        plan.sections.push(Section::Instructions);
+    }
     if plan.repeats == 0 || plan.wrk_seconds == 0 {
         anyhow::bail!("--repeats and --seconds must be at least 1");
     }
@@ -347,7 +360,7 @@ pub fn parts(plan: &Plan) -> Result<Parts> {
     } else {
         required_file("KEYGATE_ENVOY_BIN", "the Envoy 1.40 binary")?
     };
-    let noop_wasm = if plan.has(Section::Edge) && plan.configs.contains(&Config::NoopWasm) {
+    let noop_wasm = if plan.runs_edge_configs() && plan.configs.contains(&Config::NoopWasm) {
         Some(required_file(
             "KEYGATE_NOOP_WASM",
             "the no-op filter (keygate_noop_filter.wasm, release, wasm32-wasip1)",

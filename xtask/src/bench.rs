@@ -24,7 +24,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub quick: bool,
     /// Run only these sections, comma-separated (edge, tables, revocation,
-    /// control-plane, probe, fleet); the report then goes to
+    /// control-plane, probe, fleet, instructions); the report then goes to
     /// target/bench/benchmarks-sections.md (…-quick.md with --quick), and
     /// docs/ is left alone. `--only fleet` measures the fleet alone.
     #[arg(long, value_name = "SECTIONS")]

@@ -3,6 +3,7 @@
 pub mod control_plane;
 pub mod edge;
 pub mod fleet;
+pub mod instructions;
 pub mod probe;
 pub mod revocation;
 pub mod tables;
