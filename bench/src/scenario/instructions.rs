@@ -72,6 +72,17 @@ pub async fn run(
     client: &Client,
     key: &str,
 ) -> Result<Vec<InstructionRow>> {
+    // valgrind counts the program it starts: a wrapper script that execs
+    // Envoy would be counted instead of Envoy.
+    let mut head = [0u8; 4];
+    std::fs::File::open(envoy_bin)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+        .with_context(|| format!("reading {}", envoy_bin.display()))?;
+    anyhow::ensure!(
+        &head == b"\x7fELF",
+        "{} is not an executable binary (a wrapper script?): counting needs Envoy itself",
+        envoy_bin.display()
+    );
     let mut rows = Vec::new();
     for (config, filter) in filters {
         let out_dir = dir.join(format!("callgrind-{}", config.slug()));
@@ -88,17 +99,10 @@ pub async fn run(
         let mut envoy = Envoy::start_under(&launcher, envoy_bin, dir, &name, &filter)?;
         let counted = async {
             envoy.wait_ready(client, Duration::from_secs(600)).await?;
-            // keygate answers once its table has synced.
-            let url = envoy.url(super::edge::MCP_PATH);
-            super::probe_until(
-                client,
-                &url,
-                key,
-                Instant::now(),
-                Duration::from_secs(300),
-                |s| s.is_success(),
-            )
-            .await?;
+            // keygate answers once its table has synced; under callgrind its
+            // one worker spends minutes writing a large table, and requests
+            // wait behind it meanwhile.
+            wait_until_accepted(client, &envoy.url(super::edge::MCP_PATH), key).await?;
             let mut dumps = Dumps::new(envoy.pid(), out_dir.clone());
             let mut counts = Vec::new();
             for case in Case::ALL {
@@ -137,6 +141,30 @@ pub async fn run(
         rows.extend(counted.with_context(|| format!("{} under callgrind", config.label()))?);
     }
     Ok(rows)
+}
+
+/// Probes with `key` until the answer is 2xx, patient with slow answers.
+async fn wait_until_accepted(client: &Client, url: &str, key: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(1_200);
+    let mut last = String::from("no answer yet");
+    while Instant::now() < deadline {
+        match http::send(
+            client,
+            Method::GET,
+            url,
+            &[http::bearer(key)],
+            None,
+            Duration::from_secs(60),
+        )
+        .await
+        {
+            Ok(r) if r.status.is_success() => return Ok(()),
+            Ok(r) => last = format!("status {}", r.status),
+            Err(e) => last = format!("{e:#}"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    anyhow::bail!("{url}: the valid key was not accepted within 20 minutes ({last})")
 }
 
 /// Sends `n` requests one after another (one pooled keep-alive connection);
