@@ -17,7 +17,8 @@
 //!   trait (dispatch, reply, header edits, metrics, logs) faked in tests.
 //!
 //! The Proxy-Wasm adapter (`host`, wasm32 only) reads what Envoy hands it
-//! and forwards to [`plugin`].
+//! and forwards to [`plugin`]; `abi` (wasm32 only) makes its host calls,
+//! returning the host's status where the SDK's wrappers would panic.
 
 pub mod config;
 pub mod decision;
@@ -36,5 +37,7 @@ pub mod sync;
 pub mod table;
 pub mod usage;
 
+#[cfg(target_arch = "wasm32")]
+mod abi;
 #[cfg(target_arch = "wasm32")]
 mod host;

@@ -38,6 +38,29 @@ fn pair_at(bytes: &[u8], index: usize, data_at: usize) -> Option<(Range<usize>, 
     Some((data_at..name_end, value_at..value_end))
 }
 
+/// Serializes `pairs` in the map layout above, as the filter hands maps to
+/// the host (a local reply's headers); `None` when a length does not fit
+/// in a `u32`.
+pub fn encode_pairs<N: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(N, V)]) -> Option<Vec<u8>> {
+    let data: usize = pairs
+        .iter()
+        .map(|(n, v)| n.as_ref().len() + v.as_ref().len() + 2)
+        .sum();
+    let mut bytes = Vec::with_capacity(4 + pairs.len() * 8 + data);
+    bytes.extend_from_slice(&u32::try_from(pairs.len()).ok()?.to_le_bytes());
+    for (name, value) in pairs {
+        bytes.extend_from_slice(&u32::try_from(name.as_ref().len()).ok()?.to_le_bytes());
+        bytes.extend_from_slice(&u32::try_from(value.as_ref().len()).ok()?.to_le_bytes());
+    }
+    for (name, value) in pairs {
+        bytes.extend_from_slice(name.as_ref());
+        bytes.push(0);
+        bytes.extend_from_slice(value.as_ref());
+        bytes.push(0);
+    }
+    Some(bytes)
+}
+
 impl RequestHeaders {
     /// Takes the host's buffer. `None` when it is not a well-formed map (a
     /// length past the end, a missing NUL, a name that is not ASCII): the
@@ -70,19 +93,7 @@ impl RequestHeaders {
     /// Serializes `pairs` the way the host does: for tests and fuzz targets,
     /// which build requests without an Envoy.
     pub fn from_pairs<N: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(N, V)]) -> Option<Self> {
-        let mut bytes = Vec::new();
-        bytes.extend_from_slice(&u32::try_from(pairs.len()).ok()?.to_le_bytes());
-        for (name, value) in pairs {
-            bytes.extend_from_slice(&u32::try_from(name.as_ref().len()).ok()?.to_le_bytes());
-            bytes.extend_from_slice(&u32::try_from(value.as_ref().len()).ok()?.to_le_bytes());
-        }
-        for (name, value) in pairs {
-            bytes.extend_from_slice(name.as_ref());
-            bytes.push(0);
-            bytes.extend_from_slice(value.as_ref());
-            bytes.push(0);
-        }
-        Self::from_serialized(bytes)
+        Self::from_serialized(encode_pairs(pairs)?)
     }
 
     /// Every header in the host's order: lowercase name (ASCII, checked in
@@ -119,6 +130,15 @@ impl RequestHeaders {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn encoded_pairs_are_the_host_layout() {
+        let bytes = encode_pairs(&[("content-type", "application/json"), ("a", "")]).unwrap();
+        let mut want = vec![2, 0, 0, 0, 12, 0, 0, 0, 16, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0];
+        want.extend_from_slice(b"content-type\0application/json\0a\0\0");
+        assert_eq!(bytes, want);
+        assert_eq!(encode_pairs::<&str, &str>(&[]).unwrap(), vec![0, 0, 0, 0]);
+    }
 
     #[test]
     fn reads_names_lowercased_and_values_raw() {
