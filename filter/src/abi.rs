@@ -9,7 +9,7 @@
 //! it; the dispatcher is not public).
 
 use crate::request_headers::encode_pairs;
-use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType, Status};
+use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType, Status, StreamType};
 
 #[link(wasm_import_module = "env")]
 unsafe extern "C" {
@@ -90,8 +90,7 @@ pub const OK: u32 = Status::Ok as u32;
 pub const NOT_FOUND: u32 = Status::NotFound as u32;
 pub const CAS_MISMATCH: u32 = Status::CasMismatch as u32;
 const REQUEST_HEADERS: u32 = MapType::HttpRequestHeaders as u32;
-/// `proxy_close_stream`'s stream type for the downstream request.
-const HTTP_REQUEST_STREAM: u32 = 0;
+const HTTP_REQUEST_STREAM: u32 = StreamType::HttpRequest as u32;
 
 /// A host status other than `Ok`.
 pub type HostStatus = u32;
@@ -166,7 +165,8 @@ pub fn request_header_pairs() -> Result<Vec<u8>, HostStatus> {
     Ok(unsafe { take_buffer(data, size) }.unwrap_or_default())
 }
 
-/// One value of a header map (`None`: not there).
+/// One value of a header map (`None`: not there; an empty value may come
+/// back as no buffer, which reads as empty).
 pub fn header_value(map: MapType, name: &str) -> Result<Option<Vec<u8>>, HostStatus> {
     let mut data: *mut u8 = std::ptr::null_mut();
     let mut size: usize = 0;
@@ -180,7 +180,7 @@ pub fn header_value(map: MapType, name: &str) -> Result<Option<Vec<u8>>, HostSta
     }
     status(code)?;
     // SAFETY: written by the host as above.
-    Ok(unsafe { take_buffer(data, size) })
+    Ok(Some(unsafe { take_buffer(data, size) }.unwrap_or_default()))
 }
 
 pub fn add_request_header(name: &str, value: &str) -> Result<(), HostStatus> {

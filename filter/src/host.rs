@@ -52,10 +52,8 @@ fn level(level: LogLevel) -> types::LogLevel {
 struct HostStore;
 
 impl SharedStore for HostStore {
-    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        // A refusal reads as "not there": the table is then missing or
-        // stale, and requests fail closed.
-        abi::shared_data(key).unwrap_or((None, None))
+    fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
+        abi::shared_data(key).map_err(|_| StoreError::Host)
     }
 
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
@@ -114,8 +112,14 @@ impl Host for EnvoyHost {
     }
 
     fn send_reply(&self, status: u32, headers: &[(&str, &str)], body: &str) {
-        if abi::send_local_response(status, headers, body).is_err() {
-            let _ = abi::reset_request();
+        if abi::send_local_response(status, headers, body).is_err() && abi::reset_request().is_err()
+        {
+            // The request stays paused until Envoy's own timeouts end it:
+            // still never sent upstream.
+            self.log(
+                LogLevel::Critical,
+                "the host refused both a local reply and a reset",
+            );
         }
     }
 

@@ -25,12 +25,14 @@ pub struct Lease {
     pub expires_at_ms: u64,
 }
 
-fn read(store: &dyn SharedStore) -> (Option<Lease>, Option<u32>) {
-    let (bytes, cas) = store.get(LEASE_KEY);
+/// The lease and its CAS token; an error when the host refused the read
+/// (then nobody is taken to hold it, and nothing is written).
+fn read(store: &dyn SharedStore) -> Result<(Option<Lease>, Option<u32>), StoreError> {
+    let (bytes, cas) = store.get(LEASE_KEY)?;
     let lease = bytes
         .filter(|b| !b.is_empty())
         .and_then(|b| serde_json::from_slice::<Lease>(&b).ok());
-    (lease, cas)
+    Ok((lease, cas))
 }
 
 fn write(store: &dyn SharedStore, lease: Lease, cas: Option<u32>) -> Result<(), StoreError> {
@@ -40,7 +42,9 @@ fn write(store: &dyn SharedStore, lease: Lease, cas: Option<u32>) -> Result<(), 
 
 /// Takes or renews the lease for `me`; true when `me` may fetch now.
 pub fn hold(store: &dyn SharedStore, me: u64, now_ms: u64, ttl_ms: u64) -> bool {
-    let (lease, cas) = read(store);
+    let Ok((lease, cas)) = read(store) else {
+        return false;
+    };
     let renewed = Lease {
         owner: me,
         expires_at_ms: now_ms.saturating_add(ttl_ms),
@@ -65,13 +69,13 @@ pub fn hold(store: &dyn SharedStore, me: u64, now_ms: u64, ttl_ms: u64) -> bool 
 /// lease moved on meanwhile, another VM is writing the table and this answer
 /// may be older than what it wrote.
 pub fn is_held_by(store: &dyn SharedStore, me: u64, now_ms: u64) -> bool {
-    matches!(read(store).0, Some(l) if l.owner == me && l.expires_at_ms > now_ms)
+    matches!(read(store), Ok((Some(l), _)) if l.owner == me && l.expires_at_ms > now_ms)
 }
 
 /// Gives the lease up (on VM shutdown) so another worker need not wait for
 /// it to expire.
 pub fn release(store: &dyn SharedStore, me: u64) {
-    if let (Some(l), Some(cas)) = read(store)
+    if let Ok((Some(l), Some(cas))) = read(store)
         && l.owner == me
     {
         let _ = write(
@@ -133,7 +137,7 @@ mod tests {
         hold(&s, 1, 0, TTL);
         hold(&s, 1, 0, TTL);
         // Workers 2 and 3 both read the expired lease before either writes.
-        let (lease, cas) = read(&s);
+        let (lease, cas) = read(&s).unwrap();
         assert!(lease.unwrap().expires_at_ms <= 5_000);
         let lease = |owner| Lease {
             owner,
@@ -145,6 +149,20 @@ mod tests {
         assert_eq!(w3, Err(StoreError::CasMismatch));
         assert!(hold(&s, 2, 5_100, TTL));
         assert!(!hold(&s, 3, 5_100, TTL));
+    }
+
+    #[test]
+    fn a_refused_read_takes_nothing() {
+        let s = MemoryStore::default();
+        hold(&s, 1, 0, TTL);
+        assert!(hold(&s, 1, 10, TTL));
+        let before = s.data.borrow().clone();
+        let refusing = crate::store::memory::RefusesReads(&s);
+        // Long after expiry: still no claim without reading the lease.
+        assert!(!hold(&refusing, 2, 1_000_000, TTL));
+        assert!(!is_held_by(&refusing, 1, 20));
+        release(&refusing, 1);
+        assert_eq!(*s.data.borrow(), before);
     }
 
     #[test]

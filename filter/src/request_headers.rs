@@ -42,11 +42,14 @@ fn pair_at(bytes: &[u8], index: usize, data_at: usize) -> Option<(Range<usize>, 
 /// the host (a local reply's headers); `None` when a length does not fit
 /// in a `u32`.
 pub fn encode_pairs<N: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(N, V)]) -> Option<Vec<u8>> {
-    let data: usize = pairs
-        .iter()
-        .map(|(n, v)| n.as_ref().len() + v.as_ref().len() + 2)
-        .sum();
-    let mut bytes = Vec::with_capacity(4 + pairs.len() * 8 + data);
+    let mut size = pairs.len().checked_mul(8)?.checked_add(4)?;
+    for (name, value) in pairs {
+        size = size
+            .checked_add(name.as_ref().len())?
+            .checked_add(value.as_ref().len())?
+            .checked_add(2)?;
+    }
+    let mut bytes = Vec::with_capacity(size);
     bytes.extend_from_slice(&u32::try_from(pairs.len()).ok()?.to_le_bytes());
     for (name, value) in pairs {
         bytes.extend_from_slice(&u32::try_from(name.as_ref().len()).ok()?.to_le_bytes());

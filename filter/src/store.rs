@@ -15,8 +15,10 @@ pub enum StoreError {
 /// Envoy's shared data as the filter uses it: values with compare-and-swap
 /// tokens, shared by every VM of one `vm_id`.
 pub trait SharedStore {
-    /// The value and its CAS token; `(None, None)` when absent.
-    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>);
+    /// The value and its CAS token; `(None, None)` when absent. An error
+    /// when the host refused the read, which a writer must never take for
+    /// "absent" (it would then write without a CAS).
+    fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError>;
     /// Writes `value`; with `cas`, only if the key is still at that token.
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError>;
 }

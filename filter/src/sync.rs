@@ -44,7 +44,7 @@ struct LeaseKeepingStore<'a> {
 }
 
 impl SharedStore for LeaseKeepingStore<'_> {
-    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+    fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
         self.inner.get(key)
     }
 
@@ -254,7 +254,7 @@ mod tests {
     }
 
     impl SharedStore for SlowStore<'_> {
-        fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
             self.inner.get(key)
         }
         fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
@@ -312,7 +312,7 @@ mod tests {
     }
 
     impl SharedStore for Hijack<'_> {
-        fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
             self.inner.get(key)
         }
         fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {

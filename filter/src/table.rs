@@ -101,23 +101,29 @@ fn entry_key(id: i64) -> String {
     format!("{ENTRY_PREFIX}{id}")
 }
 
-/// Reads and decodes meta with its CAS token.
-pub fn read_meta(store: &dyn SharedStore) -> (Option<Meta>, Option<u32>) {
-    let (bytes, cas) = store.get(META_KEY);
+/// Reads and decodes meta with its CAS token; a refused read is an error,
+/// so a writer never writes meta without its CAS.
+pub fn read_meta(store: &dyn SharedStore) -> Result<(Option<Meta>, Option<u32>), ApplyError> {
+    let (bytes, cas) = store.get(META_KEY).map_err(|_| ApplyError::Store)?;
     let meta = bytes
         .filter(|b| !b.is_empty())
         .and_then(|b| serde_json::from_slice::<Meta>(&b).ok());
-    (meta, cas)
+    Ok((meta, cas))
 }
 
-/// Meta of a table that exists (a flipped snapshot), not a bare reservation.
+/// Meta of a table that exists (a flipped snapshot), not a bare reservation;
+/// `None` too when the host refused the read (requests then fail closed).
 pub fn read_table_meta(store: &dyn SharedStore) -> Option<Meta> {
-    read_meta(store).0.filter(|m| m.generation > 0)
+    read_meta(store).ok()?.0.filter(|m| m.generation > 0)
 }
 
-/// Reads and decodes one slot with its CAS token; garbage reads as absent.
-fn read_entry(store: &dyn SharedStore, id: i64) -> (Option<StoredEntry>, Option<u32>) {
-    let (bytes, cas) = store.get(&entry_key(id));
+/// Reads and decodes one slot with its CAS token; garbage reads as absent,
+/// a refused read is an error.
+fn read_entry(
+    store: &dyn SharedStore,
+    id: i64,
+) -> Result<(Option<StoredEntry>, Option<u32>), ApplyError> {
+    let (bytes, cas) = store.get(&entry_key(id)).map_err(|_| ApplyError::Store)?;
     let stored = bytes.and_then(|b| slot::decode(&b));
-    (stored, cas)
+    Ok((stored, cas))
 }

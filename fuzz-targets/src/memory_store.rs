@@ -29,11 +29,11 @@ impl MemoryStore {
 }
 
 impl SharedStore for MemoryStore {
-    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        match self.values.borrow().get(key) {
+    fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
+        Ok(match self.values.borrow().get(key) {
             Some((v, cas)) => (Some(v.clone()), Some(*cas)),
             None => (None, None),
-        }
+        })
     }
 
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {

@@ -1,6 +1,6 @@
 //! Test stand-ins for Envoy's shared data: [`MemoryStore`] copies its
 //! compare-and-swap behaviour, [`Spy`] lets a test look at the store around
-//! every write.
+//! every write, [`RefusesReads`] is a host that refuses every read.
 
 use super::{SharedStore, StoreError};
 use std::cell::RefCell;
@@ -16,12 +16,12 @@ pub struct MemoryStore {
 }
 
 impl SharedStore for MemoryStore {
-    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+    fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
         *self.reads.borrow_mut() += 1;
-        match self.data.borrow().get(key) {
+        Ok(match self.data.borrow().get(key) {
             Some((v, cas)) => (Some(v.clone()), Some(*cas)),
             None => (None, None),
-        }
+        })
     }
 
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
@@ -47,7 +47,7 @@ pub struct Spy<'a> {
 }
 
 impl SharedStore for Spy<'_> {
-    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+    fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
         self.inner.get(key)
     }
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
@@ -55,5 +55,18 @@ impl SharedStore for Spy<'_> {
         let r = self.inner.set(key, value, cas);
         (self.on_set)(self.inner);
         r
+    }
+}
+
+/// A host that refuses every read (and allows writes): what a writer must
+/// never take for "absent", since it would then write without a CAS.
+pub struct RefusesReads<'a>(pub &'a MemoryStore);
+
+impl SharedStore for RefusesReads<'_> {
+    fn get(&self, _key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
+        Err(StoreError::Host)
+    }
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+        self.0.set(key, value, cas)
     }
 }

@@ -116,7 +116,7 @@ impl TableCache {
 
 /// `key_id`'s entry if its slot is live under `meta`.
 fn live_entry(store: &dyn SharedStore, meta: &Meta, key_id: i64) -> Option<KeyEntry> {
-    let (stored, _) = read_entry(store, key_id);
+    let (stored, _) = read_entry(store, key_id).ok()?;
     let stored = stored.filter(|s| s.generation >= meta.generation)?;
     stored.entry.filter(|e| e.id == key_id)
 }
@@ -284,7 +284,7 @@ mod tests {
     fn entry_under_wrong_slot_is_ignored() {
         let s = MemoryStore::default();
         write_snapshot(&s, &snapshot(1, &[1]), 0, &mut BTreeSet::new()).unwrap();
-        let (raw, _) = s.get(&entry_key(1));
+        let (raw, _) = s.get(&entry_key(1)).unwrap();
         s.set(&entry_key(2), &raw.unwrap(), None).unwrap();
         assert_eq!(TableReader::new(&s).entry(2), None);
     }

@@ -48,9 +48,10 @@ pub fn decode(bytes: &[u8]) -> HashSet<String> {
     names
 }
 
-/// The registered servers as stored (empty when absent).
+/// The registered servers as stored (empty when absent or unreadable).
 pub fn read(store: &dyn SharedStore) -> HashSet<String> {
-    decode(&store.get(SERVERS_KEY).0.unwrap_or_default())
+    let stored = store.get(SERVERS_KEY).ok().and_then(|(value, _)| value);
+    decode(&stored.unwrap_or_default())
 }
 
 /// Makes the stored set what an answer said: `Some(names)`, or `None` (an
@@ -74,13 +75,19 @@ pub fn sync(
     // stamp would keep it (a deleted server left open) until the next change.
     let mut wrote = false;
     for _ in 0..4 {
-        let (meta, cas) = read_meta(store);
+        let (meta, cas) = read_meta(store)?;
         let Some(meta) = meta.filter(|m| m.generation > 0) else {
             return Ok(false);
         };
         let stored = meta
             .servers_stamp
-            .map(|_| store.get(SERVERS_KEY).0.unwrap_or_default());
+            .map(|_| {
+                store
+                    .get(SERVERS_KEY)
+                    .map(|(value, _)| value.unwrap_or_default())
+            })
+            .transpose()
+            .map_err(|_| ApplyError::Store)?;
         if stored == wanted && !wrote {
             return Ok(false);
         }
@@ -140,7 +147,7 @@ mod tests {
     fn no_table_no_write() {
         let s = MemoryStore::default();
         assert_eq!(sync(&s, Some(&names(&["alpha"])), 5), Ok(false));
-        assert_eq!(s.get(SERVERS_KEY).0, None);
+        assert_eq!(s.get(SERVERS_KEY).unwrap().0, None);
     }
 
     #[test]
@@ -198,13 +205,13 @@ mod tests {
     }
 
     impl SharedStore for MetaRace<'_> {
-        fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
             self.inner.get(key)
         }
         fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
             let r = self.inner.set(key, value, cas);
             if key == SERVERS_KEY && self.armed.replace(false) {
-                let (m, _) = self.inner.get(META_KEY);
+                let (m, _) = self.inner.get(META_KEY).unwrap();
                 self.inner.set(META_KEY, &m.unwrap(), None).unwrap();
             }
             r

@@ -53,7 +53,7 @@ fn put_entry(
     let key = entry_key(id);
     let value = slot::encode(new);
     for _ in 0..4 {
-        let (old, cas) = read_entry(store, id);
+        let (old, cas) = read_entry(store, id)?;
         if old
             .as_ref()
             .is_some_and(|o| o.generation >= new.generation && o.version > new.version)
@@ -143,7 +143,7 @@ impl DeltaWriter {
         since: u64,
         now_ms: u64,
     ) -> Result<Self, ApplyError> {
-        let (meta, cas) = read_meta(store);
+        let (meta, cas) = read_meta(store)?;
         let meta = meta
             .filter(|m| m.generation > 0)
             .ok_or(ApplyError::NotBasedOnTable)?;
@@ -165,7 +165,7 @@ impl DeltaWriter {
 
     /// Meta and its CAS token, if the table is still where the delta started.
     fn check(&self, store: &dyn SharedStore) -> Result<(Meta, Option<u32>), ApplyError> {
-        match read_meta(store) {
+        match read_meta(store)? {
             (Some(m), cas) if m.generation == self.generation && m.version == self.since => {
                 Ok((m, cas))
             }
@@ -284,7 +284,7 @@ impl SnapshotWriter {
     /// Reserves a generation for a snapshot whose first page is at `version`
     /// and arrived at `now_ms`.
     pub fn begin(store: &dyn SharedStore, version: u64, now_ms: u64) -> Result<Self, ApplyError> {
-        let (meta, cas) = read_meta(store);
+        let (meta, cas) = read_meta(store)?;
         let base = meta.map_or(0, |m| m.generation);
         let reserved = meta.and_then(|m| m.reserved).unwrap_or(0);
         let generation = base.max(reserved).saturating_add(1);
@@ -317,7 +317,7 @@ impl SnapshotWriter {
 
     /// Meta and its CAS token, if the table is still as this snapshot left it.
     fn check(&self, store: &dyn SharedStore) -> Result<(Meta, Option<u32>), ApplyError> {
-        match read_meta(store) {
+        match read_meta(store)? {
             (Some(m), cas) if m.generation == self.base && m.reserved == Some(self.generation) => {
                 Ok((m, cas))
             }
@@ -401,7 +401,7 @@ impl SnapshotWriter {
 mod tests {
     use super::*;
     use crate::decision::KeyLookup;
-    use crate::store::memory::{MemoryStore, Spy};
+    use crate::store::memory::{MemoryStore, RefusesReads, Spy};
     use crate::table::TableReader;
     use crate::table::testing::{delta, entry, snapshot, write_snapshot};
     use keygate_protocol::ServerScope;
@@ -409,6 +409,34 @@ mod tests {
     fn live_ids(store: &MemoryStore, range: std::ops::Range<i64>) -> Vec<i64> {
         let r = TableReader::new(store);
         range.filter(|i| r.entry(*i).is_some()).collect()
+    }
+
+    #[test]
+    fn a_refused_read_writes_nothing() {
+        let s = MemoryStore::default();
+        let mut known = BTreeSet::new();
+        write_snapshot(&s, &snapshot(5, &[1, 2]), 7_000, &mut known).unwrap();
+        let change = delta(8, vec![], vec![2]);
+        apply_delta(&s, &change, 5, 8_000, &mut known).unwrap();
+        let before = s.data.borrow().clone();
+        // An older upsert of the removed key, and a new snapshot, through a
+        // host that refuses reads: neither may write without its CAS.
+        let refusing = RefusesReads(&s);
+        let stale = delta(9, vec![entry(2, "alpha")], vec![]);
+        assert_eq!(
+            apply_delta(&refusing, &stale, 8, 9_000, &mut known),
+            Err(ApplyError::Store)
+        );
+        assert_eq!(
+            SnapshotWriter::begin(&refusing, 10, 9_000).err(),
+            Some(ApplyError::Store)
+        );
+        assert_eq!(*s.data.borrow(), before);
+        // Readers fail closed: no table, no key.
+        let reader = TableReader::new(&refusing);
+        assert_eq!(reader.last_sync_unix(), None);
+        assert!(reader.entry(1).is_none());
+        assert_eq!(live_ids(&s, 0..5), vec![1]);
     }
 
     #[test]
@@ -501,7 +529,7 @@ mod tests {
         assert_eq!((a.version, a.key_count), (9, 3));
         assert_eq!(live_ids(&s, 0..10), vec![2, 3, 5]);
         // Dropped slots were cleared, not left holding data.
-        let (raw, _) = s.get(&entry_key(1));
+        let (raw, _) = s.get(&entry_key(1)).unwrap();
         let stored = slot::decode(&raw.unwrap()).unwrap();
         assert_eq!(stored.entry, None);
     }
@@ -542,7 +570,7 @@ mod tests {
         write_snapshot(&s, &snapshot(1, &[1]), 0, &mut known).unwrap();
         let bump = |st: &MemoryStore| {
             // Another writer touches meta between our read and our write.
-            let (m, _) = read_meta(st);
+            let (m, _) = read_meta(st).unwrap();
             let mut m = m.unwrap();
             if m.synced_at_ms == 0 {
                 m.synced_at_ms = 1;
@@ -568,7 +596,7 @@ mod tests {
         let s = MemoryStore::default();
         let mut known = BTreeSet::new();
         write_snapshot(&s, &snapshot(1_234_567, &[734_512]), 0, &mut known).unwrap();
-        let (raw, _) = s.get(&entry_key(734_512));
+        let (raw, _) = s.get(&entry_key(734_512)).unwrap();
         let len = raw.unwrap().len();
         assert!(len <= 90, "{len} bytes per key");
     }
