@@ -157,7 +157,7 @@ mod tests {
         hold(&s, 1, 0, TTL);
         assert!(hold(&s, 1, 10, TTL));
         let before = s.data.borrow().clone();
-        let refusing = crate::store::memory::RefusesReads(&s);
+        let refusing = crate::store::memory::RefusesReads::of(&s, LEASE_KEY);
         // Long after expiry: still no claim without reading the lease.
         assert!(!hold(&refusing, 2, 1_000_000, TTL));
         assert!(!is_held_by(&refusing, 1, 20));

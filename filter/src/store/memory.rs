@@ -58,15 +58,33 @@ impl SharedStore for Spy<'_> {
     }
 }
 
-/// A host that refuses every read (and allows writes): what a writer must
-/// never take for "absent", since it would then write without a CAS.
-pub struct RefusesReads<'a>(pub &'a MemoryStore);
+/// A host that refuses reads of the keys starting with `prefix` while `on`
+/// (and allows every write): what a writer must never take for "absent",
+/// since it would then write without a CAS, and a reader must not cache.
+pub struct RefusesReads<'a> {
+    pub inner: &'a MemoryStore,
+    pub prefix: &'static str,
+    pub on: std::cell::Cell<bool>,
+}
+
+impl<'a> RefusesReads<'a> {
+    pub fn of(inner: &'a MemoryStore, prefix: &'static str) -> Self {
+        Self {
+            inner,
+            prefix,
+            on: std::cell::Cell::new(true),
+        }
+    }
+}
 
 impl SharedStore for RefusesReads<'_> {
-    fn get(&self, _key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
-        Err(StoreError::Host)
+    fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
+        if self.on.get() && key.starts_with(self.prefix) {
+            return Err(StoreError::Host);
+        }
+        self.inner.get(key)
     }
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
-        self.0.set(key, value, cas)
+        self.inner.set(key, value, cas)
     }
 }

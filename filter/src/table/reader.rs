@@ -1,7 +1,7 @@
 //! The key table's read path: what one request reads ([`TableReader`]) and
 //! what each VM keeps of it between requests ([`TableCache`]).
 
-use super::{Meta, read_entry, read_table_meta, servers};
+use super::{ApplyError, Meta, read_entry, read_table_meta, servers};
 use crate::decision::KeyLookup;
 use crate::store::SharedStore;
 use keygate_protocol::KeyEntry;
@@ -78,17 +78,20 @@ impl TableCache {
     }
 
     /// Whether `server` is in the registered set stored under `stamp`,
-    /// decoded once per stamp.
+    /// decoded once per stamp. A refused read answers no (the request is
+    /// refused) and is not kept: the stamp may not move for a long time.
     fn server_registered(&self, store: &dyn SharedStore, stamp: u64, server: &str) -> bool {
         let mut cached = self.servers.borrow_mut();
         match &*cached {
             Some((at, names)) if *at == stamp => names.contains(server),
-            _ => {
-                let names = servers::read(store);
-                let registered = names.contains(server);
-                *cached = Some((stamp, names));
-                registered
-            }
+            _ => match servers::read(store) {
+                Ok(names) => {
+                    let registered = names.contains(server);
+                    *cached = Some((stamp, names));
+                    registered
+                }
+                Err(_) => false,
+            },
         }
     }
 
@@ -103,7 +106,12 @@ impl TableCache {
         if let Some(entry) = cached.by_id.get(&key_id) {
             return entry.clone();
         }
-        let entry = live_entry(store, meta, key_id).map(Rc::new);
+        // A refused read refuses this request and is not kept: the table's
+        // version may not move for a long time.
+        let Ok(entry) = live_entry(store, meta, key_id) else {
+            return None;
+        };
+        let entry = entry.map(Rc::new);
         if self.ttl_ms > 0 {
             if cached.by_id.len() >= CACHE_MAX_ENTRIES {
                 cached.by_id.clear();
@@ -114,11 +122,18 @@ impl TableCache {
     }
 }
 
-/// `key_id`'s entry if its slot is live under `meta`.
-fn live_entry(store: &dyn SharedStore, meta: &Meta, key_id: i64) -> Option<KeyEntry> {
-    let (stored, _) = read_entry(store, key_id).ok()?;
-    let stored = stored.filter(|s| s.generation >= meta.generation)?;
-    stored.entry.filter(|e| e.id == key_id)
+/// `key_id`'s entry if its slot is live under `meta`; an error when the host
+/// refused the read.
+fn live_entry(
+    store: &dyn SharedStore,
+    meta: &Meta,
+    key_id: i64,
+) -> Result<Option<KeyEntry>, ApplyError> {
+    let (stored, _) = read_entry(store, key_id)?;
+    Ok(stored
+        .filter(|s| s.generation >= meta.generation)
+        .and_then(|s| s.entry)
+        .filter(|e| e.id == key_id))
 }
 
 /// The table as one request sees it. Reads meta at most once, or takes it
@@ -165,7 +180,7 @@ impl KeyLookup for TableReader<'_> {
         let meta = self.meta()?;
         match self.cache {
             Some((cache, _)) => cache.entry(self.store, &meta, key_id),
-            None => live_entry(self.store, &meta, key_id).map(Rc::new),
+            None => live_entry(self.store, &meta, key_id).ok()?.map(Rc::new),
         }
     }
 
@@ -175,7 +190,7 @@ impl KeyLookup for TableReader<'_> {
         };
         match self.cache {
             Some((cache, _)) => cache.server_registered(self.store, stamp, server),
-            None => servers::read(self.store).contains(server),
+            None => servers::read(self.store).is_ok_and(|names| names.contains(server)),
         }
     }
 }
@@ -184,10 +199,37 @@ impl KeyLookup for TableReader<'_> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::store::memory::MemoryStore;
+    use crate::store::memory::{MemoryStore, RefusesReads};
     use crate::table::testing::{delta, snapshot, write_snapshot};
     use crate::table::{META_KEY, apply_delta, entry_key};
     use std::collections::BTreeSet;
+
+    #[test]
+    fn a_refused_read_refuses_the_request_and_is_not_cached() {
+        let s = MemoryStore::default();
+        let mut known = BTreeSet::new();
+        write_snapshot(&s, &snapshot(5, &[1]), 7_000, &mut known).unwrap();
+        servers::sync(&s, Some(&["alpha".to_owned()]), 7_000).unwrap();
+        let cache = TableCache::new(60_000);
+        let now = 8_000;
+        for prefix in [crate::table::ENTRY_PREFIX, servers::SERVERS_KEY] {
+            cache.invalidate();
+            let store = RefusesReads::of(&s, prefix);
+            let reader = TableReader::cached(&store, &cache, now);
+            let refused = if prefix == servers::SERVERS_KEY {
+                !reader.server_registered("alpha")
+            } else {
+                reader.entry(1).is_none()
+            };
+            assert!(refused, "{prefix}: a refused read must refuse");
+            // The host answers again: the same cache, unchanged table, must
+            // read again rather than keep the refusal.
+            store.on.set(false);
+            let reader = TableReader::cached(&store, &cache, now);
+            assert!(reader.entry(1).is_some(), "{prefix}");
+            assert!(reader.server_registered("alpha"), "{prefix}");
+        }
+    }
 
     #[test]
     fn table_cache_reads_nothing_while_the_table_stands_still() {

@@ -11,7 +11,7 @@
 
 use super::writer::write_meta;
 use super::{ApplyError, read_meta};
-use crate::store::SharedStore;
+use crate::store::{SharedStore, StoreError};
 use keygate_protocol::server_name::is_valid_server_name;
 use std::collections::HashSet;
 
@@ -48,10 +48,11 @@ pub fn decode(bytes: &[u8]) -> HashSet<String> {
     names
 }
 
-/// The registered servers as stored (empty when absent or unreadable).
-pub fn read(store: &dyn SharedStore) -> HashSet<String> {
-    let stored = store.get(SERVERS_KEY).ok().and_then(|(value, _)| value);
-    decode(&stored.unwrap_or_default())
+/// The registered servers as stored (empty when absent); an error when the
+/// host refused the read, so a cache does not keep a refusal.
+pub fn read(store: &dyn SharedStore) -> Result<HashSet<String>, StoreError> {
+    let (stored, _) = store.get(SERVERS_KEY)?;
+    Ok(decode(&stored.unwrap_or_default()))
 }
 
 /// Makes the stored set what an answer said: `Some(names)`, or `None` (an

@@ -402,6 +402,7 @@ mod tests {
     use super::*;
     use crate::decision::KeyLookup;
     use crate::store::memory::{MemoryStore, RefusesReads, Spy};
+    use crate::table::ENTRY_PREFIX;
     use crate::table::TableReader;
     use crate::table::testing::{delta, entry, snapshot, write_snapshot};
     use keygate_protocol::ServerScope;
@@ -416,26 +417,27 @@ mod tests {
         let s = MemoryStore::default();
         let mut known = BTreeSet::new();
         write_snapshot(&s, &snapshot(5, &[1, 2]), 7_000, &mut known).unwrap();
-        let change = delta(8, vec![], vec![2]);
-        apply_delta(&s, &change, 5, 8_000, &mut known).unwrap();
+        apply_delta(&s, &delta(8, vec![], vec![2]), 5, 8_000, &mut known).unwrap();
         let before = s.data.borrow().clone();
-        // An older upsert of the removed key, and a new snapshot, through a
-        // host that refuses reads: neither may write without its CAS.
-        let refusing = RefusesReads(&s);
-        let stale = delta(9, vec![entry(2, "alpha")], vec![]);
+        // Entry reads refused: a delta may not write its slots blind (taken
+        // for absent, the read would let any write through, a stale one
+        // over a newer tombstone too).
+        let entries_refused = RefusesReads::of(&s, ENTRY_PREFIX);
+        let change = delta(9, vec![entry(2, "alpha"), entry(3, "alpha")], vec![]);
         assert_eq!(
-            apply_delta(&refusing, &stale, 8, 9_000, &mut known),
+            apply_delta(&entries_refused, &change, 8, 9_000, &mut known),
             Err(ApplyError::Store)
         );
+        // Meta reads refused: no snapshot may reserve a generation blind.
+        let meta_refused = RefusesReads::of(&s, META_KEY);
         assert_eq!(
-            SnapshotWriter::begin(&refusing, 10, 9_000).err(),
+            SnapshotWriter::begin(&meta_refused, 10, 9_000).err(),
             Some(ApplyError::Store)
         );
         assert_eq!(*s.data.borrow(), before);
-        // Readers fail closed: no table, no key.
-        let reader = TableReader::new(&refusing);
-        assert_eq!(reader.last_sync_unix(), None);
-        assert!(reader.entry(1).is_none());
+        // Readers fail closed: no table, or no key.
+        assert_eq!(TableReader::new(&meta_refused).last_sync_unix(), None);
+        assert!(TableReader::new(&entries_refused).entry(1).is_none());
         assert_eq!(live_ids(&s, 0..5), vec![1]);
     }
 
