@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use keygate_e2e::edge::WORKERS_AGREE_AFTER;
+use keygate_e2e::keys::secret_part;
 use keygate_e2e::shipped::ShippedEdge;
 use keygate_e2e::stack::unique_name;
 
@@ -43,6 +44,20 @@ fn keygate_fields(line: &str) -> &str {
     rest[at + 1..].trim_end()
 }
 
+/// Sends `GET {path_prefix}{tag}` (a fresh tag) with `key`; returns the
+/// answer's status and the keygate fields of its access-log line.
+async fn logged(shipped: &ShippedEdge, path_prefix: &str, key: Option<&str>) -> (u16, String) {
+    let tag = unique_name("logged");
+    let response = shipped
+        .edge()
+        .get(&format!("{path_prefix}{tag}"), key)
+        .await
+        .unwrap_or_else(|e| panic!("GET {path_prefix}{tag}: {e}"));
+    let line = line_for(shipped, &tag).await;
+    println!("{} -> {}: {line}", path_prefix, response.status);
+    (response.status, keygate_fields(&line).to_owned())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_log_names_the_key_of_allowed_and_denied_requests() {
     let shipped = ShippedEdge::start("access-log-identity").await;
@@ -51,31 +66,19 @@ async fn access_log_names_the_key_of_allowed_and_denied_requests() {
     let admin = shipped.control_plane.admin();
 
     // Allowed: owner, key and server.
-    let tag = unique_name("allowed");
-    let response = edge
-        .get(&format!("/mcp-connect/echo/{tag}"), Some(&key.key))
-        .await
-        .expect("allowed request");
-    assert_eq!(response.status, 200, "{response:?}");
-    let line = line_for(&shipped, &tag).await;
+    let (status, fields) = logged(&shipped, "/mcp-connect/echo/", Some(&key.key)).await;
+    assert_eq!(status, 200);
     assert_eq!(
-        keygate_fields(&line),
-        format!("user={user} key={} server=echo deny=-", key.id),
-        "{line}"
+        fields,
+        format!("user={user} key={} server=echo deny=-", key.id)
     );
 
     // Denied out of scope: the reason and the key, no identity.
-    let tag = unique_name("denied");
-    let response = edge
-        .get(&format!("/mcp-connect/time/{tag}"), Some(&key.key))
-        .await
-        .expect("denied request");
-    assert_eq!(response.status, 403, "{response:?}");
-    let line = line_for(&shipped, &tag).await;
+    let (status, fields) = logged(&shipped, "/mcp-connect/time/", Some(&key.key)).await;
+    assert_eq!(status, 403);
     assert_eq!(
-        keygate_fields(&line),
-        format!("user=- key={} server=- deny=out_of_scope", key.id),
-        "{line}"
+        fields,
+        format!("user=- key={} server=- deny=out_of_scope", key.id)
     );
 
     // A disabled key: refused as unknown, and the log says which key it was.
@@ -93,46 +96,26 @@ async fn access_log_names_the_key_of_allowed_and_denied_requests() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(WORKERS_AGREE_AFTER).await;
-    let tag = unique_name("disabled");
-    let response = edge
-        .get(&format!("/mcp-connect/echo/{tag}"), Some(&key.key))
-        .await
-        .expect("disabled key");
-    assert_eq!(response.status, 401, "{response:?}");
-    let line = line_for(&shipped, &tag).await;
+    let (status, fields) = logged(&shipped, "/mcp-connect/echo/", Some(&key.key)).await;
+    assert_eq!(status, 401);
     assert_eq!(
-        keygate_fields(&line),
-        format!("user=- key={} server=- deny=unknown_key", key.id),
-        "{line}"
+        fields,
+        format!("user=- key={} server=- deny=unknown_key", key.id)
     );
 
     // No key at all: only the reason.
-    let tag = unique_name("nokey");
-    let response = edge
-        .get(&format!("/mcp-connect/echo/{tag}"), None)
-        .await
-        .expect("no key");
-    assert_eq!(response.status, 401, "{response:?}");
-    let line = line_for(&shipped, &tag).await;
-    assert_eq!(
-        keygate_fields(&line),
-        "user=- key=- server=- deny=missing_key",
-        "{line}"
-    );
+    let (status, fields) = logged(&shipped, "/mcp-connect/echo/", None).await;
+    assert_eq!(status, 401);
+    assert_eq!(fields, "user=- key=- server=- deny=missing_key");
 
     // A request the filter lets pass without deciding (the console's
     // pages, no key): the filter sets nothing, Envoy writes `-`.
-    let tag = unique_name("passed");
-    let response = edge
-        .get(&format!("/{tag}"), None)
-        .await
-        .expect("console path");
-    assert_ne!(response.status, 401, "{response:?}");
-    let line = line_for(&shipped, &tag).await;
-    assert_eq!(keygate_fields(&line), "-", "{line}");
+    let (status, fields) = logged(&shipped, "/", None).await;
+    assert_ne!(status, 401);
+    assert_eq!(fields, "-");
 
     // The key itself never reaches the log.
-    let secret = &key.key[key.key.len() - 43..];
+    let secret = secret_part(&key.key);
     for line in shipped.access_log_lines() {
         assert!(!line.contains(secret) && !line.contains("ok1-"), "{line}");
     }
